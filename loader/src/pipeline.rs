@@ -1,0 +1,299 @@
+//! The producer loop: epoch order -> per-sample decode and two views -> ring slot.
+//!
+//! One batch at a time: the loop acquires a free ring slot, the worker pool fills its samples in
+//! parallel (each worker decodes an image once and writes both views straight into the slot, in
+//! CHW), and the slot is published. A file that cannot be read or decoded is recorded once and
+//! replaced by a deterministic substitute, so batches stay full and identical across worker counts.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rayon::prelude::*;
+use shared::{stat, Producer, SlotParts, Stats};
+
+use crate::augment::{sample_view, CropConfig, ViewMaker};
+use crate::decode::{decode_rgb, RgbImage};
+use crate::keyed_rng::{epoch_order, keyed_rng, Stream};
+use crate::source::SampleSource;
+
+/// What the pipeline makes and how much of it.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub batch_size: usize,
+    /// Side of the square output views.
+    pub image_size: u32,
+    pub seed: u64,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    pub crop: CropConfig,
+    /// Images declaring more pixels are refused before decoding.
+    pub max_pixels: u64,
+}
+
+/// A file the loader could not use, and why.
+#[derive(Clone, Debug)]
+pub struct BadFile {
+    pub index: usize,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub batches: u64,
+    pub pairs: u64,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    pub bad_files: Vec<BadFile>,
+}
+
+/// Per-thread buffers, reused for every sample the thread makes.
+#[derive(Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    image: RgbImage,
+    maker: ViewMaker,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+const UNKNOWN: u8 = 0;
+const BAD: u8 = 2;
+
+/// The decode-and-augment engine over one sample source.
+pub struct Pipeline<'s> {
+    source: &'s dyn SampleSource,
+    cfg: PipelineConfig,
+    pool: rayon::ThreadPool,
+    status: Vec<AtomicU8>,
+    bad: Mutex<BTreeMap<usize, BadFile>>,
+}
+
+impl<'s> Pipeline<'s> {
+    /// Builds the worker pool. Fails if the source has fewer samples than one batch.
+    pub fn new(source: &'s dyn SampleSource, cfg: PipelineConfig) -> anyhow::Result<Pipeline<'s>> {
+        if cfg.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if source.len() < cfg.batch_size {
+            bail!(
+                "the dataset has {} images, fewer than one batch of {}; lower --batch-size",
+                source.len(),
+                cfg.batch_size
+            );
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.workers)
+            .thread_name(|i| format!("loader-worker-{i}"))
+            .build()
+            .context("starting the worker threads")?;
+        let status = (0..source.len()).map(|_| AtomicU8::new(UNKNOWN)).collect();
+        Ok(Pipeline {
+            source,
+            cfg,
+            pool,
+            status,
+            bad: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Worker threads actually running.
+    pub fn workers(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Full batches per epoch (the last partial batch is dropped, so every batch has the same size
+    /// for the batch-normalised loss).
+    pub fn steps_per_epoch(&self) -> u64 {
+        (self.source.len() / self.cfg.batch_size) as u64
+    }
+
+    /// Files found bad so far, in dataset order.
+    pub fn bad_files(&self) -> Vec<BadFile> {
+        self.bad.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Produces `total_steps` batches (global steps `0..total_steps`) into the ring, stopping
+    /// early when `stop` is set. `on_batch` is called after each published batch.
+    pub fn run(
+        &self,
+        producer: &mut Producer,
+        total_steps: u64,
+        stop: &AtomicBool,
+        on_batch: &mut dyn FnMut(u64),
+    ) -> anyhow::Result<RunReport> {
+        let started = Instant::now();
+        let steps_per_epoch = self.steps_per_epoch();
+        let mut report = RunReport::default();
+        let mut order: Option<(u64, Vec<u32>)> = None;
+        for step in 0..total_steps {
+            let epoch = step / steps_per_epoch;
+            if order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+                order = Some((epoch, epoch_order(self.cfg.seed, epoch, self.source.len())));
+            }
+            let epoch_order = &order.as_ref().unwrap().1;
+            let mut slot = match producer.acquire(stop) {
+                Ok(slot) => slot,
+                Err(shared::RingError::Interrupted) => {
+                    report.interrupted = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            slot.set_meta(epoch, step, self.cfg.batch_size as u32);
+            let stats = slot.stats();
+            self.fill_batch(
+                epoch,
+                step % steps_per_epoch,
+                epoch_order,
+                slot.parts_mut(),
+                Some(stats),
+            )?;
+            let t = Instant::now();
+            slot.publish();
+            stats.add(stat::WRITE_NS, t.elapsed().as_nanos() as u64);
+            stats.add(stat::PAIRS_WRITTEN, self.cfg.batch_size as u64);
+            report.batches += 1;
+            report.pairs += self.cfg.batch_size as u64;
+            on_batch(step);
+            if stop.load(Ordering::Relaxed) {
+                report.interrupted = step + 1 < total_steps;
+                break;
+            }
+        }
+        report.elapsed = started.elapsed();
+        report.bad_files = self.bad_files();
+        Ok(report)
+    }
+
+    /// Fills one batch: position `k` of step `step_in_epoch` takes the sample at
+    /// `order[step_in_epoch * B + k]`, or, if that file is bad, the first good one among
+    /// `order[p + B], order[p + 2B], ...` (wrapping). Fails only if no file in the dataset decodes.
+    pub fn fill_batch(
+        &self,
+        epoch: u64,
+        step_in_epoch: u64,
+        order: &[u32],
+        parts: SlotParts<'_>,
+        stats: Option<&Stats>,
+    ) -> anyhow::Result<()> {
+        let b = self.cfg.batch_size;
+        let sample_bytes = 3 * (self.cfg.image_size as usize).pow(2);
+        let first = step_in_epoch as usize * b;
+        let results: Vec<bool> = self.pool.install(|| {
+            parts
+                .view_a
+                .par_chunks_mut(sample_bytes)
+                .zip(parts.view_b.par_chunks_mut(sample_bytes))
+                .zip(parts.labels.par_iter_mut())
+                .zip(parts.indices.par_iter_mut())
+                .enumerate()
+                .map(|(k, (((view_a, view_b), label), index))| {
+                    let n = order.len();
+                    for attempt in 0..n.div_ceil(b).max(1) * b {
+                        let idx = order[(first + k + attempt * b) % n] as usize;
+                        if self.status[idx].load(Ordering::Relaxed) == BAD {
+                            continue;
+                        }
+                        if self.make_pair(epoch, idx, view_a, view_b, stats) {
+                            *label = self.source.label(idx);
+                            *index = idx as u64;
+                            return true;
+                        }
+                    }
+                    false
+                })
+                .collect()
+        });
+        if results.iter().any(|ok| !ok) {
+            bail!(
+                "none of the {} images could be decoded (see the bad-file list)",
+                self.source.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes sample `idx` once and writes both views; false (and the file recorded as
+    /// bad) if it cannot be read or decoded.
+    fn make_pair(
+        &self,
+        epoch: u64,
+        idx: usize,
+        view_a: &mut [u8],
+        view_b: &mut [u8],
+        stats: Option<&Stats>,
+    ) -> bool {
+        SCRATCH.with(|scratch| {
+            let scratch = &mut *scratch.borrow_mut();
+            let mut clock = StageClock::new(stats);
+            if let Err(e) = self.source.read(idx, &mut scratch.bytes) {
+                self.record_bad(idx, format!("cannot read: {e}"));
+                return false;
+            }
+            clock.lap(stat::READ_NS);
+            if let Err(e) = decode_rgb(&scratch.bytes, self.cfg.max_pixels, &mut scratch.image) {
+                self.record_bad(idx, e.to_string());
+                return false;
+            }
+            clock.lap(stat::DECODE_NS);
+            let (w, h) = (scratch.image.width as u32, scratch.image.height as u32);
+            for (stream, out) in [(Stream::ViewA, view_a), (Stream::ViewB, view_b)] {
+                let params = sample_view(
+                    &mut keyed_rng(self.cfg.seed, epoch, idx as u64, stream),
+                    w,
+                    h,
+                    &self.cfg.crop,
+                );
+                scratch
+                    .maker
+                    .make_view(&scratch.image, &params, self.cfg.image_size, out);
+            }
+            clock.lap(stat::CROP_NS);
+            true
+        })
+    }
+
+    fn record_bad(&self, index: usize, reason: String) {
+        if self.status[index].swap(BAD, Ordering::Relaxed) != BAD {
+            let name = self.source.name(index);
+            self.bad.lock().unwrap().insert(
+                index,
+                BadFile {
+                    index,
+                    name,
+                    reason,
+                },
+            );
+        }
+    }
+}
+
+/// Adds the time since the last lap to a stage counter of the ring's live statistics.
+struct StageClock<'a> {
+    stats: Option<&'a Stats>,
+    last: Instant,
+}
+
+impl<'a> StageClock<'a> {
+    fn new(stats: Option<&'a Stats>) -> Self {
+        StageClock {
+            stats,
+            last: Instant::now(),
+        }
+    }
+    fn lap(&mut self, counter: usize) {
+        let now = Instant::now();
+        if let Some(stats) = self.stats {
+            stats.add(counter, (now - self.last).as_nanos() as u64);
+        }
+        self.last = now;
+    }
+}

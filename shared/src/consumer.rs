@@ -1,0 +1,428 @@
+//! [`Consumer`]: attaches to a ring and takes batches in order.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::layout::{offset, RingInfo, RingState, SlotLayout};
+use crate::liveness::{
+    now_ms, peer_dead, pid_namespace, Heartbeat, DEFAULT_STALE_AFTER, LIVENESS_CHECK_INTERVAL,
+};
+use crate::map::{wait_ready, Backoff, Mapping};
+use crate::stats::{stat, Stats};
+use crate::RingError;
+
+/// The reading side of a ring. At most one live consumer per ring.
+pub struct Consumer {
+    path: PathBuf,
+    info: RingInfo,
+    layout: SlotLayout,
+    map: Arc<Mapping>,
+    pos: u64,
+    pid: u32,
+    stale_after: Duration,
+    registered: bool,
+    heartbeat: Option<Heartbeat>,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("path", &self.path)
+            .field("geometry", &self.info.geometry)
+            .field("position", &self.pos)
+            .finish()
+    }
+}
+
+impl Consumer {
+    /// Opens and maps the ring, waiting up to `wait` (polling every ~50 ms) for the file to
+    /// appear and its state to leave Initialising.
+    ///
+    /// Validates the magic ([`RingError::BadMagic`]), [`crate::FORMAT_VERSION`]
+    /// ([`RingError::VersionMismatch`]) and every header field against the file size
+    /// ([`RingError::Corrupt`]); a ring that never becomes ready gives
+    /// [`RingError::Timeout`] (or `Corrupt` if the file is too short). Registers this process
+    /// as the consumer (pid + heartbeat thread), refusing with [`RingError::ConsumerInUse`]
+    /// while another live consumer holds the ring. Reading continues at the header's read
+    /// position, so a restarted consumer loses nothing (a batch that was being read when the
+    /// previous consumer died is delivered again).
+    pub fn attach(path: &Path, wait: Duration) -> Result<Consumer, RingError> {
+        let (map, info, _file) = wait_ready(path, wait, true)?;
+        let map = Arc::new(map);
+        let me = std::process::id();
+        {
+            let cpid = map.u32_at(offset::CONSUMER_PID);
+            let beat = map.u64_at(offset::CONSUMER_HEARTBEAT);
+            let ns = map.u64_at(offset::CONSUMER_PIDNS);
+            loop {
+                let cur = cpid.load(Ordering::Acquire);
+                if cur != 0
+                    && !peer_dead(
+                        cur,
+                        ns.load(Ordering::Relaxed),
+                        beat.load(Ordering::Acquire),
+                        DEFAULT_STALE_AFTER,
+                    )
+                {
+                    return Err(RingError::ConsumerInUse { pid: cur });
+                }
+                // Fresh heartbeat before claiming, so a racing attacher never sees our pid
+                // next to the dead consumer's stale heartbeat.
+                beat.store(now_ms(), Ordering::Release);
+                if cpid
+                    .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            ns.store(pid_namespace(), Ordering::Relaxed);
+        }
+        let mut consumer = Consumer {
+            path: path.to_path_buf(),
+            layout: info.geometry.slot_layout(),
+            info,
+            map,
+            pos: 0,
+            pid: me,
+            stale_after: DEFAULT_STALE_AFTER,
+            registered: true,
+            heartbeat: None,
+        };
+        // From here, dropping `consumer` unregisters.
+        consumer.pos = consumer.resume_position()?;
+        consumer.heartbeat = Some(
+            Heartbeat::spawn(
+                "ring-consumer-heartbeat",
+                Arc::clone(&consumer.map),
+                offset::CONSUMER_HEARTBEAT,
+            )
+            .map_err(|e| RingError::io(path, "could not start the consumer heartbeat thread", e))?,
+        );
+        Ok(consumer)
+    }
+
+    /// Where a new consumer starts: `read_pos`, repaired if the previous consumer died
+    /// between releasing its slot and advancing `read_pos`.
+    fn resume_position(&self) -> Result<u64, RingError> {
+        let slots = self.info.geometry.slots as u64;
+        let read_pos = self.map.u64_at(offset::READ_POS);
+        let mut rp = read_pos.load(Ordering::Acquire);
+        if slots >= 2 {
+            let s = self
+                .map
+                .slot_seq(&self.layout, (rp % slots) as usize)
+                .load(Ordering::Acquire);
+            if s >= rp.saturating_add(slots) {
+                rp += 1;
+                read_pos.store(rp, Ordering::Release);
+            }
+        }
+        let wp = self.map.u64_at(offset::WRITE_POS).load(Ordering::Acquire);
+        // write_pos is stored just after the seq it covers, so it may lag by one.
+        if rp > wp.saturating_add(1) || wp > rp.saturating_add(slots) {
+            return Err(RingError::corrupt(format!(
+                "read position {rp} and write position {wp} are impossible for a {slots}-slot ring"
+            )));
+        }
+        Ok(rp)
+    }
+
+    /// The ring file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the producer declared.
+    pub fn info(&self) -> &RingInfo {
+        &self.info
+    }
+
+    /// The ring position the next batch comes from (= batches consumed so far).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Current ring state.
+    pub fn state(&self) -> RingState {
+        self.map.load_state().unwrap_or(RingState::Aborted)
+    }
+
+    /// How old the producer's heartbeat may get before [`Consumer::next`] reports
+    /// [`RingError::ProducerDied`] (default 3 s).
+    pub fn set_stale_after(&mut self, d: Duration) {
+        self.stale_after = d;
+    }
+
+    /// The ring's live statistics block.
+    pub fn stats(&self) -> &Stats {
+        self.map.stats()
+    }
+
+    /// Next published batch, blocking without spinning a core (brief spin, then sleeps of
+    /// up to ~2 ms). Everything published is delivered before any end condition:
+    /// `Ok(None)` at the end of data, `Err(ProducerAborted)` if the producer aborted,
+    /// `Err(ProducerDied)` if the producer's pid is gone or its heartbeat is older than
+    /// [`Consumer::set_stale_after`] (checked every 50 ms while waiting), and
+    /// `Err(ConsumerInUse)` if another consumer took the ring over.
+    #[allow(clippy::should_implement_trait)] // a lending "next": Batch borrows the consumer
+    pub fn next(&mut self) -> Result<Option<Batch<'_>>, RingError> {
+        self.next_until(&AtomicBool::new(false))
+    }
+
+    /// Like [`Consumer::next`], but returns [`RingError::Interrupted`] as soon as `stop` is
+    /// true while waiting.
+    pub fn next_until(&mut self, stop: &AtomicBool) -> Result<Option<Batch<'_>>, RingError> {
+        self.check_owner()?;
+        let slots = self.info.geometry.slots as u64;
+        let pos = self.pos;
+        let slot = (pos % slots) as usize;
+        let seq = self.map.slot_seq(&self.layout, slot);
+        let mut backoff = Backoff::new();
+        let mut waited_since: Option<Instant> = None;
+        let mut last_check: Option<Instant> = None;
+        let outcome: Result<bool, RingError> = loop {
+            let s = seq.load(Ordering::Acquire);
+            if s == pos + 1 {
+                break Ok(true);
+            }
+            if s != pos {
+                self.check_owner()?;
+                break Err(RingError::corrupt(format!(
+                    "slot {slot} has sequence number {s} while the consumer expected {pos} or {}; \
+                     another process is reading or writing this ring",
+                    pos + 1
+                )));
+            }
+            match self.map.load_state() {
+                Some(RingState::Running) => {}
+                // Publishing happens before the final state (Release/Acquire): look once more.
+                Some(RingState::EndOfData) => {
+                    break Ok(seq.load(Ordering::Acquire) == pos + 1);
+                }
+                Some(RingState::Aborted) => {
+                    if seq.load(Ordering::Acquire) == pos + 1 {
+                        break Ok(true);
+                    }
+                    break Err(RingError::ProducerAborted);
+                }
+                Some(RingState::Initialising) | None => {
+                    break Err(RingError::corrupt(format!(
+                        "the ring state changed to {} after it was running",
+                        self.map.state().load(Ordering::Relaxed)
+                    )))
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                break Err(RingError::Interrupted);
+            }
+            let now = Instant::now();
+            let check_due = match last_check {
+                None => true,
+                Some(t) => now.duration_since(t) >= LIVENESS_CHECK_INTERVAL,
+            };
+            if check_due {
+                last_check = Some(now);
+                if let Err(e) = self.check_owner().and_then(|()| self.check_producer()) {
+                    break Err(e);
+                }
+            }
+            waited_since.get_or_insert(now);
+            backoff.snooze();
+        };
+        if let Some(t) = waited_since {
+            self.map
+                .stats()
+                .add(stat::CONSUMER_WAIT_NS, t.elapsed().as_nanos() as u64);
+        }
+        if !outcome? {
+            return Ok(None);
+        }
+        let slot_off = self.map.slot_offset(&self.layout, slot);
+        // SAFETY: meta fields lie inside the slot at aligned offsets; the Acquire load of
+        // seq == pos + 1 makes the producer's writes visible, and the producer does not
+        // touch the slot again until we release it. Volatile: never assume the values.
+        let (epoch, step, count, checksum) = unsafe {
+            let p = self.map.base().add(slot_off);
+            (
+                std::ptr::read_volatile(p.add(offset::SLOT_EPOCH) as *const u64),
+                std::ptr::read_volatile(p.add(offset::SLOT_STEP) as *const u64),
+                std::ptr::read_volatile(p.add(offset::SLOT_COUNT) as *const u32),
+                std::ptr::read_volatile(p.add(offset::SLOT_CHECKSUM) as *const u64),
+            )
+        };
+        if count > self.info.geometry.batch_size {
+            return Err(RingError::corrupt(format!(
+                "batch at position {pos} claims {count} samples but batch_size is {}",
+                self.info.geometry.batch_size
+            )));
+        }
+        Ok(Some(Batch {
+            map: &self.map,
+            layout: self.layout,
+            slots,
+            slot_off,
+            pos: &mut self.pos,
+            epoch,
+            step,
+            count: count as usize,
+            checksum,
+        }))
+    }
+
+    /// Err if another consumer has taken the ring over.
+    fn check_owner(&self) -> Result<(), RingError> {
+        let cur = self
+            .map
+            .u32_at(offset::CONSUMER_PID)
+            .load(Ordering::Acquire);
+        if cur != self.pid {
+            return Err(RingError::ConsumerInUse { pid: cur });
+        }
+        Ok(())
+    }
+
+    /// Err(ProducerDied) if the producer's pid is gone or its heartbeat is stale.
+    fn check_producer(&self) -> Result<(), RingError> {
+        let pid = self
+            .map
+            .u32_at(offset::PRODUCER_PID)
+            .load(Ordering::Acquire);
+        let ns = self
+            .map
+            .u64_at(offset::PRODUCER_PIDNS)
+            .load(Ordering::Relaxed);
+        let beat = self
+            .map
+            .u64_at(offset::PRODUCER_HEARTBEAT)
+            .load(Ordering::Acquire);
+        if peer_dead(pid, ns, beat, self.stale_after) {
+            return Err(RingError::ProducerDied { pid });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Consumer {
+    /// Stops the heartbeat and unregisters (if still the registered consumer).
+    fn drop(&mut self) {
+        drop(self.heartbeat.take());
+        if self.registered {
+            let cpid = self.map.u32_at(offset::CONSUMER_PID);
+            if cpid
+                .compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.map
+                    .u64_at(offset::CONSUMER_HEARTBEAT)
+                    .store(0, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// A published batch. The slot goes back to the producer when the `Batch` is dropped (or
+/// [`Batch::release`]d); until then the producer cannot overwrite it.
+pub struct Batch<'a> {
+    map: &'a Mapping,
+    layout: SlotLayout,
+    slots: u64,
+    slot_off: usize,
+    pos: &'a mut u64,
+    epoch: u64,
+    step: u64,
+    count: usize,
+    checksum: u64,
+}
+
+impl fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("position", &*self.pos)
+            .field("epoch", &self.epoch)
+            .field("step", &self.step)
+            .field("count", &self.count)
+            .field("checksum", &self.checksum)
+            .finish()
+    }
+}
+
+impl Batch<'_> {
+    fn ptr(&self, off: usize) -> *const u8 {
+        // SAFETY: slot_off leaves a whole slot in bounds (Mapping::slot_offset); off < slot_bytes.
+        unsafe { self.map.base().add(self.slot_off + off) }
+    }
+
+    /// Ring position of this batch (0, 1, 2, ...).
+    pub fn position(&self) -> u64 {
+        *self.pos
+    }
+
+    /// Epoch, as set by the producer.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Step, as set by the producer.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Valid samples in this batch (<= batch_size).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Labels of the valid samples (`count` long).
+    pub fn labels(&self) -> &[u32] {
+        // SAFETY: in-slot, 4-aligned, count <= batch_size; the producer does not write the
+        // slot until we release it.
+        unsafe {
+            std::slice::from_raw_parts(self.ptr(self.layout.labels) as *const u32, self.count)
+        }
+    }
+
+    /// Dataset indices of the valid samples (`count` long).
+    pub fn indices(&self) -> &[u64] {
+        // SAFETY: as for labels; 8-aligned.
+        unsafe {
+            std::slice::from_raw_parts(self.ptr(self.layout.indices) as *const u64, self.count)
+        }
+    }
+
+    /// View A pixels: the full `batch_size * sample_bytes`, `u8` NCHW.
+    pub fn view_a(&self) -> &[u8] {
+        // SAFETY: as for labels.
+        unsafe { std::slice::from_raw_parts(self.ptr(self.layout.view_a), self.layout.view_bytes) }
+    }
+
+    /// View B pixels: the full `batch_size * sample_bytes`, `u8` NCHW.
+    pub fn view_b(&self) -> &[u8] {
+        // SAFETY: as for labels.
+        unsafe { std::slice::from_raw_parts(self.ptr(self.layout.view_b), self.layout.view_bytes) }
+    }
+
+    /// The producer's checksum (0 = none).
+    pub fn checksum(&self) -> u64 {
+        self.checksum
+    }
+
+    /// Gives the slot back to the producer (same as dropping the batch).
+    pub fn release(self) {}
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let pos = *self.pos;
+        self.map
+            .u64_at(self.slot_off + offset::SLOT_SEQ)
+            .store(pos + self.slots, Ordering::Release);
+        self.map
+            .u64_at(offset::READ_POS)
+            .store(pos + 1, Ordering::Release);
+        *self.pos = pos + 1;
+    }
+}

@@ -1,0 +1,578 @@
+//! The ring's on-memory format: header, slots, geometry.
+//!
+//! # Ring file format, version 1
+//!
+//! A ring is one regular file (normally `/dev/shm/<name>`, mode 0600) that both processes map
+//! `MAP_SHARED`. All integers are little-endian (the crate refuses to build on big-endian
+//! targets); every offset below is in bytes from the start of the file. The file is exactly
+//! `file_bytes = 4096 + slots * slot_bytes` long and is fully reserved (`posix_fallocate`)
+//! when created.
+//!
+//! ## Header (bytes 0..4096, [`Header`], `#[repr(C)]`)
+//!
+//! | offset | type          | field                   | notes |
+//! |-------:|---------------|-------------------------|-------|
+//! |      0 | `[u8; 8]`     | `magic`                 | `b"BARLOWRG"` ([`MAGIC`]); written as one 8-byte store |
+//! |      8 | `u32`         | `version`               | [`FORMAT_VERSION`] = 1 |
+//! |     12 | `u32`         | `header_bytes`          | 4096 |
+//! |     16 | `u32`         | `slots`                 | 1..=1024 |
+//! |     20 | `u32`         | `batch_size`            | 1..=65536 |
+//! |     24 | `u32`         | `views`                 | always 2 |
+//! |     28 | `u32`         | `channels`              | 1..=4 |
+//! |     32 | `u32`         | `height`                | 1..=8192 |
+//! |     36 | `u32`         | `width`                 | 1..=8192 |
+//! |     40 | `u32`         | `pixel_layout`          | 1 = `u8`, NCHW per view ([`PIXEL_LAYOUT_U8_NCHW`]) |
+//! |     44 | `u32`         | (padding)               | 0 |
+//! |     48 | `u64`         | `slot_bytes`            | must equal [`Geometry::slot_bytes`] |
+//! |     56 | `u64`         | `file_bytes`            | must equal [`Geometry::file_bytes`] and the file size |
+//! |     64 | `[f32; 3]`    | `mean`                  | per-channel normalisation mean (for the consumer) |
+//! |     76 | `[f32; 3]`    | `std`                   | per-channel normalisation std (finite, > 0) |
+//! |     88 | `u64`         | `dataset_len`           | samples per epoch (after skipping) |
+//! |     96 | `u64`         | `steps_per_epoch`       | |
+//! |    104 | `u64`         | `seed`                  | |
+//! |    112 | `u64`         | `total_steps`           | planned batches, 0 = unknown / unbounded |
+//! |    120 | `AtomicU32`   | `state`                 | [`RingState`]: 0 Initialising, 1 Running, 2 EndOfData, 3 Aborted |
+//! |    124 | `AtomicU32`   | `producer_pid`          | |
+//! |    128 | `AtomicU32`   | `consumer_pid`          | 0 = no consumer attached |
+//! |    132 | `u32`         | (padding)               | 0 |
+//! |    136 | `AtomicU64`   | `producer_heartbeat_ms` | ms since the UNIX epoch, refreshed every ~200 ms |
+//! |    144 | `AtomicU64`   | `consumer_heartbeat_ms` | ms since the UNIX epoch, refreshed every ~200 ms |
+//! |    152 | `AtomicU64`   | `producer_start_ms`     | when the producer created the ring |
+//! |    160 | `AtomicU64`   | `write_pos`             | batches published so far |
+//! |    168 | `AtomicU64`   | `read_pos`              | batches consumed (released) so far = next position to read |
+//! |    176 | `AtomicU64`   | `producer_pidns`        | inode of the producer's `/proc/self/ns/pid` (0 = unknown) |
+//! |    184 | `AtomicU64`   | `consumer_pidns`        | inode of the consumer's `/proc/self/ns/pid` (0 = unknown) |
+//! |    192 | `[u64; 8]`    | (reserved)              | 0 |
+//! |    256 | `[AtomicU64; 32]` | `stats`             | live counters, see [`crate::stat`] |
+//! |    512 |               | (reserved up to 4096)   | 0 |
+//!
+//! Fields from `magic` to `total_steps` are written once by the producer while `state` is
+//! Initialising and never change afterwards; the producer then stores `state = Running` with
+//! `Release`, and readers load `state` with `Acquire` before trusting them. Readers copy and
+//! validate those fields once, against each other and the file size, and never re-read them.
+//!
+//! ## Slots
+//!
+//! Slot `i` (0-based) starts at `4096 + i * slot_bytes`; `slot_bytes` is a multiple of 4096,
+//! so every slot is page-aligned. With `B = batch_size`, `S = channels * height * width`
+//! (one view of one sample) and `pad64(x)` = `x` rounded up to a multiple of 64:
+//!
+//! | offset in slot                | size          | content |
+//! |-------------------------------|---------------|---------|
+//! | 0                             | 64            | meta ([`SlotMeta`]): `seq: AtomicU64` @0, `epoch: u64` @8, `step: u64` @16, `count: u32` @24, pad @28, `checksum: u64` @32, reserved @40..64 |
+//! | 64                            | `pad64(4B)`   | labels, `u32[B]` |
+//! | `64 + pad64(4B)`              | `pad64(8B)`   | dataset indices, `u64[B]` |
+//! | `view_a` (after the indices)  | `pad64(B*S)`  | view A pixels, `u8[B][C][H][W]` |
+//! | `view_b = view_a + pad64(B*S)`| `B*S`         | view B pixels, same layout |
+//! | ...                           |               | zero padding up to `slot_bytes` (next multiple of 4096) |
+//!
+//! `count` (<= B) is the number of valid samples; labels and indices beyond `count` are
+//! unspecified, the views are always the full `B*S` bytes. `checksum` is an optional,
+//! producer-defined 64-bit value (0 = none).
+//!
+//! ## Synchronisation (Vyukov-style per-slot sequence numbers)
+//!
+//! Ring positions `p = 0, 1, 2, ...` map to slot `p % slots`. Slot `i` starts with `seq = i`.
+//!
+//! * The producer writing position `p` waits until `seq == p` (Acquire), fills meta and payload,
+//!   then stores `seq = p + 1` (Release) and `write_pos = p + 1`.
+//! * The consumer reading position `p` waits until `seq == p + 1` (Acquire), reads, then
+//!   stores `seq = p + slots` (Release) and `read_pos = p + 1`.
+//!
+//! A consumer therefore never sees a half-written batch, and a producer never overwrites an
+//! unread one. While waiting, the only legitimate values are `p` or `p + 1 - slots`
+//! (producer) and `p` (consumer); anything else is reported as corruption. A new consumer
+//! starts at `read_pos`; if it finds that slot already released (`seq >= read_pos + slots`,
+//! a consumer died between its two stores; only detectable with `slots >= 2`) it first
+//! advances `read_pos` by one. A batch that was being read when its consumer died is
+//! delivered again to the next consumer (at-least-once).
+//!
+//! ## Liveness
+//!
+//! Each side writes its pid, its pid-namespace id and a heartbeat every ~200 ms. A peer is
+//! alive while its heartbeat is fresh (default: younger than 3 s) and, when both share a pid
+//! namespace, `kill(pid, 0)` does not fail with `ESRCH` (`EPERM` counts as alive).
+
+use std::mem::{align_of, offset_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::stats::{Stats, STATS_LEN};
+use crate::RingError;
+
+#[cfg(target_endian = "big")]
+compile_error!("the barlow ring format is little-endian; big-endian targets are not supported");
+
+/// First 8 bytes of every ring file.
+pub const MAGIC: [u8; 8] = *b"BARLOWRG";
+/// Version of the format described in this module.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the header; slot 0 starts here.
+pub const HEADER_BYTES: usize = 4096;
+/// Slots are sized and placed in multiples of this.
+pub const SLOT_ALIGN: usize = 4096;
+/// Size of the per-slot metadata block.
+pub const SLOT_META_BYTES: usize = 64;
+/// `pixel_layout` value: `u8` pixels, NCHW per view.
+pub const PIXEL_LAYOUT_U8_NCHW: u32 = 1;
+
+/// Upper bounds enforced by [`Geometry::validate`].
+pub const MAX_SLOTS: u32 = 1024;
+/// Largest accepted batch size.
+pub const MAX_BATCH: u32 = 65536;
+/// Largest accepted channel count.
+pub const MAX_CHANNELS: u32 = 4;
+/// Largest accepted height or width.
+pub const MAX_SIDE: u32 = 8192;
+
+/// The ring header as it lies in memory (see the module docs for the table).
+///
+/// Only ever accessed through raw pointers into the mapping: plain fields are written by the
+/// producer before `state` leaves Initialising, atomics are shared-mutable.
+#[repr(C)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// [`HEADER_BYTES`].
+    pub header_bytes: u32,
+    /// Geometry: number of slots.
+    pub slots: u32,
+    /// Geometry: samples per batch.
+    pub batch_size: u32,
+    /// Always 2.
+    pub views: u32,
+    /// Geometry: channels.
+    pub channels: u32,
+    /// Geometry: height.
+    pub height: u32,
+    /// Geometry: width.
+    pub width: u32,
+    /// [`PIXEL_LAYOUT_U8_NCHW`].
+    pub pixel_layout: u32,
+    /// Zero.
+    pub _pad0: u32,
+    /// Bytes per slot.
+    pub slot_bytes: u64,
+    /// Bytes of the whole file.
+    pub file_bytes: u64,
+    /// Normalisation mean.
+    pub mean: [f32; 3],
+    /// Normalisation std.
+    pub std: [f32; 3],
+    /// Samples per epoch.
+    pub dataset_len: u64,
+    /// Batches per epoch.
+    pub steps_per_epoch: u64,
+    /// Producer's seed.
+    pub seed: u64,
+    /// Planned batches (0 = unknown).
+    pub total_steps: u64,
+    /// [`RingState`] as u32.
+    pub state: AtomicU32,
+    /// Producer pid.
+    pub producer_pid: AtomicU32,
+    /// Consumer pid (0 = none).
+    pub consumer_pid: AtomicU32,
+    /// Zero.
+    pub _pad1: u32,
+    /// Producer heartbeat, ms since the UNIX epoch.
+    pub producer_heartbeat_ms: AtomicU64,
+    /// Consumer heartbeat, ms since the UNIX epoch.
+    pub consumer_heartbeat_ms: AtomicU64,
+    /// When the producer started, ms since the UNIX epoch.
+    pub producer_start_ms: AtomicU64,
+    /// Batches published.
+    pub write_pos: AtomicU64,
+    /// Batches consumed.
+    pub read_pos: AtomicU64,
+    /// Producer's pid namespace id (0 = unknown).
+    pub producer_pidns: AtomicU64,
+    /// Consumer's pid namespace id (0 = unknown).
+    pub consumer_pidns: AtomicU64,
+    /// Zero.
+    pub _reserved: [u64; 8],
+    /// Live statistics.
+    pub stats: Stats,
+}
+
+/// Per-slot metadata, the first 64 bytes of every slot.
+#[repr(C)]
+pub struct SlotMeta {
+    /// Sequence number (see the synchronisation rules).
+    pub seq: AtomicU64,
+    /// Epoch of the batch.
+    pub epoch: u64,
+    /// Step (batch number) of the batch.
+    pub step: u64,
+    /// Valid samples.
+    pub count: u32,
+    /// Zero.
+    pub _pad: u32,
+    /// Optional payload checksum (0 = none).
+    pub checksum: u64,
+    /// Zero.
+    pub _reserved: [u64; 3],
+}
+
+/// Byte offsets of header fields (stable parts of the format).
+pub mod offset {
+    use super::*;
+    /// `magic`.
+    pub const MAGIC: usize = offset_of!(Header, magic);
+    /// `version`.
+    pub const VERSION: usize = offset_of!(Header, version);
+    /// `state`.
+    pub const STATE: usize = offset_of!(Header, state);
+    /// `producer_pid`.
+    pub const PRODUCER_PID: usize = offset_of!(Header, producer_pid);
+    /// `consumer_pid`.
+    pub const CONSUMER_PID: usize = offset_of!(Header, consumer_pid);
+    /// `producer_heartbeat_ms`.
+    pub const PRODUCER_HEARTBEAT: usize = offset_of!(Header, producer_heartbeat_ms);
+    /// `consumer_heartbeat_ms`.
+    pub const CONSUMER_HEARTBEAT: usize = offset_of!(Header, consumer_heartbeat_ms);
+    /// `producer_start_ms`.
+    pub const PRODUCER_START: usize = offset_of!(Header, producer_start_ms);
+    /// `write_pos`.
+    pub const WRITE_POS: usize = offset_of!(Header, write_pos);
+    /// `read_pos`.
+    pub const READ_POS: usize = offset_of!(Header, read_pos);
+    /// `producer_pidns`.
+    pub const PRODUCER_PIDNS: usize = offset_of!(Header, producer_pidns);
+    /// `consumer_pidns`.
+    pub const CONSUMER_PIDNS: usize = offset_of!(Header, consumer_pidns);
+    /// `stats`.
+    pub const STATS: usize = offset_of!(Header, stats);
+    /// Slot meta: `seq`.
+    pub const SLOT_SEQ: usize = offset_of!(SlotMeta, seq);
+    /// Slot meta: `epoch`.
+    pub const SLOT_EPOCH: usize = offset_of!(SlotMeta, epoch);
+    /// Slot meta: `step`.
+    pub const SLOT_STEP: usize = offset_of!(SlotMeta, step);
+    /// Slot meta: `count`.
+    pub const SLOT_COUNT: usize = offset_of!(SlotMeta, count);
+    /// Slot meta: `checksum`.
+    pub const SLOT_CHECKSUM: usize = offset_of!(SlotMeta, checksum);
+}
+
+// The format is pinned: these fail to compile if a field moves.
+const _: () = {
+    assert!(size_of::<Header>() <= HEADER_BYTES);
+    assert!(align_of::<Header>() <= SLOT_ALIGN);
+    assert!(size_of::<SlotMeta>() == SLOT_META_BYTES);
+    assert!(size_of::<Stats>() == STATS_LEN * 8);
+    assert!(offset::VERSION == 8);
+    assert!(offset_of!(Header, slots) == 16);
+    assert!(offset_of!(Header, pixel_layout) == 40);
+    assert!(offset_of!(Header, slot_bytes) == 48);
+    assert!(offset_of!(Header, mean) == 64);
+    assert!(offset_of!(Header, std) == 76);
+    assert!(offset_of!(Header, dataset_len) == 88);
+    assert!(offset_of!(Header, total_steps) == 112);
+    assert!(offset::STATE == 120);
+    assert!(offset::PRODUCER_PID == 124);
+    assert!(offset::CONSUMER_PID == 128);
+    assert!(offset::PRODUCER_HEARTBEAT == 136);
+    assert!(offset::READ_POS == 168);
+    assert!(offset::CONSUMER_PIDNS == 184);
+    assert!(offset::STATS == 256);
+    assert!(size_of::<Header>() == 512);
+    assert!(offset::SLOT_COUNT == 24);
+    assert!(offset::SLOT_CHECKSUM == 32);
+};
+
+/// Lifecycle of a ring, stored as `u32` in the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum RingState {
+    /// The producer is still writing the header (a zero-filled file is in this state).
+    Initialising = 0,
+    /// Batches are being produced.
+    Running = 1,
+    /// The producer finished; the consumer gets `Ok(None)` once everything is read.
+    EndOfData = 2,
+    /// The producer gave up; the consumer gets `Err(ProducerAborted)` once everything is read.
+    Aborted = 3,
+}
+
+impl RingState {
+    /// Decodes the header value; `None` for an unknown value.
+    pub fn from_u32(v: u32) -> Option<RingState> {
+        match v {
+            0 => Some(RingState::Initialising),
+            1 => Some(RingState::Running),
+            2 => Some(RingState::EndOfData),
+            3 => Some(RingState::Aborted),
+            _ => None,
+        }
+    }
+
+    /// The header encoding.
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+}
+
+impl std::fmt::Display for RingState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RingState::Initialising => "initialising",
+            RingState::Running => "running",
+            RingState::EndOfData => "end of data",
+            RingState::Aborted => "aborted",
+        })
+    }
+}
+
+/// Rounds `x` up to a multiple of `to` (a power of two), `None` on overflow.
+const fn round_up(x: usize, to: usize) -> Option<usize> {
+    match x.checked_add(to - 1) {
+        Some(v) => Some(v & !(to - 1)),
+        None => None,
+    }
+}
+
+/// Byte offsets of the parts of one slot, relative to the slot start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotLayout {
+    /// `u32[batch_size]` labels.
+    pub labels: usize,
+    /// `u64[batch_size]` dataset indices.
+    pub indices: usize,
+    /// View A pixels.
+    pub view_a: usize,
+    /// View B pixels.
+    pub view_b: usize,
+    /// Bytes of one view of the whole batch.
+    pub view_bytes: usize,
+    /// Whole slot, a multiple of [`SLOT_ALIGN`].
+    pub slot_bytes: usize,
+}
+
+/// Shape of one ring. There are always [`Geometry::VIEWS`] = 2 views; pixels are `u8`, NCHW per view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Batches the ring holds at once.
+    pub slots: u32,
+    /// Samples per batch.
+    pub batch_size: u32,
+    /// Channels per pixel.
+    pub channels: u32,
+    /// Image height.
+    pub height: u32,
+    /// Image width.
+    pub width: u32,
+}
+
+impl Geometry {
+    /// Views per sample.
+    pub const VIEWS: usize = 2;
+
+    fn checked_layout(&self) -> Option<SlotLayout> {
+        let b = self.batch_size as usize;
+        let sample = (self.channels as usize)
+            .checked_mul(self.height as usize)?
+            .checked_mul(self.width as usize)?;
+        let view_bytes = b.checked_mul(sample)?;
+        let labels = SLOT_META_BYTES;
+        let indices = labels.checked_add(round_up(b.checked_mul(4)?, 64)?)?;
+        let view_a = indices.checked_add(round_up(b.checked_mul(8)?, 64)?)?;
+        let view_b = view_a.checked_add(round_up(view_bytes, 64)?)?;
+        let end = view_b.checked_add(view_bytes)?;
+        let slot_bytes = round_up(end, SLOT_ALIGN)?;
+        Some(SlotLayout {
+            labels,
+            indices,
+            view_a,
+            view_b,
+            view_bytes,
+            slot_bytes,
+        })
+    }
+
+    fn checked_file_bytes(&self) -> Option<usize> {
+        let slot = self.checked_layout()?.slot_bytes;
+        let all = (self.slots as usize)
+            .checked_mul(slot)?
+            .checked_add(HEADER_BYTES)?;
+        // Must be addressable by pointer offsets and by file offsets.
+        (all <= isize::MAX as usize && (all as u64) <= i64::MAX as u64).then_some(all)
+    }
+
+    /// Offsets of the parts of a slot. Panics if the geometry overflows (call [`Geometry::validate`] first).
+    pub fn slot_layout(&self) -> SlotLayout {
+        self.checked_layout()
+            .expect("ring geometry overflows; call Geometry::validate first")
+    }
+
+    /// Bytes of one view of one sample: `channels * height * width`.
+    pub fn sample_bytes(&self) -> usize {
+        self.channels as usize * self.height as usize * self.width as usize
+    }
+
+    /// Bytes of one view of the whole batch: `batch_size * sample_bytes`.
+    pub fn view_bytes(&self) -> usize {
+        self.batch_size as usize * self.sample_bytes()
+    }
+
+    /// Bytes of one slot including its metadata, labels and indices, rounded up to 4096.
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_layout().slot_bytes
+    }
+
+    /// Bytes of the whole ring file: header + `slots * slot_bytes`.
+    pub fn file_bytes(&self) -> usize {
+        self.checked_file_bytes()
+            .expect("ring geometry overflows; call Geometry::validate first")
+    }
+
+    /// Checks bounds (slots 1..=1024, batch 1..=65536, channels 1..=4, height and width
+    /// 1..=8192) and that every size is addressable.
+    pub fn validate(&self) -> Result<(), RingError> {
+        let check = |name: &str, v: u32, max: u32| {
+            if v == 0 || v > max {
+                Err(RingError::BadGeometry {
+                    reason: format!("{name} must be in 1..={max}, got {v}"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        check("slots", self.slots, MAX_SLOTS)?;
+        check("batch_size", self.batch_size, MAX_BATCH)?;
+        check("channels", self.channels, MAX_CHANNELS)?;
+        check("height", self.height, MAX_SIDE)?;
+        check("width", self.width, MAX_SIDE)?;
+        if self.checked_file_bytes().is_none() {
+            return Err(RingError::BadGeometry {
+                reason: format!("{self:?} needs more bytes than this machine can address"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Everything the producer declares when it creates a ring; the consumer reads it back from the header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RingInfo {
+    /// Shape of the ring.
+    pub geometry: Geometry,
+    /// Per-channel normalisation mean the consumer should apply (pixel/255 scale).
+    pub mean: [f32; 3],
+    /// Per-channel normalisation std the consumer should apply (pixel/255 scale).
+    pub std: [f32; 3],
+    /// Samples per epoch (after skipping).
+    pub dataset_len: u64,
+    /// Batches per epoch.
+    pub steps_per_epoch: u64,
+    /// The producer's seed.
+    pub seed: u64,
+    /// Planned batches (0 = unknown / unbounded).
+    pub total_steps: u64,
+}
+
+impl RingInfo {
+    /// ImageNet channel means (RGB, 0..1 scale).
+    pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    /// ImageNet channel standard deviations (RGB, 0..1 scale).
+    pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+    /// A `RingInfo` with ImageNet normalisation and zero counts.
+    pub fn new(geometry: Geometry) -> RingInfo {
+        RingInfo {
+            geometry,
+            mean: Self::IMAGENET_MEAN,
+            std: Self::IMAGENET_STD,
+            dataset_len: 0,
+            steps_per_epoch: 0,
+            seed: 0,
+            total_steps: 0,
+        }
+    }
+
+    /// Validates the geometry and that mean is finite and std finite and positive.
+    pub fn validate(&self) -> Result<(), RingError> {
+        self.geometry.validate()?;
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(RingError::BadGeometry {
+                reason: format!("mean {:?} must be finite", self.mean),
+            });
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(RingError::BadGeometry {
+                reason: format!("std {:?} must be finite and positive", self.std),
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes and validates the fixed header fields against the ring file's size.
+    pub(crate) fn from_header(h: &Header, file_len: u64) -> Result<RingInfo, RingError> {
+        if h.header_bytes as usize != HEADER_BYTES {
+            return Err(RingError::corrupt(format!(
+                "header_bytes is {}, expected {HEADER_BYTES}",
+                h.header_bytes
+            )));
+        }
+        if h.views as usize != Geometry::VIEWS {
+            return Err(RingError::corrupt(format!(
+                "views is {}, expected {}",
+                h.views,
+                Geometry::VIEWS
+            )));
+        }
+        if h.pixel_layout != PIXEL_LAYOUT_U8_NCHW {
+            return Err(RingError::corrupt(format!(
+                "pixel_layout is {}, expected {PIXEL_LAYOUT_U8_NCHW} (u8 NCHW)",
+                h.pixel_layout
+            )));
+        }
+        let geometry = Geometry {
+            slots: h.slots,
+            batch_size: h.batch_size,
+            channels: h.channels,
+            height: h.height,
+            width: h.width,
+        };
+        geometry.validate().map_err(|e| match e {
+            RingError::BadGeometry { reason } => {
+                RingError::corrupt(format!("header geometry: {reason}"))
+            }
+            e => e,
+        })?;
+        let slot_bytes = geometry.slot_bytes() as u64;
+        if h.slot_bytes != slot_bytes {
+            return Err(RingError::corrupt(format!(
+                "slot_bytes is {}, but the geometry implies {slot_bytes}",
+                h.slot_bytes
+            )));
+        }
+        let file_bytes = geometry.file_bytes() as u64;
+        if h.file_bytes != file_bytes {
+            return Err(RingError::corrupt(format!(
+                "file_bytes is {}, but the geometry implies {file_bytes}",
+                h.file_bytes
+            )));
+        }
+        if file_len != file_bytes {
+            return Err(RingError::corrupt(format!(
+                "the file is {file_len} bytes but its header declares {file_bytes} (truncated or overwritten?)"
+            )));
+        }
+        let info = RingInfo {
+            geometry,
+            mean: h.mean,
+            std: h.std,
+            dataset_len: h.dataset_len,
+            steps_per_epoch: h.steps_per_epoch,
+            seed: h.seed,
+            total_steps: h.total_steps,
+        };
+        info.validate().map_err(|e| match e {
+            RingError::BadGeometry { reason } => RingError::corrupt(format!("header: {reason}")),
+            e => e,
+        })?;
+        Ok(info)
+    }
+}

@@ -1,0 +1,111 @@
+//! [`Observer`]: a read-only look at a ring (for status commands); never registers as consumer.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::layout::{offset, RingInfo, RingState};
+use crate::liveness::{peer_dead, DEFAULT_STALE_AFTER};
+use crate::map::{wait_ready, Mapping};
+use crate::stats::STATS_LEN;
+use crate::RingError;
+
+/// Read-only attachment to a ring: maps it read-only and changes nothing.
+pub struct Observer {
+    path: PathBuf,
+    info: RingInfo,
+    map: Mapping,
+}
+
+/// A point-in-time view of a ring's shared state (fields are read one by one, not atomically together).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Ring state (an unknown header value reads as `Aborted`).
+    pub state: RingState,
+    /// Batches published.
+    pub written: u64,
+    /// Batches consumed.
+    pub consumed: u64,
+    /// Producer pid.
+    pub producer_pid: u32,
+    /// Consumer pid (0 = none attached).
+    pub consumer_pid: u32,
+    /// Producer pid alive and heartbeat younger than 3 s.
+    pub producer_alive: bool,
+    /// A consumer is attached, its pid alive and heartbeat younger than 3 s.
+    pub consumer_alive: bool,
+    /// The statistics block (index with [`crate::stat`]).
+    pub stats: [u64; STATS_LEN],
+}
+
+impl fmt::Debug for Observer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observer")
+            .field("path", &self.path)
+            .field("geometry", &self.info.geometry)
+            .finish()
+    }
+}
+
+impl Observer {
+    /// Opens the ring at `path` read-only, validating it like [`crate::Consumer::attach`];
+    /// waits up to 1 s for a ring that is still initialising.
+    pub fn open(path: &Path) -> Result<Observer, RingError> {
+        Self::open_wait(path, Duration::from_secs(1))
+    }
+
+    /// Like [`Observer::open`], waiting up to `wait` for the ring to appear and become ready.
+    pub fn open_wait(path: &Path, wait: Duration) -> Result<Observer, RingError> {
+        let (map, info, _file) = wait_ready(path, wait, false)?;
+        Ok(Observer {
+            path: path.to_path_buf(),
+            info,
+            map,
+        })
+    }
+
+    /// The ring file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the producer declared.
+    pub fn info(&self) -> &RingInfo {
+        &self.info
+    }
+
+    /// Reads the ring's current shared state.
+    pub fn snapshot(&self) -> Snapshot {
+        let m = &self.map;
+        let producer_pid = m.u32_at(offset::PRODUCER_PID).load(Ordering::Acquire);
+        let consumer_pid = m.u32_at(offset::CONSUMER_PID).load(Ordering::Acquire);
+        let alive = |pid: u32, ns: usize, beat: usize| {
+            pid != 0
+                && !peer_dead(
+                    pid,
+                    m.u64_at(ns).load(Ordering::Relaxed),
+                    m.u64_at(beat).load(Ordering::Acquire),
+                    DEFAULT_STALE_AFTER,
+                )
+        };
+        Snapshot {
+            state: m.load_state().unwrap_or(RingState::Aborted),
+            written: m.u64_at(offset::WRITE_POS).load(Ordering::Acquire),
+            consumed: m.u64_at(offset::READ_POS).load(Ordering::Acquire),
+            producer_pid,
+            consumer_pid,
+            producer_alive: alive(
+                producer_pid,
+                offset::PRODUCER_PIDNS,
+                offset::PRODUCER_HEARTBEAT,
+            ),
+            consumer_alive: alive(
+                consumer_pid,
+                offset::CONSUMER_PIDNS,
+                offset::CONSUMER_HEARTBEAT,
+            ),
+            stats: m.stats().snapshot(),
+        }
+    }
+}

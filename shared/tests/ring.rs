@@ -1,0 +1,1039 @@
+//! Behaviour tests for the ring: naming, ordering, wrap-around, blocking, stress, header
+//! validation, liveness, ownership, resume and cleanup. No test asserts on speed; sleeps only
+//! give another thread the chance to (wrongly) make progress.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use shared::layout::offset;
+use shared::{
+    fnv1a64, fnv1a64_update, ring_path, stat, Consumer, Geometry, Observer, Producer, RingError,
+    RingInfo, RingState, FORMAT_VERSION, HEADER_BYTES,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn geom(slots: u32) -> Geometry {
+    Geometry {
+        slots,
+        batch_size: 4,
+        channels: 3,
+        height: 5,
+        width: 7,
+    }
+}
+
+fn info(slots: u32) -> RingInfo {
+    RingInfo {
+        dataset_len: 1000,
+        steps_per_epoch: 250,
+        seed: 42,
+        total_steps: 0,
+        ..RingInfo::new(geom(slots))
+    }
+}
+
+fn ring_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    assert!(p.is_absolute());
+    p
+}
+
+/// splitmix64: deterministic "random" content from a step number.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fills a slot with content derived from `step` and publishes it with its checksum.
+fn push(p: &mut Producer, step: u64) {
+    let stop = AtomicBool::new(false);
+    let mut slot = p.acquire(&stop).expect("acquire");
+    let count = 1 + (step % 4) as u32;
+    slot.set_meta(step / 10, step, count);
+    let parts = slot.parts_mut();
+    fill(
+        step,
+        parts.labels,
+        parts.indices,
+        parts.view_a,
+        parts.view_b,
+    );
+    let c = checksum(
+        count as usize,
+        parts.labels,
+        parts.indices,
+        parts.view_a,
+        parts.view_b,
+    );
+    slot.set_checksum(c);
+    slot.publish();
+}
+
+fn fill(step: u64, labels: &mut [u32], indices: &mut [u64], a: &mut [u8], b: &mut [u8]) {
+    let mut s = mix(step);
+    for l in labels.iter_mut() {
+        s = mix(s);
+        *l = s as u32;
+    }
+    for i in indices.iter_mut() {
+        s = mix(s);
+        *i = s;
+    }
+    for v in a.iter_mut().chain(b.iter_mut()) {
+        s = mix(s);
+        *v = s as u8;
+    }
+}
+
+fn checksum(count: usize, labels: &[u32], indices: &[u64], a: &[u8], b: &[u8]) -> u64 {
+    let mut h = fnv1a64(&(count as u64).to_le_bytes());
+    for l in &labels[..count] {
+        h = fnv1a64_update(h, &l.to_le_bytes());
+    }
+    for i in &indices[..count] {
+        h = fnv1a64_update(h, &i.to_le_bytes());
+    }
+    fnv1a64_update(fnv1a64_update(h, a), b)
+}
+
+/// Takes the next batch and checks it is exactly what `push(step)` wrote.
+fn pop_expect(c: &mut Consumer, step: u64) {
+    let batch = c.next().expect("next").expect("a batch, not end of data");
+    assert_eq!(batch.step(), step, "batches out of order");
+    assert_eq!(batch.epoch(), step / 10);
+    assert_eq!(batch.count(), 1 + (step % 4) as usize);
+    let mut labels = vec![0u32; 4];
+    let mut indices = vec![0u64; 4];
+    let mut a = vec![0u8; batch.view_a().len()];
+    let mut b = vec![0u8; batch.view_b().len()];
+    fill(step, &mut labels, &mut indices, &mut a, &mut b);
+    assert_eq!(batch.labels(), &labels[..batch.count()]);
+    assert_eq!(batch.indices(), &indices[..batch.count()]);
+    assert!(
+        batch.view_a() == &a[..] && batch.view_b() == &b[..],
+        "payload of step {step} differs"
+    );
+    assert_eq!(
+        batch.checksum(),
+        checksum(
+            batch.count(),
+            batch.labels(),
+            batch.indices(),
+            batch.view_a(),
+            batch.view_b()
+        )
+    );
+}
+
+fn poke_u32(path: &Path, off: usize, v: u32) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&v.to_le_bytes(), off as u64).unwrap();
+}
+
+fn poke_u64(path: &Path, off: usize, v: u64) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&v.to_le_bytes(), off as u64).unwrap();
+}
+
+/// A pid that certainly belongs to no process: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn `true`");
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+// ---------------------------------------------------------------- naming
+
+#[test]
+fn ring_path_accepts_good_names() {
+    for name in [
+        "a",
+        "barlow",
+        "ring-1.shm",
+        "A_b.C-9",
+        &"x".repeat(64),
+        "..a",
+        ".hidden",
+    ] {
+        assert_eq!(
+            ring_path(name).unwrap(),
+            Path::new("/dev/shm").join(name),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn ring_path_rejects_bad_names() {
+    let long = "x".repeat(65);
+    for name in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a b",
+        "héllo",
+        "ring\n",
+        "tab\t",
+        "a\\b",
+        "ring*",
+        long.as_str(),
+        "./x",
+        "../x",
+    ] {
+        match ring_path(name) {
+            Err(RingError::BadName { name: n, reason }) => {
+                assert_eq!(n, name);
+                assert!(!reason.is_empty());
+                let msg = ring_path(name).unwrap_err().to_string();
+                assert!(
+                    msg.contains("[A-Za-z0-9._-]") && msg.contains("absolute path"),
+                    "message states the rule: {msg}"
+                );
+            }
+            other => panic!("{name:?} should be rejected, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn ring_path_takes_absolute_paths_with_existing_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("my ring with spaces");
+    assert_eq!(ring_path(p.to_str().unwrap()).unwrap(), p);
+    let missing = dir.path().join("no-such-dir").join("ring");
+    assert!(matches!(
+        ring_path(missing.to_str().unwrap()),
+        Err(RingError::BadName { .. })
+    ));
+    assert!(matches!(ring_path("/"), Err(RingError::BadName { .. })));
+    let trailing = format!("{}/", dir.path().display());
+    assert!(matches!(
+        ring_path(&trailing),
+        Err(RingError::BadName { .. })
+    ));
+    let dotdot = format!("{}/../x", dir.path().display());
+    assert!(matches!(ring_path(&dotdot), Err(RingError::BadName { .. })));
+}
+
+// ---------------------------------------------------------------- geometry
+
+#[test]
+fn geometry_sizes_and_bounds() {
+    let g = Geometry {
+        slots: 3,
+        batch_size: 2,
+        channels: 3,
+        height: 4,
+        width: 4,
+    };
+    g.validate().unwrap();
+    assert_eq!(g.sample_bytes(), 48);
+    assert_eq!(g.view_bytes(), 96);
+    assert_eq!(g.slot_bytes(), 4096);
+    assert_eq!(g.file_bytes(), HEADER_BYTES + 3 * 4096);
+    let l = g.slot_layout();
+    assert_eq!(
+        (l.labels, l.indices, l.view_a, l.view_b),
+        (64, 128, 192, 320)
+    );
+
+    let big = Geometry {
+        slots: 2,
+        batch_size: 256,
+        channels: 3,
+        height: 224,
+        width: 224,
+    };
+    let l = big.slot_layout();
+    assert_eq!(big.slot_bytes() % 4096, 0);
+    assert!(big.slot_bytes() >= 64 + 256 * 4 + 256 * 8 + 2 * big.view_bytes());
+    assert!(
+        l.view_b >= l.view_a + big.view_bytes() && l.view_b + big.view_bytes() <= big.slot_bytes()
+    );
+
+    let max = Geometry {
+        slots: 1024,
+        batch_size: 65536,
+        channels: 4,
+        height: 8192,
+        width: 8192,
+    };
+    max.validate().unwrap(); // no overflow on 64-bit
+    for bad in [
+        Geometry { slots: 0, ..g },
+        Geometry { slots: 1025, ..g },
+        Geometry { batch_size: 0, ..g },
+        Geometry {
+            batch_size: 65537,
+            ..g
+        },
+        Geometry { channels: 0, ..g },
+        Geometry { channels: 5, ..g },
+        Geometry { height: 0, ..g },
+        Geometry { width: 8193, ..g },
+    ] {
+        assert!(
+            matches!(bad.validate(), Err(RingError::BadGeometry { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn create_rejects_bad_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "r");
+    let mut i = info(2);
+    i.geometry.channels = 0;
+    assert!(matches!(
+        Producer::create(&p, &i),
+        Err(RingError::BadGeometry { .. })
+    ));
+    let mut i = info(2);
+    i.std = [0.2, 0.0, 0.2];
+    assert!(matches!(
+        Producer::create(&p, &i),
+        Err(RingError::BadGeometry { .. })
+    ));
+    assert!(!p.exists());
+}
+
+// ---------------------------------------------------------------- ordering, wrap-around, blocking
+
+#[test]
+fn wrap_around_single_thread_keeps_order_and_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "wrap");
+    let mut prod = Producer::create(&p, &info(3)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    assert_eq!(cons.info(), &info(3));
+    let total = 30u64;
+    let (mut written, mut read) = (0u64, 0u64);
+    let mut burst = 1;
+    while read < total {
+        // Alternate burst sizes 1, 2, 3 so writes and reads wrap at every slot.
+        for _ in 0..burst {
+            if written < total {
+                push(&mut prod, written);
+                written += 1;
+            }
+        }
+        while read < written {
+            pop_expect(&mut cons, read);
+            read += 1;
+        }
+        burst = burst % 3 + 1;
+    }
+    assert_eq!((prod.written(), prod.consumed()), (total, total));
+    prod.finish();
+    assert!(cons.next().unwrap().is_none());
+}
+
+#[test]
+fn full_ring_interrupts_instead_of_overwriting() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "full");
+    let mut prod = Producer::create(&p, &info(3)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    for s in 0..3 {
+        push(&mut prod, s);
+    }
+    let stop = AtomicBool::new(false);
+    let result = thread::scope(|sc| {
+        sc.spawn(|| {
+            // The consumer never reads; give the producer time to (wrongly) overwrite.
+            thread::sleep(Duration::from_millis(200));
+            stop.store(true, Ordering::Relaxed);
+        });
+        prod.acquire(&stop).map(|_| ())
+    });
+    assert!(matches!(result, Err(RingError::Interrupted)), "{result:?}");
+    assert!(prod.stats().get(stat::PRODUCER_WAIT_NS) > 0);
+    assert_eq!(prod.written(), 3);
+    for s in 0..3 {
+        pop_expect(&mut cons, s);
+    }
+    // Room again: acquire works (with a clear stop flag).
+    push(&mut prod, 3);
+    pop_expect(&mut cons, 3);
+}
+
+#[test]
+fn empty_ring_blocks_consumer_until_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "empty");
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    let got = AtomicBool::new(false);
+    thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            let mut cons = Consumer::attach(&p, WAIT).unwrap();
+            pop_expect(&mut cons, 0);
+            got.store(true, Ordering::SeqCst);
+            cons.stats().get(stat::CONSUMER_WAIT_NS)
+        });
+        thread::sleep(Duration::from_millis(300));
+        assert!(
+            !got.load(Ordering::SeqCst),
+            "consumer returned before anything was published"
+        );
+        push(&mut prod, 0);
+        let waited = h.join().unwrap();
+        assert!(waited > 0, "consumer should have recorded its wait");
+    });
+    assert!(got.load(Ordering::SeqCst));
+}
+
+#[test]
+fn unpublished_slot_is_invisible_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "unpub");
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    let stop = AtomicBool::new(false);
+    {
+        let mut slot = prod.acquire(&stop).unwrap();
+        assert_eq!(slot.position(), 0);
+        slot.set_meta(9, 9, 1);
+        slot.parts_mut().view_a.fill(0xAB);
+    } // dropped without publish
+    assert_eq!(prod.written(), 0);
+    let interrupt = AtomicBool::new(true);
+    assert!(matches!(
+        cons.next_until(&interrupt),
+        Err(RingError::Interrupted)
+    ));
+    assert_eq!(prod.acquire(&stop).unwrap().position(), 0);
+    push(&mut prod, 0);
+    pop_expect(&mut cons, 0);
+}
+
+#[test]
+#[should_panic(expected = "exceeds batch_size")]
+fn set_meta_rejects_count_above_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "count");
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut slot = prod.acquire(&stop).unwrap();
+    slot.set_meta(0, 0, 5);
+}
+
+// ---------------------------------------------------------------- stress
+
+/// Raises a stop flag when dropped (also on panic), so a failing side never leaves the
+/// other blocked forever.
+struct RaiseOnDrop<'a>(&'a AtomicBool);
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn two_thread_stress_no_torn_batches() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "stress");
+    let g = Geometry {
+        slots: 4,
+        batch_size: 3,
+        channels: 1,
+        height: 4,
+        width: 5,
+    };
+    let mut prod = Producer::create(&p, &RingInfo::new(g)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    let consumer_gone = AtomicBool::new(false);
+    let producer_gone = AtomicBool::new(false);
+    let (published, (mismatches, received)) = thread::scope(|sc| {
+        let producer = sc.spawn(|| {
+            let _guard = RaiseOnDrop(&producer_gone);
+            let mut published = 0;
+            for step in 0..N {
+                let Ok(mut slot) = prod.acquire(&consumer_gone) else {
+                    break;
+                };
+                let count = 1 + (step % 3) as u32;
+                slot.set_meta(step / 100, step, count);
+                let parts = slot.parts_mut();
+                fill(
+                    step,
+                    parts.labels,
+                    parts.indices,
+                    parts.view_a,
+                    parts.view_b,
+                );
+                let c = checksum(
+                    count as usize,
+                    parts.labels,
+                    parts.indices,
+                    parts.view_a,
+                    parts.view_b,
+                );
+                slot.set_checksum(c);
+                slot.publish();
+                published += 1;
+            }
+            prod.finish();
+            published
+        });
+        let consumer = sc.spawn(|| {
+            let _guard = RaiseOnDrop(&consumer_gone);
+            let (mut mismatches, mut expect) = (0u64, 0u64);
+            loop {
+                // Interrupted only once the producer thread is gone (finished or failed).
+                let b = match cons.next_until(&producer_gone) {
+                    Ok(Some(b)) => b,
+                    Ok(None) | Err(RingError::Interrupted) => break,
+                    Err(e) => panic!("consumer: {e}"),
+                };
+                assert_eq!(b.step(), expect, "steps must be strictly sequential");
+                assert_eq!(b.epoch(), expect / 100);
+                let c = checksum(b.count(), b.labels(), b.indices(), b.view_a(), b.view_b());
+                if c != b.checksum() || b.count() != 1 + (expect % 3) as usize {
+                    mismatches += 1;
+                }
+                expect += 1;
+            }
+            (mismatches, expect)
+        });
+        (producer.join().unwrap(), consumer.join().unwrap())
+    });
+    assert_eq!(published, N);
+    assert_eq!(mismatches, 0);
+    assert_eq!(received, N);
+    assert_eq!((prod.written(), prod.consumed()), (N, N));
+}
+
+// ---------------------------------------------------------------- header validation
+
+/// A copy of a live ring's file (valid header, our own pid as producer).
+fn ring_copy(dir: &tempfile::TempDir) -> (Producer, PathBuf) {
+    let p = ring_in(dir, "orig");
+    let prod = Producer::create(&p, &info(2)).unwrap();
+    let copy = ring_in(dir, "copy");
+    fs::copy(&p, &copy).unwrap();
+    (prod, copy)
+}
+
+#[test]
+fn attach_rejects_wrong_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_prod, copy) = ring_copy(&dir);
+    let f = OpenOptions::new().write(true).open(&copy).unwrap();
+    f.write_all_at(b"NOTARING", offset::MAGIC as u64).unwrap();
+    let e = Consumer::attach(&copy, WAIT).unwrap_err();
+    assert!(
+        matches!(e, RingError::BadMagic { ref path } if path == &copy),
+        "{e:?}"
+    );
+    assert!(matches!(
+        Observer::open(&copy),
+        Err(RingError::BadMagic { .. })
+    ));
+}
+
+#[test]
+fn attach_rejects_other_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_prod, copy) = ring_copy(&dir);
+    poke_u32(&copy, offset::VERSION, FORMAT_VERSION + 1);
+    let e = Consumer::attach(&copy, WAIT).unwrap_err();
+    assert!(
+        matches!(e, RingError::VersionMismatch { found, expected } if found == FORMAT_VERSION + 1 && expected == FORMAT_VERSION),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn attach_rejects_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_prod, copy) = ring_copy(&dir);
+    let len = fs::metadata(&copy).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_len(len - 4096)
+        .unwrap();
+    let e = Consumer::attach(&copy, WAIT).unwrap_err();
+    assert!(
+        matches!(e, RingError::Corrupt { ref reason } if reason.contains("bytes")),
+        "{e:?}"
+    );
+    // Shorter than a header: corrupt once the wait is over.
+    OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let e = Consumer::attach(&copy, Duration::from_millis(120)).unwrap_err();
+    assert!(matches!(e, RingError::Corrupt { .. }), "{e:?}");
+}
+
+#[test]
+fn attach_rejects_inconsistent_header_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_prod, copy) = ring_copy(&dir);
+    let slots_off = 16; // Header::slots
+    for (off, v) in [
+        (slots_off, 3u32),
+        (slots_off, 0),
+        (slots_off, u32::MAX),
+        (24 /* views */, 3),
+        (40 /* layout */, 2),
+    ] {
+        let orig = fs::read(&copy).unwrap();
+        poke_u32(&copy, off, v);
+        let e = Consumer::attach(&copy, WAIT).unwrap_err();
+        assert!(
+            matches!(e, RingError::Corrupt { .. }),
+            "offset {off} = {v}: {e:?}"
+        );
+        fs::write(&copy, orig).unwrap();
+    }
+    poke_u32(&copy, offset::STATE, 77);
+    assert!(matches!(
+        Consumer::attach(&copy, WAIT),
+        Err(RingError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn attach_times_out_without_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "nobody");
+    let e = Consumer::attach(&p, Duration::from_millis(120)).unwrap_err();
+    assert!(
+        matches!(e, RingError::Timeout { ref path, .. } if path == &p),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("start the loader"));
+}
+
+#[test]
+fn attach_waits_for_the_ring_to_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "later");
+    thread::scope(|sc| {
+        let h =
+            sc.spawn(|| Consumer::attach(&p, Duration::from_secs(30)).map(|c| c.info().clone()));
+        thread::sleep(Duration::from_millis(200));
+        let _prod = Producer::create(&p, &info(2)).unwrap();
+        assert_eq!(h.join().unwrap().unwrap(), info(2));
+    });
+}
+
+#[test]
+fn corrupt_batch_count_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "badcount");
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    push(&mut prod, 0);
+    poke_u32(&p, HEADER_BYTES + offset::SLOT_COUNT, 5); // batch_size is 4
+    assert!(matches!(cons.next(), Err(RingError::Corrupt { .. })));
+}
+
+// ---------------------------------------------------------------- end, abort, death
+
+#[test]
+fn finished_ring_drains_then_ends_even_after_producer_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "fin");
+    let mut prod = Producer::create(&p, &info(4)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    for s in 0..3 {
+        push(&mut prod, s);
+    }
+    prod.finish();
+    drop(prod);
+    assert!(!p.exists(), "dropping the producer removes the file");
+    for s in 0..3 {
+        pop_expect(&mut cons, s);
+    }
+    assert!(cons.next().unwrap().is_none());
+    assert!(cons.next().unwrap().is_none());
+}
+
+#[test]
+fn producer_dropped_without_finish_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "abort");
+    let mut prod = Producer::create(&p, &info(4)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    push(&mut prod, 0);
+    push(&mut prod, 1);
+    drop(prod);
+    assert_eq!(cons.state(), RingState::Aborted);
+    pop_expect(&mut cons, 0);
+    pop_expect(&mut cons, 1);
+    let e = cons.next().unwrap_err();
+    assert!(matches!(e, RingError::ProducerAborted), "{e:?}");
+}
+
+#[test]
+fn dead_producer_pid_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "dead");
+    let mut prod = Producer::create(&p, &info(4)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    push(&mut prod, 0);
+    let pid = dead_pid();
+    poke_u32(&p, offset::PRODUCER_PID, pid);
+    // What was published is still delivered first.
+    pop_expect(&mut cons, 0);
+    let e = cons.next().unwrap_err();
+    assert!(
+        matches!(e, RingError::ProducerDied { pid: p } if p == pid),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains(&pid.to_string()));
+    // The heartbeat is fresh, yet the pid decides.
+    let snap = Observer::open(&p).unwrap().snapshot();
+    assert!(!snap.producer_alive);
+}
+
+#[test]
+fn stale_producer_heartbeat_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "stale");
+    let _prod = Producer::create(&p, &info(2)).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    // With the default threshold a live producer is never declared dead.
+    let stop = AtomicBool::new(false);
+    let r = thread::scope(|sc| {
+        sc.spawn(|| {
+            thread::sleep(Duration::from_millis(600));
+            stop.store(true, Ordering::Relaxed);
+        });
+        cons.next_until(&stop).map(|b| b.is_some())
+    });
+    assert!(matches!(r, Err(RingError::Interrupted)), "{r:?}");
+    // Heartbeats come every ~200 ms: with a 1 ms threshold the producer looks dead.
+    cons.set_stale_after(Duration::from_millis(1));
+    let e = cons.next().unwrap_err();
+    assert!(
+        matches!(e, RingError::ProducerDied { pid } if pid == std::process::id()),
+        "{e:?}"
+    );
+}
+
+// ---------------------------------------------------------------- ownership
+
+#[test]
+fn second_producer_on_live_ring_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "busy");
+    let mut first = Producer::create(&p, &info(2)).unwrap();
+    let e = Producer::create(&p, &info(2)).unwrap_err();
+    assert!(
+        matches!(e, RingError::InUse { pid, ref path } if pid == std::process::id() && path == &p),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("--shm"));
+    // The refused create left the live ring alone.
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    push(&mut first, 0);
+    pop_expect(&mut cons, 0);
+}
+
+#[test]
+fn ring_of_dead_producer_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "replace");
+    let old = Producer::create(&p, &info(2)).unwrap();
+    poke_u32(&p, offset::PRODUCER_PID, dead_pid());
+    let mut new = Producer::create(&p, &info(3)).unwrap();
+    // The old producer going away must not remove the new ring's file.
+    drop(old);
+    assert!(p.exists());
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    assert_eq!(cons.info().geometry.slots, 3);
+    push(&mut new, 0);
+    pop_expect(&mut cons, 0);
+}
+
+#[test]
+fn stale_or_garbage_files_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    // A ring whose producer pid is alive (ours) but whose heartbeat stopped long ago.
+    let (_prod, copy) = ring_copy(&dir);
+    poke_u64(&copy, offset::PRODUCER_HEARTBEAT, 1);
+    drop(Producer::create(&copy, &info(2)).unwrap());
+    assert!(!copy.exists());
+    // Junk of various sizes.
+    for junk in [vec![], vec![7u8; 10], vec![0xEEu8; 10_000]] {
+        let p = ring_in(&dir, "junk");
+        fs::write(&p, &junk).unwrap();
+        let prod = Producer::create(&p, &info(2)).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().len() as usize,
+            info(2).geometry.file_bytes()
+        );
+        drop(prod);
+    }
+}
+
+#[test]
+fn only_one_live_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "two");
+    let prod = Producer::create(&p, &info(2)).unwrap();
+    let a = Consumer::attach(&p, WAIT).unwrap();
+    assert!(prod.consumer_alive());
+    let e = Consumer::attach(&p, WAIT).unwrap_err();
+    assert!(
+        matches!(e, RingError::ConsumerInUse { pid } if pid == std::process::id()),
+        "{e:?}"
+    );
+    drop(a);
+    assert!(!prod.consumer_alive());
+    let _b = Consumer::attach(&p, WAIT).unwrap();
+    // A consumer whose process is gone is taken over.
+    poke_u32(&p, offset::CONSUMER_PID, dead_pid());
+    let mut c = Consumer::attach(&p, WAIT).unwrap();
+    assert!(prod.consumer_alive());
+    drop(prod);
+    assert!(matches!(c.next(), Err(RingError::ProducerAborted)));
+}
+
+#[test]
+fn taken_over_consumer_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "takeover");
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    let mut a = Consumer::attach(&p, WAIT).unwrap();
+    push(&mut prod, 0);
+    poke_u32(&p, offset::CONSUMER_PID, 12345678);
+    assert!(matches!(
+        a.next(),
+        Err(RingError::ConsumerInUse { pid: 12345678 })
+    ));
+}
+
+#[test]
+fn restarted_consumer_resumes_where_the_last_one_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "resume");
+    let mut prod = Producer::create(&p, &info(10)).unwrap();
+    for s in 0..10 {
+        push(&mut prod, s);
+    }
+    prod.finish();
+    {
+        let mut a = Consumer::attach(&p, WAIT).unwrap();
+        for s in 0..3 {
+            pop_expect(&mut a, s);
+        }
+    }
+    assert_eq!(prod.consumed(), 3);
+    let mut b = Consumer::attach(&p, WAIT).unwrap();
+    assert_eq!(b.position(), 3);
+    for s in 3..10 {
+        pop_expect(&mut b, s);
+    }
+    assert!(b.next().unwrap().is_none());
+    assert!(prod.wait_drained(&AtomicBool::new(false), WAIT));
+}
+
+#[test]
+fn batch_held_by_a_vanished_consumer_is_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "held");
+    let mut prod = Producer::create(&p, &info(3)).unwrap();
+    for s in 0..3 {
+        push(&mut prod, s);
+    }
+    let mut a = Consumer::attach(&p, WAIT).unwrap();
+    pop_expect(&mut a, 0);
+    let batch = a.next().unwrap().unwrap();
+    assert_eq!(batch.step(), 1);
+    std::mem::forget(batch); // as if the process died while reading step 1
+    drop(a);
+    let mut b = Consumer::attach(&p, WAIT).unwrap();
+    pop_expect(&mut b, 1);
+    pop_expect(&mut b, 2);
+}
+
+#[test]
+fn wait_drained_reports_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "drain");
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    let no = AtomicBool::new(false);
+    assert!(prod.wait_drained(&no, Duration::ZERO));
+    push(&mut prod, 0);
+    prod.finish();
+    assert!(!prod.wait_drained(&no, Duration::from_millis(50)));
+    assert!(!prod.wait_drained(&AtomicBool::new(true), Duration::from_secs(60)));
+    let mut c = Consumer::attach(&p, WAIT).unwrap();
+    pop_expect(&mut c, 0);
+    assert!(prod.wait_drained(&no, WAIT));
+    assert_eq!((prod.written(), prod.consumed()), (1, 1));
+}
+
+// ---------------------------------------------------------------- files, observer, stats
+
+#[test]
+fn ring_file_mode_is_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "mode");
+    let _prod = Producer::create(&p, &info(2)).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn create_in_missing_directory_is_an_io_error() {
+    let e = Producer::create(Path::new("/nonexistent-barlow-dir/ring"), &info(2)).unwrap_err();
+    assert!(matches!(e, RingError::Io { .. }), "{e:?}");
+    assert!(std::error::Error::source(&e).is_some());
+}
+
+#[test]
+fn observer_sees_state_without_registering() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "obs");
+    let mut prod = Producer::create(&p, &info(3)).unwrap();
+    let obs = Observer::open(&p).unwrap();
+    assert_eq!(obs.info(), &info(3));
+    prod.stats().add(stat::DECODE_NS, 5);
+    prod.stats().add(stat::DECODE_NS, 7);
+    push(&mut prod, 0);
+    push(&mut prod, 1);
+    let s = obs.snapshot();
+    assert_eq!((s.state, s.written, s.consumed), (RingState::Running, 2, 0));
+    assert_eq!(s.producer_pid, std::process::id());
+    assert!(s.producer_alive && !s.consumer_alive && s.consumer_pid == 0);
+    assert_eq!(s.stats[stat::DECODE_NS], 12);
+    let mut c = Consumer::attach(&p, WAIT).unwrap();
+    assert_eq!(
+        c.stats().get(stat::DECODE_NS),
+        12,
+        "stats are shared through the ring"
+    );
+    pop_expect(&mut c, 0);
+    let s = obs.snapshot();
+    assert_eq!((s.consumed, s.consumer_pid), (1, std::process::id()));
+    assert!(s.consumer_alive);
+    prod.finish();
+    assert_eq!(obs.snapshot().state, RingState::EndOfData);
+}
+
+/// A unique name in /dev/shm, removed again by the producer.
+#[test]
+fn dev_shm_ring_is_cleaned_up() {
+    if !Path::new("/dev/shm").is_dir() {
+        eprintln!("no /dev/shm; skipping");
+        return;
+    }
+    let name = format!(
+        "barlow-test-{}-{}",
+        std::process::id(),
+        shared::liveness::now_ms()
+    );
+    let p = ring_path(&name).unwrap();
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    assert!(p.exists());
+    let mut c = Consumer::attach(&p, WAIT).unwrap();
+    push(&mut prod, 0);
+    pop_expect(&mut c, 0);
+    drop(prod);
+    assert!(!p.exists(), "{} left behind", p.display());
+}
+
+/// A ring larger than all of /dev/shm fails at create with NoSpace, not later with SIGBUS.
+#[test]
+fn oversized_ring_fails_with_no_space() {
+    let Some(total) = shm_total_bytes() else {
+        eprintln!("/dev/shm size unknown; skipping");
+        return;
+    };
+    // 3x224x224, batch 256: ~77 MB per slot.
+    let mut g = Geometry {
+        slots: 1,
+        batch_size: 256,
+        channels: 3,
+        height: 224,
+        width: 224,
+    };
+    g.slots = ((2 * total) / g.slot_bytes() as u64 + 1).min(1024) as u32;
+    if (g.file_bytes() as u64) <= 2 * total {
+        eprintln!("/dev/shm too large for this test; skipping");
+        return;
+    }
+    let p = ring_path(&format!("barlow-test-nospace-{}", std::process::id())).unwrap();
+    let e = Producer::create(&p, &RingInfo::new(g)).unwrap_err();
+    assert!(
+        matches!(e, RingError::NoSpace { needed, .. } if needed == g.file_bytes() as u64),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("--shm") && msg.contains("shm-size"), "{msg}");
+    assert!(!p.exists(), "failed create must not leave a file");
+}
+
+/// Total size of /dev/shm, if it has a limit.
+fn shm_total_bytes() -> Option<u64> {
+    let c = std::ffi::CString::new("/dev/shm").unwrap();
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs fills `s` on success.
+    if unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let s = unsafe { s.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // field types differ between platforms
+    let total = (s.f_blocks as u64).saturating_mul(s.f_frsize as u64);
+    (total > 0).then_some(total)
+}
+
+#[test]
+fn error_messages_say_what_to_do() {
+    let e = RingError::NoSpace {
+        path: "/dev/shm/x".into(),
+        needed: 3 << 30,
+        available: Some(1 << 30),
+    };
+    let m = e.to_string();
+    assert!(
+        m.contains("3.0 GiB") && m.contains("1.0 GiB") && m.contains("--shm-size"),
+        "{m}"
+    );
+    let m = RingError::VersionMismatch {
+        found: 2,
+        expected: 1,
+    }
+    .to_string();
+    assert!(m.contains('2') && m.contains("rebuild"), "{m}");
+    let m = RingError::ProducerAborted.to_string();
+    assert!(m.contains("restart"), "{m}");
+}
+
+#[test]
+fn handles_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Producer>();
+    send::<Consumer>();
+    send::<Observer>();
+    sync::<Producer>();
+    sync::<shared::Stats>();
+    send::<RingError>();
+    sync::<RingError>();
+}

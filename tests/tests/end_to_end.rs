@@ -1,0 +1,205 @@
+//! The real `loader` and `trainer` binaries, run as separate processes against each other.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use barlow_tests::{bin, make_demo, ring_in, run_with_deadline, signal, wait_with_deadline};
+
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn losses(stdout: &[u8]) -> Vec<f64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split("\"loss\":").nth(1))
+        .map(|rest| {
+            rest.split([',', '}'])
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<f64>()
+                .expect("loss is a number")
+        })
+        .collect()
+}
+
+#[test]
+fn loader_and_trainer_train_on_demo_data_and_the_loss_falls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_demo(tmp.path(), 4, 16);
+    let ring = ring_in(tmp.path(), "e2e");
+    let loader = Command::new(bin("loader"))
+        .args(["--dir"])
+        .arg(&data)
+        .args([
+            "--shm",
+            &ring,
+            "--steps",
+            "24",
+            "--batch-size",
+            "16",
+            "--image-size",
+            "32",
+            "--workers",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let trainer = run_with_deadline(
+        Command::new(bin("trainer")).args(["--shm", &ring, "--wait", "120", "--print-freq", "1"]),
+        LIMIT,
+    );
+    let loader = wait_with_deadline(loader, LIMIT);
+    let trainer_err = String::from_utf8_lossy(&trainer.stderr);
+    assert!(trainer.status.success(), "trainer failed: {trainer_err}");
+    assert!(
+        loader.status.success(),
+        "loader failed: {}",
+        String::from_utf8_lossy(&loader.stderr)
+    );
+    let losses = losses(&trainer.stdout);
+    assert_eq!(
+        losses.len(),
+        24,
+        "one loss per step; stdout:\n{}",
+        String::from_utf8_lossy(&trainer.stdout)
+    );
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{losses:?}"
+    );
+    let head: f64 = losses[..4].iter().sum::<f64>() / 4.0;
+    let tail: f64 = losses[losses.len() - 4..].iter().sum::<f64>() / 4.0;
+    assert!(
+        tail < head * 0.9,
+        "loss did not fall: first {head:.3}, last {tail:.3}: {losses:?}"
+    );
+    assert!(
+        !Path::new(&ring).exists(),
+        "the loader removes its ring on exit"
+    );
+}
+
+#[test]
+fn trainer_reports_a_killed_loader_instead_of_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_demo(tmp.path(), 2, 8);
+    let ring = ring_in(tmp.path(), "kill");
+    let loader = Command::new(bin("loader"))
+        .arg("--dir")
+        .arg(&data)
+        .args([
+            "--shm",
+            &ring,
+            "--steps",
+            "100000",
+            "--batch-size",
+            "4",
+            "--image-size",
+            "32",
+            "--workers",
+            "1",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let trainer = Command::new(bin("trainer"))
+        .args(["--shm", &ring, "--wait", "120", "--print-freq", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the two get going, then kill -9 the loader.
+    while !Path::new(&ring).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut loader = loader;
+    signal(&loader, libc::SIGKILL);
+    let _ = loader.wait();
+    let killed_at = Instant::now();
+    let out = wait_with_deadline(trainer, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "trainer must fail when its producer dies: {err}"
+    );
+    assert!(
+        err.contains("died") || err.contains("gone"),
+        "says what happened: {err}"
+    );
+    // Generous bound (the design target is 2 s): the point is that it does not hang.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(60),
+        "noticed too late"
+    );
+}
+
+#[test]
+fn loader_removes_its_ring_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_demo(tmp.path(), 2, 8);
+    let ring = ring_in(tmp.path(), "term");
+    let loader = Command::new(bin("loader"))
+        .arg("--dir")
+        .arg(&data)
+        .args([
+            "--shm",
+            &ring,
+            "--steps",
+            "1000",
+            "--batch-size",
+            "4",
+            "--image-size",
+            "32",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !Path::new(&ring).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The ring fills (no trainer) and the loader waits for a free slot: it must still stop cleanly.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&loader, libc::SIGTERM);
+    let out = wait_with_deadline(loader, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!Path::new(&ring).exists(), "ring removed after SIGTERM");
+}
+
+#[test]
+fn clear_errors_for_a_missing_folder_and_a_bad_ring_name() {
+    let out = run_with_deadline(
+        Command::new(bin("loader")).args(["--dir", "/nonexistent/imagenet"]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/imagenet"),
+        "names the folder: {err}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_demo(tmp.path(), 2, 4);
+    let out = run_with_deadline(
+        Command::new(bin("loader"))
+            .arg("--dir")
+            .arg(&data)
+            .args(["--shm", "../etc/passwd"]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("A-Za-z0-9"),
+        "states the naming rule"
+    );
+}

@@ -1,0 +1,20 @@
+//! trainer: Barlow Twins pretraining in dfdx 0.13 (stable Rust, CPU now, CUDA via `--features
+//! cuda`).
+//!
+//! - [`nn`]: `Conv2d` and `MaxPool2d` as dfdx modules built from stable ops (dfdx's own need the
+//!   broken `nightly` feature);
+//! - [`model`]: the tiny backbone, the projector presets and [`model::BarlowModel`] (train step,
+//!   embed, save/load);
+//! - [`loss`]: the Barlow Twins loss and an f64 reference;
+//! - [`input`]: u8 NCHW batches -> normalised f32 tensors;
+//! - [`session`]: the training loop fed by the ring, with wait/compute accounting;
+//! - [`device_check`]: one step on two devices (CPU vs CUDA), compared.
+
+pub mod input;
+pub mod loss;
+pub mod model;
+pub mod nn;
+
+pub use dfdx;
+pub mod device_check;
+pub mod session;

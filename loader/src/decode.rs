@@ -100,7 +100,9 @@ fn decode_jpeg(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), 
     check_pixels(width as u64, height as u64, max_pixels)?;
     if !eoi_after_last_scan(bytes) {
         // zune-jpeg's strict mode only notices a missing tail when it over-reads by a margin.
-        return Err(DecodeError::Corrupt("truncated: no end-of-image marker after the last scan".into()));
+        return Err(DecodeError::Corrupt(
+            "truncated: no end-of-image marker after the last scan".into(),
+        ));
     }
     let size = decoder
         .output_buffer_size()
@@ -109,7 +111,11 @@ fn decode_jpeg(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), 
     let grey = match decoder.get_output_colorspace() {
         Some(ColorSpace::RGB) if size == 3 * pixels => false,
         Some(ColorSpace::Luma) if size == pixels => true,
-        other => return Err(DecodeError::Corrupt(format!("unexpected decoder output {other:?}"))),
+        other => {
+            return Err(DecodeError::Corrupt(format!(
+                "unexpected decoder output {other:?}"
+            )))
+        }
     };
     out.pixels.resize(3 * pixels, 0);
     decoder

@@ -22,8 +22,22 @@ use shared::{ring_path, Geometry, Producer, RingInfo};
 #[derive(Parser, Debug)]
 #[command(
     version,
+    args_conflicts_with_subcommands = true,
     after_help = "Example:\n  loader --dir /data/imagenet/train --shm bt0 --batch-size 256 &\n  trainer --shm bt0"
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+/// Tools beside the default command (which feeds a ring). Each lives in its own module.
+#[derive(clap::Subcommand, Debug)]
+enum Command {}
+
+/// Options of the default command: feed a ring.
+#[derive(clap::Args, Debug)]
 struct Args {
     /// ImageNet-style folder: DIR/<class>/<image>.JPEG (classes sorted by name get labels 0..K-1).
     #[arg(long)]
@@ -61,8 +75,12 @@ struct Args {
 }
 
 fn main() {
-    let args = Args::parse();
-    match run(args) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(cli.run),
+        Some(command) => match command {},
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("loader: error: {e:#}");

@@ -1,12 +1,25 @@
 //! barlow's loader: decode (zune-jpeg) -> two augmented views -> shared-memory ring.
 //!
-//! Data flow: a [`source::SampleSource`] yields encoded bytes; [`decode`] turns them into RGB;
-//! [`augment`] makes each view (random resized crop, flip) straight into a ring slot;
-//! [`pipeline`] drives epochs, batches and the worker pool; [`keyed_rng`] makes every random
-//! choice a function of (seed, epoch, sample, view) alone.
+//! Data flow: a [`source::SampleSource`] yields encoded bytes; [`decode`] turns them into RGB as
+//! Pillow's `convert('RGB')` would; [`augment`] makes each view with the paper's pipeline
+//! ([`params`] says what is drawn; [`resample`], [`color`] and [`blur`] are the Pillow-exact ops)
+//! straight into a ring slot; [`pipeline`] drives epochs, batches and the worker pool;
+//! [`keyed_rng`] makes every random choice a function of (seed, epoch, sample, view) alone;
+//! [`preview`] implements `loader preview` and `loader augment`.
 
 pub mod augment;
+pub mod blur;
+pub mod color;
 pub mod decode;
+pub mod guard;
 pub mod keyed_rng;
+pub mod measure;
+pub mod params;
 pub mod pipeline;
+pub mod preview;
+pub mod report;
+pub mod resample;
+pub mod sampler;
 pub mod source;
+pub mod stat;
+pub mod watch;

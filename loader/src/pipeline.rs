@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,9 +16,11 @@ use anyhow::{bail, Context};
 use rayon::prelude::*;
 use shared::{stat, Producer, SlotParts, Stats};
 
-use crate::augment::{sample_view, CropConfig, ViewMaker};
+use crate::augment::{sample_view, AugmentConfig, ViewMaker};
 use crate::decode::{decode_rgb, RgbImage};
-use crate::keyed_rng::{epoch_order, keyed_rng, Stream};
+use crate::guard::catch_decoder_panic;
+use crate::keyed_rng::{keyed_rng, Stream};
+use crate::sampler::Shard;
 use crate::source::SampleSource;
 
 /// What the pipeline makes and how much of it.
@@ -29,9 +32,18 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// Worker threads (0 = one per core).
     pub workers: usize,
-    pub crop: CropConfig,
+    /// The two views' augmentation (defaults: the paper's `transform` / `transform_prime`).
+    pub augment: AugmentConfig,
     /// Images declaring more pixels are refused before decoding.
     pub max_pixels: u64,
+    /// Sleep this long before publishing each batch (to play a slow loader in tests/profiling).
+    pub throttle: Duration,
+}
+
+/// One ring fed by the pipeline, and the shard of the data it receives.
+pub struct RingFeed {
+    pub producer: Producer,
+    pub shard: Shard,
 }
 
 /// A file the loader could not use, and why.
@@ -109,10 +121,10 @@ impl<'s> Pipeline<'s> {
         self.pool.current_num_threads()
     }
 
-    /// Full batches per epoch (the last partial batch is dropped, so every batch has the same size
-    /// for the batch-normalised loss).
-    pub fn steps_per_epoch(&self) -> u64 {
-        (self.source.len() / self.cfg.batch_size) as u64
+    /// Full batches per epoch for one shard (the last partial batch is dropped, so every batch
+    /// has the same size for the batch-normalised loss). The same for every rank.
+    pub fn steps_per_epoch(&self, shard: Shard) -> u64 {
+        (shard.len(self.source.len()) / self.cfg.batch_size) as u64
     }
 
     /// Files found bad so far, in dataset order.
@@ -120,51 +132,64 @@ impl<'s> Pipeline<'s> {
         self.bad.lock().unwrap().values().cloned().collect()
     }
 
-    /// Produces `total_steps` batches (global steps `0..total_steps`) into the ring, stopping
-    /// early when `stop` is set. `on_batch` is called after each published batch.
+    /// Produces global steps `steps` (e.g. `0..total`, or `resume_step..total`) into every ring
+    /// of `feeds`, each ring receiving its shard's batches, in lock step. The batches of a step
+    /// are a function of (seed, step, shard) only, so a resumed run continues exactly where an
+    /// uninterrupted one would be. Stops early when `stop` is set; `on_batch` is called after
+    /// each published batch with its global step.
     pub fn run(
         &self,
-        producer: &mut Producer,
-        total_steps: u64,
+        feeds: &mut [RingFeed],
+        steps: Range<u64>,
         stop: &AtomicBool,
         on_batch: &mut dyn FnMut(u64),
     ) -> anyhow::Result<RunReport> {
         let started = Instant::now();
-        let steps_per_epoch = self.steps_per_epoch();
         let mut report = RunReport::default();
-        let mut order: Option<(u64, Vec<u32>)> = None;
-        for step in 0..total_steps {
-            let epoch = step / steps_per_epoch;
-            if order.as_ref().map(|(e, _)| *e) != Some(epoch) {
-                order = Some((epoch, epoch_order(self.cfg.seed, epoch, self.source.len())));
-            }
-            let epoch_order = &order.as_ref().unwrap().1;
-            let mut slot = match producer.acquire(stop) {
-                Ok(slot) => slot,
-                Err(shared::RingError::Interrupted) => {
-                    report.interrupted = true;
-                    break;
+        let mut epoch_indices: Vec<Option<(u64, Vec<u32>)>> = vec![None; feeds.len()];
+        'steps: for step in steps {
+            for (feed, cached) in feeds.iter_mut().zip(epoch_indices.iter_mut()) {
+                let steps_per_epoch = self.steps_per_epoch(feed.shard);
+                let epoch = step / steps_per_epoch;
+                if cached.as_ref().map(|(e, _)| *e) != Some(epoch) {
+                    *cached = Some((
+                        epoch,
+                        feed.shard
+                            .epoch_indices(self.cfg.seed, epoch, self.source.len()),
+                    ));
                 }
-                Err(e) => return Err(e.into()),
-            };
-            slot.set_meta(epoch, step, self.cfg.batch_size as u32);
-            let stats = slot.stats();
-            self.fill_batch(
-                epoch,
-                step % steps_per_epoch,
-                epoch_order,
-                slot.parts_mut(),
-                Some(stats),
-            )?;
-            let t = Instant::now();
-            slot.publish();
-            stats.add(stat::WRITE_NS, t.elapsed().as_nanos() as u64);
-            stats.add(stat::PAIRS_WRITTEN, self.cfg.batch_size as u64);
-            report.batches += 1;
-            report.pairs += self.cfg.batch_size as u64;
-            on_batch(step);
+                let indices = &cached.as_ref().expect("just filled").1;
+                let mut slot = match feed.producer.acquire(stop) {
+                    Ok(slot) => slot,
+                    Err(shared::RingError::Interrupted) => {
+                        report.interrupted = true;
+                        break 'steps;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                slot.set_meta(epoch, step, self.cfg.batch_size as u32);
+                let stats = slot.stats();
+                self.fill_batch(
+                    epoch,
+                    step % steps_per_epoch,
+                    indices,
+                    slot.parts_mut(),
+                    Some(stats),
+                )?;
+                if !self.cfg.throttle.is_zero() {
+                    std::thread::sleep(self.cfg.throttle);
+                }
+                let t = Instant::now();
+                slot.publish();
+                stats.add(stat::WRITE_NS, t.elapsed().as_nanos() as u64);
+                stats.add(stat::PAIRS_WRITTEN, self.cfg.batch_size as u64);
+                stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
+                report.batches += 1;
+                report.pairs += self.cfg.batch_size as u64;
+                on_batch(step);
+            }
             if stop.load(Ordering::Relaxed) {
-                report.interrupted = step + 1 < total_steps;
+                report.interrupted = true;
                 break;
             }
         }
@@ -173,9 +198,9 @@ impl<'s> Pipeline<'s> {
         Ok(report)
     }
 
-    /// Fills one batch: position `k` of step `step_in_epoch` takes the sample at
-    /// `order[step_in_epoch * B + k]`, or, if that file is bad, the first good one among
-    /// `order[p + B], order[p + 2B], ...` (wrapping). Fails only if no file in the dataset decodes.
+    /// Fills one batch from an epoch's (shard's) `order`: position `k` of step `step_in_epoch`
+    /// takes the sample at `order[step_in_epoch * B + k]`, or, if that file is bad, the first good
+    /// one among `order[p + B], order[p + 2B], ...` (wrapping). Fails only if no file decodes.
     pub fn fill_batch(
         &self,
         epoch: u64,
@@ -239,18 +264,25 @@ impl<'s> Pipeline<'s> {
                 return false;
             }
             clock.lap(stat::READ_NS);
-            if let Err(e) = decode_rgb(&scratch.bytes, self.cfg.max_pixels, &mut scratch.image) {
-                self.record_bad(idx, e.to_string());
+            let decoded = catch_decoder_panic(|| {
+                decode_rgb(&scratch.bytes, self.cfg.max_pixels, &mut scratch.image)
+            });
+            if let Err(why) = decoded.and_then(|r| r.map_err(|e| e.to_string())) {
+                self.record_bad(idx, why);
                 return false;
             }
             clock.lap(stat::DECODE_NS);
             let (w, h) = (scratch.image.width as u32, scratch.image.height as u32);
-            for (stream, out) in [(Stream::ViewA, view_a), (Stream::ViewB, view_b)] {
+            let aug = &self.cfg.augment;
+            for (stream, view, out) in [
+                (Stream::ViewA, &aug.view_a, view_a),
+                (Stream::ViewB, &aug.view_b, view_b),
+            ] {
                 let params = sample_view(
                     &mut keyed_rng(self.cfg.seed, epoch, idx as u64, stream),
                     w,
                     h,
-                    &self.cfg.crop,
+                    view,
                 );
                 scratch
                     .maker

@@ -32,6 +32,7 @@
 pub mod checksum;
 mod consumer;
 mod error;
+mod flow;
 pub mod layout;
 pub mod liveness;
 mod map;
@@ -43,6 +44,7 @@ mod stats;
 pub use checksum::{fnv1a64, fnv1a64_update};
 pub use consumer::{Batch, Consumer};
 pub use error::RingError;
+pub use flow::{Flow, Verdict, WAIT_THRESHOLD};
 pub use layout::{Geometry, RingInfo, RingState, FORMAT_VERSION, HEADER_BYTES, MAGIC};
 pub use name::{ring_path, MAX_NAME_LEN, SHM_DIR};
 pub use observer::{Observer, Snapshot};

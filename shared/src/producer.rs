@@ -69,16 +69,23 @@ fn live_owner(path: &Path) -> Result<Option<u32>, RingError> {
             Err(_) => return Ok(None),
         }
     }
+    if n == 0 {
+        return Ok(None); // an empty file: nothing to protect
+    }
+    // Never delete a file that is not a ring: a mistyped `--shm /absolute/path` must not cost
+    // the user a file. Zero magic: a producer may still be initialising it (pid written first).
+    let is_ring_start = buf[..n.min(8)].iter().all(|&b| b == 0)
+        || buf[..n.min(8)] == MAGIC_WORD.to_le_bytes()[..n.min(8)];
+    if !is_ring_start {
+        return Err(RingError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
     if n < offset::PRODUCER_PIDNS + 8 {
         return Ok(None);
     }
     let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap());
-    let magic = u64_at(offset::MAGIC);
-    // Zero magic: a producer may still be initialising it (it writes its pid first).
-    if magic != MAGIC_WORD && magic != 0 {
-        return Ok(None);
-    }
     let pid = u32_at(offset::PRODUCER_PID);
     let dead = peer_dead(
         pid,
@@ -134,8 +141,9 @@ impl Producer {
     /// [`RingError::NoSpace`] instead of a SIGBUS later.
     ///
     /// If a file already exists at `path`: when it is a ring whose producer is alive (pid
-    /// exists, heartbeat younger than 3 s) this fails with [`RingError::InUse`]; otherwise
-    /// (stale ring, dead producer, or any other file) it is removed and replaced. Starts a
+    /// exists, heartbeat younger than 3 s) this fails with [`RingError::InUse`]; a stale ring
+    /// (dead producer) or an empty file is removed and replaced; any other file is left alone
+    /// and refused with [`RingError::BadMagic`]. Starts a
     /// heartbeat thread (every ~200 ms) that stops on drop.
     pub fn create(path: &Path, info: &RingInfo) -> Result<Producer, RingError> {
         info.validate()?;

@@ -768,15 +768,15 @@ fn ring_of_dead_producer_is_replaced() {
 }
 
 #[test]
-fn stale_or_garbage_files_are_replaced() {
+fn stale_rings_and_empty_files_are_replaced_but_other_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     // A ring whose producer pid is alive (ours) but whose heartbeat stopped long ago.
     let (_prod, copy) = ring_copy(&dir);
     poke_u64(&copy, offset::PRODUCER_HEARTBEAT, 1);
     drop(Producer::create(&copy, &info(2)).unwrap());
     assert!(!copy.exists());
-    // Junk of various sizes.
-    for junk in [vec![], vec![7u8; 10], vec![0xEEu8; 10_000]] {
+    // An empty file, or the zeroed start of a ring whose producer died while creating it.
+    for junk in [vec![], vec![0u8; 10_000]] {
         let p = ring_in(&dir, "junk");
         fs::write(&p, &junk).unwrap();
         let prod = Producer::create(&p, &info(2)).unwrap();
@@ -785,6 +785,14 @@ fn stale_or_garbage_files_are_replaced() {
             info(2).geometry.file_bytes()
         );
         drop(prod);
+    }
+    // A user's file given as --shm by mistake is never deleted.
+    for junk in [vec![7u8; 10], vec![0xEEu8; 10_000]] {
+        let p = ring_in(&dir, "users-file");
+        fs::write(&p, &junk).unwrap();
+        let e = Producer::create(&p, &info(2)).unwrap_err();
+        assert!(matches!(e, RingError::BadMagic { .. }), "{e:?}");
+        assert_eq!(fs::read(&p).unwrap(), junk, "left untouched");
     }
 }
 

@@ -96,3 +96,130 @@ pub fn signal(child: &Child, signal: i32) {
     let rc = unsafe { libc::kill(child.id() as i32, signal) };
     assert_eq!(rc, 0, "kill failed");
 }
+
+/// An encoded JPEG of a smooth test pattern.
+pub fn jpeg(width: u16, height: u16, color: jpeg_encoder::ColorType, progressive: bool) -> Vec<u8> {
+    let channels = match color {
+        jpeg_encoder::ColorType::Luma => 1,
+        jpeg_encoder::ColorType::Cmyk
+        | jpeg_encoder::ColorType::CmykAsYcck
+        | jpeg_encoder::ColorType::Ycck => 4,
+        _ => 3,
+    };
+    let pixels: Vec<u8> = (0..width as usize * height as usize * channels)
+        .map(|i| ((i / channels) % 251) as u8)
+        .collect();
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 85);
+    enc.set_progressive(progressive);
+    enc.encode(&pixels, width, height, color)
+        .expect("encoding a test JPEG");
+    out
+}
+
+/// Rewrites the frame header (SOF) of a JPEG to declare `width x height`.
+pub fn declare_size(mut jpeg: Vec<u8>, width: u16, height: u16) -> Vec<u8> {
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0 | 0xC1 | 0xC2))
+        .expect("a SOF marker");
+    // FF Cx, length (2), precision (1), height (2), width (2).
+    jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    jpeg
+}
+
+/// What the bad-input corpus holds: files that must decode, and files that must be skipped.
+pub struct BadCorpus {
+    pub root: PathBuf,
+    /// File names (not paths) that must be decoded and used.
+    pub good: Vec<String>,
+    /// File names that must be skipped and reported.
+    pub bad: Vec<String>,
+}
+
+/// The corpus of awkward inputs, in an ImageNet-style folder under `dir`.
+pub fn bad_corpus(dir: &Path) -> BadCorpus {
+    use jpeg_encoder::ColorType;
+    use std::os::unix::ffi::OsStrExt;
+    let root = dir.join("bad-corpus");
+    let class = root.join("n00_mixed");
+    std::fs::create_dir_all(&class).unwrap();
+    std::fs::create_dir_all(root.join("n01_empty_class")).unwrap();
+    let full = jpeg(96, 80, ColorType::Rgb, false);
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    let mut put = |name: &str, bytes: &[u8], is_good: bool| {
+        std::fs::write(class.join(name), bytes).unwrap();
+        if is_good {
+            good.push(name.to_string())
+        } else {
+            bad.push(name.to_string())
+        }
+    };
+    put("rgb.JPEG", &full, true);
+    put("grey.JPEG", &jpeg(64, 64, ColorType::Luma, false), true);
+    put(
+        "progressive.JPEG",
+        &jpeg(64, 48, ColorType::Rgb, true),
+        true,
+    );
+    put("cmyk.JPEG", &jpeg(40, 40, ColorType::Cmyk, false), true);
+    put(
+        "ycck.JPEG",
+        &jpeg(40, 40, ColorType::CmykAsYcck, false),
+        true,
+    );
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, 32, 24);
+        enc.set_color(png::ColorType::Rgb);
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&vec![90u8; 32 * 24 * 3])
+            .unwrap();
+    }
+    put("png_named.JPEG", &png_bytes, true);
+    put("truncated.JPEG", &full[..full.len() / 2], false);
+    let mut with_eoi = full[..full.len() / 2].to_vec();
+    with_eoi.extend_from_slice(&[0xFF, 0xD9]);
+    // libjpeg (so Pillow) decodes this with a warning, the missing part grey; zune-jpeg does too.
+    put("truncated_then_eoi.JPEG", &with_eoi, true);
+    put("empty.JPEG", &[], false);
+    put(
+        "random.JPEG",
+        &(0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+        false,
+    );
+    put("text.JPEG", b"this is not an image\n", false);
+    put(
+        "huge_16000.JPEG",
+        &declare_size(full.clone(), 16000, 16000),
+        false,
+    );
+    put(
+        "huge_65500.JPEG",
+        &declare_size(full.clone(), 65500, 65500),
+        false,
+    );
+    // Ignored by extension, not an error: a text file.
+    std::fs::write(class.join("notes.txt"), b"not an image").unwrap();
+    // A broken symlink (skipped while scanning) and a non-UTF-8 name (a good JPEG).
+    std::os::unix::fs::symlink(class.join("missing.JPEG"), class.join("dangling.JPEG")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.JPEG");
+    std::fs::write(class.join(odd), &full).unwrap();
+    good.push(odd.to_string_lossy().into_owned());
+    // No read permission (only skipped when not running as root, who can read anything).
+    let locked = class.join("locked.JPEG");
+    std::fs::write(&locked, &full).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&locked).is_ok() {
+        good.push("locked.JPEG".into())
+    } else {
+        bad.push("locked.JPEG".into())
+    }
+    BadCorpus { root, good, bad }
+}

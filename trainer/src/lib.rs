@@ -11,10 +11,15 @@
 //! - [`device_check`]: one step on two devices (CPU vs CUDA), compared.
 
 pub mod input;
+pub mod lars;
 pub mod loss;
 pub mod model;
 pub mod nn;
+pub mod params;
 
 pub use dfdx;
+pub mod checkpoint;
 pub mod device_check;
+pub mod dry_run;
+pub mod eval;
 pub mod session;

@@ -1,5 +1,6 @@
 //! `trainer`: Barlow Twins pre-training fed by `loader` through a shared-memory ring.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,17 +9,37 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use shared::{ring_path, Consumer};
 use trainer::dfdx::prelude::*;
-use trainer::session::{train_tiny, SessionConfig, SessionSummary};
+use trainer::dry_run::{dry_run, DryRunConfig};
+use trainer::lars::LarsConfig;
+use trainer::model::{parse_projector, Arch as ModelArch};
+use trainer::session::{train, SessionConfig, SessionSummary};
+
+/// Learning-rate defaults of the `tiny` preset (the paper's values are for ResNet-50 at batch
+/// 2048 over 1000 epochs; at batch 16-32 and a few dozen steps they barely move a tiny net).
+const TINY_LR_WEIGHTS: f64 = 100.0;
+const TINY_LR_BIASES: f64 = 1.0;
+const TINY_WARMUP_EPOCHS: f64 = 0.0;
 
 /// Train a backbone + projector with the Barlow Twins loss on paired views read from a ring that
-/// `loader --shm NAME` fills. Batch size, image size and normalisation come from the ring.
+/// `loader --shm NAME` fills. Batch size, image size, normalisation and epoch length come from
+/// the ring.
 ///
-/// Prints one JSON line of statistics per --print-freq steps on stdout and a summary on stderr.
+/// Prints one JSON line of statistics (epoch, step, lr_weights, lr_biases, loss, time, wait_ms,
+/// compute_ms) per --print-freq steps on stdout (and in DIR/stats.jsonl with --checkpoint-dir)
+/// and a summary on stderr. Optimizer: LARS as in the official code (momentum 0.9, eta 0.001,
+/// weight decay and trust ratio on weights only), learning rates scaled by batch/256, linear
+/// warm-up then cosine decay to 0.001x.
 #[derive(Parser, Debug)]
 #[command(
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Example:\n  loader --shm bt0 &\n  trainer --shm bt0 --steps 100"
+    after_help = "Presets: --arch tiny defaults to --projector 128-128, --lr-weights 100, --lr-biases 1, \
+--warmup-epochs 0 (so that a CPU demo of a few dozen steps learns); resnet18/resnet50 default to the \
+paper's --projector 8192-8192-8192, --lr-weights 0.2, --lr-biases 0.0048, --warmup-epochs 10.\n\n\
+Examples:\n  loader --shm bt0 &\n  trainer --shm bt0 --steps 100\n  \
+trainer --shm bt0 --arch resnet50 --epochs 1000 --checkpoint-dir runs/r50 --resume\n  \
+trainer eval --checkpoint runs/r50/checkpoint.safetensors --dir /data/val\n  \
+trainer export --checkpoint runs/r50/checkpoint.safetensors --out r50.safetensors"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,19 +50,66 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Run one training step of the tiny model on CPU and on CUDA from the same weights and inputs,
-    /// and compare the loss and every parameter's gradient (exit 1 if they differ by more than the
-    /// tolerance).
+    /// Run one training step on CPU and on CUDA from the same weights and inputs, and compare the
+    /// loss, every parameter's gradient and the BatchNorm running statistics (exit 1 if they
+    /// differ by more than the tolerance).
     CheckDevices {
+        /// Backbone to compare.
+        #[arg(long, value_enum, default_value_t = Arch::Tiny)]
+        arch: Arch,
+        /// Projector sizes [default: the architecture's preset].
+        #[arg(long)]
+        projector: Option<String>,
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
         #[arg(long, default_value_t = 64)]
         image_size: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Largest relative error accepted on the loss and on each gradient.
+        /// Largest relative error accepted on the loss, the whole gradient and the running stats.
         #[arg(long, default_value_t = 1e-3)]
         tolerance: f64,
+    },
+    /// Write the backbone of a checkpoint as safetensors with torchvision's parameter names
+    /// (load with `torchvision.models.resnet50().load_state_dict(sd, strict=False)`; fc is absent).
+    Export {
+        /// A checkpoint written by training (DIR/checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// k-NN (cosine, leave-one-out, similarity-weighted vote) top-1 accuracy of the backbone's
+    /// features on a labelled folder root/<class>/<image>, centre crop, no augmentation.
+    Eval {
+        /// A checkpoint written by training; without it, a randomly initialised --arch model.
+        #[arg(long, required_unless_present = "random_init")]
+        checkpoint: Option<PathBuf>,
+        /// Evaluate a freshly initialised model (a baseline) instead of a checkpoint.
+        #[arg(long, conflicts_with = "checkpoint")]
+        random_init: bool,
+        /// Architecture of --random-init.
+        #[arg(long, value_enum, default_value_t = Arch::Tiny)]
+        arch: Arch,
+        /// Seed of --random-init.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Labelled folder [default: the built-in demo dataset, created if missing].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Side of the centre crop [default: the checkpoint's training size, else 64].
+        #[arg(long)]
+        image_size: Option<usize>,
+        /// Neighbours.
+        #[arg(long, default_value_t = 20)]
+        k: usize,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Compute device [default: cuda when built with it and a GPU is present, else cpu].
+        #[arg(long, value_enum)]
+        device: Option<DeviceKind>,
     },
 }
 
@@ -54,21 +122,37 @@ struct Args {
     /// Seconds to wait for the ring to appear (start the loader before or after the trainer).
     #[arg(long, default_value_t = 60.0)]
     wait: f64,
-    /// Stop after this many steps [default: until the loader's end of data].
-    #[arg(long)]
+    /// Stop when the global step reaches N (counted from the checkpoint's step with --resume);
+    /// also the schedule's length when --epochs is not given [default: until end of data].
+    #[arg(long, conflicts_with = "epochs")]
     steps: Option<u64>,
+    /// Train this many epochs (epoch length from the ring header); the cosine schedule's length
+    /// [default: --steps, else the loader's planned steps, else 1000 epochs as the paper].
+    #[arg(long)]
+    epochs: Option<f64>,
     /// Weight of the off-diagonal (redundancy reduction) term.
     #[arg(long, default_value_t = trainer::loss::DEFAULT_LAMBDA)]
     lambd: f32,
     /// Backbone architecture.
     #[arg(long, value_enum, default_value_t = Arch::Tiny)]
     arch: Arch,
-    /// Learning rate (SGD with momentum 0.9).
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
-    /// Weight decay.
+    /// Projector sizes, dash-separated (Linear-BN-ReLU between, last Linear without BN)
+    /// [default: 8192-8192-8192; 128-128 for tiny].
+    #[arg(long)]
+    projector: Option<String>,
+    /// Base learning rate of the weights (x batch/256) [default: 0.2; tiny: 100].
+    #[arg(long)]
+    lr_weights: Option<f64>,
+    /// Base learning rate of biases and BatchNorm parameters (x batch/256) [default: 0.0048;
+    /// tiny: 1].
+    #[arg(long)]
+    lr_biases: Option<f64>,
+    /// LARS weight decay (weights only).
     #[arg(long, default_value_t = 1.5e-6)]
     weight_decay: f64,
+    /// Linear warm-up length in epochs [default: 10; tiny: 0].
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
     /// Print a statistics line every K steps.
     #[arg(long, default_value_t = 10)]
     print_freq: u64,
@@ -78,12 +162,44 @@ struct Args {
     /// Compute device [default: cuda when built with it and a GPU is present, else cpu].
     #[arg(long, value_enum)]
     device: Option<DeviceKind>,
+    /// Write DIR/checkpoint.safetensors every epoch and at exit, and DIR/stats.jsonl.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Continue from DIR/checkpoint.safetensors (step, learning rate, momentum, data position).
+    #[arg(long, requires = "checkpoint_dir")]
+    resume: bool,
+    /// No progress bar (it is only drawn on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+    /// Take and release batches without a model: the fastest the ring can be drained.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: hold each batch this many milliseconds (a simulated slow trainer).
+    #[arg(long, default_value_t = 0, requires = "dry_run")]
+    throttle_ms: u64,
+    /// With --dry-run: print `step <global step> <hash>` per batch and `total <hash>` at the end.
+    #[arg(long, requires = "dry_run")]
+    digest: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Arch {
-    /// A 4-conv network for CPU demos and tests (64 features, projector 128-128).
+    /// A 4-conv network for CPU demos and tests (64 features).
     Tiny,
+    /// torchvision ResNet-18 without fc (512 features).
+    Resnet18,
+    /// torchvision ResNet-50 without fc (2048 features), as in the paper.
+    Resnet50,
+}
+
+impl Arch {
+    fn model(self) -> ModelArch {
+        match self {
+            Arch::Tiny => ModelArch::Tiny,
+            Arch::Resnet18 => ModelArch::Resnet18,
+            Arch::Resnet50 => ModelArch::Resnet50,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -92,16 +208,67 @@ enum DeviceKind {
     Cuda,
 }
 
+fn pick_device(d: Option<DeviceKind>) -> DeviceKind {
+    d.unwrap_or(if cfg!(feature = "cuda") && cuda_available() {
+        DeviceKind::Cuda
+    } else {
+        DeviceKind::Cpu
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         None => run(cli.train),
         Some(Command::CheckDevices {
+            arch,
+            projector,
             batch_size,
             image_size,
             seed,
             tolerance,
-        }) => check_devices(batch_size, image_size, seed, tolerance),
+        }) => (|| {
+            let arch = arch.model();
+            let projector =
+                parse_projector(projector.as_deref().unwrap_or(arch.default_projector()))?;
+            check_devices(arch, &projector, batch_size, image_size, seed, tolerance)
+        })(),
+        Some(Command::Export { checkpoint, out }) => {
+            trainer::checkpoint::export_torchvision(&checkpoint, &out).map(|n| {
+                eprintln!("trainer: wrote {n} tensors to {}", out.display());
+                0
+            })
+        }
+        Some(Command::Eval {
+            checkpoint,
+            random_init,
+            arch,
+            seed,
+            dir,
+            image_size,
+            k,
+            batch_size,
+            device,
+        }) => {
+            let opts = EvalOpts {
+                checkpoint,
+                random_init,
+                arch: arch.model(),
+                seed,
+                dir,
+                image_size,
+                k,
+                batch_size,
+            };
+            match pick_device(device) {
+                DeviceKind::Cpu => {
+                    let dev = Cpu::seed_from_u64(0);
+                    dev.enable_cache();
+                    eval_on(&dev, &opts)
+                }
+                DeviceKind::Cuda => eval_on_cuda(&opts),
+            }
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -110,6 +277,84 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+struct EvalOpts {
+    checkpoint: Option<PathBuf>,
+    random_init: bool,
+    arch: ModelArch,
+    seed: u64,
+    dir: Option<PathBuf>,
+    image_size: Option<usize>,
+    k: usize,
+    batch_size: usize,
+}
+
+fn eval_on<D: Device<f32>>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
+    use trainer::input::{IMAGENET_MEAN, IMAGENET_STD};
+    let (mut model, mean, std, size, what) = match (&o.checkpoint, o.random_init) {
+        (Some(p), _) => {
+            let (model, _, st) = trainer::checkpoint::load(p, dev)?;
+            let size = o.image_size.unwrap_or(st.image_hw.0);
+            (
+                model,
+                st.mean,
+                st.std,
+                size,
+                format!("{} at step {}", p.display(), st.step),
+            )
+        }
+        (None, _) => {
+            let model = trainer::model::BarlowModel::new(
+                dev,
+                o.arch,
+                &parse_projector(o.arch.default_projector())?,
+                o.seed,
+            );
+            let what = format!("random {} (seed {})", o.arch.name(), o.seed);
+            (
+                model,
+                IMAGENET_MEAN,
+                IMAGENET_STD,
+                o.image_size.unwrap_or(64),
+                what,
+            )
+        }
+    };
+    let dir = match &o.dir {
+        Some(d) => d.clone(),
+        None => datasets::demo::ensure_demo(&datasets::demo::default_demo_dir())?,
+    };
+    let t = std::time::Instant::now();
+    let set = trainer::eval::load_folder(&dir, size)?;
+    for (name, why) in set.skipped.iter().take(5) {
+        eprintln!("trainer: skipped {name}: {why}");
+    }
+    let report = trainer::eval::evaluate(&mut model, &set, mean, std, o.k, o.batch_size)?;
+    println!("{}", serde_json::to_string(&report)?);
+    eprintln!(
+        "trainer: {what}: k-NN (k={}) top-1 {:.1}% on {} images of {} classes at {size}x{size} from {} (majority class {:.1}%), {:.1}s",
+        report.k,
+        100.0 * report.top1,
+        report.images,
+        report.classes,
+        dir.display(),
+        100.0 * report.majority_baseline,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+#[cfg(feature = "cuda")]
+fn eval_on_cuda(o: &EvalOpts) -> anyhow::Result<i32> {
+    let dev = Cuda::try_seed_from_u64(0).map_err(|e| anyhow::anyhow!("opening the GPU: {e:?}"))?;
+    dev.enable_cache();
+    eval_on(&dev, o)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn eval_on_cuda(_: &EvalOpts) -> anyhow::Result<i32> {
+    anyhow::bail!("this trainer was built without CUDA; rebuild with `--features cuda` (see README, GPU build)")
 }
 
 fn run(args: Args) -> anyhow::Result<i32> {
@@ -124,6 +369,13 @@ fn run(args: Args) -> anyhow::Result<i32> {
         );
     })
     .context("installing the Ctrl-C handler")?;
+    let arch = args.arch.model();
+    let tiny = arch == ModelArch::Tiny;
+    let projector = parse_projector(
+        args.projector
+            .as_deref()
+            .unwrap_or(arch.default_projector()),
+    )?;
     let path = ring_path(&args.shm)?;
     eprintln!(
         "trainer: waiting up to {:.0}s for the ring {}",
@@ -137,28 +389,48 @@ fn run(args: Args) -> anyhow::Result<i32> {
         "trainer: attached: batches of {} x 2 views x {}x{}x{}, {} images, {} steps per epoch",
         g.batch_size, g.channels, g.height, g.width, info.dataset_len, info.steps_per_epoch
     );
+    if args.dry_run {
+        let cfg = DryRunConfig {
+            steps: args.steps,
+            throttle: Duration::from_millis(args.throttle_ms),
+            digest: args.digest,
+        };
+        let summary = dry_run(&mut consumer, &cfg, &stop, &mut std::io::stdout().lock())?;
+        print_summary(&summary);
+        return Ok(if summary.interrupted { 130 } else { 0 });
+    }
     let cfg = SessionConfig {
+        arch,
+        projector,
+        seed: args.seed,
         steps: args.steps,
+        epochs: args.epochs,
         lambd: args.lambd,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
+        lr_weights: args
+            .lr_weights
+            .unwrap_or(if tiny { TINY_LR_WEIGHTS } else { 0.2 }),
+        lr_biases: args
+            .lr_biases
+            .unwrap_or(if tiny { TINY_LR_BIASES } else { 0.0048 }),
+        warmup_epochs: args
+            .warmup_epochs
+            .unwrap_or(if tiny { TINY_WARMUP_EPOCHS } else { 10.0 }),
+        lars: LarsConfig {
+            weight_decay: args.weight_decay,
+            ..Default::default()
+        },
         print_freq: args.print_freq,
+        checkpoint_dir: args.checkpoint_dir.clone(),
+        resume: args.resume,
+        progress: !args.no_progress,
     };
-    let device = args
-        .device
-        .unwrap_or(if cfg!(feature = "cuda") && cuda_available() {
-            DeviceKind::Cuda
-        } else {
-            DeviceKind::Cpu
-        });
-    let Arch::Tiny = args.arch;
     let mut stdout = std::io::stdout().lock();
-    let summary = match device {
+    let summary = match pick_device(args.device) {
         DeviceKind::Cpu => {
             let dev = Cpu::seed_from_u64(args.seed);
             dev.enable_cache();
-            eprintln!("trainer: arch {:?} on cpu", args.arch);
-            train_tiny(&dev, &mut consumer, &cfg, &stop, &mut stdout)?
+            eprintln!("trainer: arch {} on cpu", arch.name());
+            train(&dev, &mut consumer, &cfg, &stop, &mut stdout)?
         }
         DeviceKind::Cuda => train_on_cuda(&args, &mut consumer, &cfg, &stop, &mut stdout)?,
     };
@@ -187,8 +459,8 @@ fn train_on_cuda(
     let dev = Cuda::try_seed_from_u64(args.seed)
         .map_err(|e| anyhow::anyhow!("opening the GPU: {e:?}"))?;
     dev.enable_cache();
-    eprintln!("trainer: arch {:?} on cuda", args.arch);
-    train_tiny(&dev, consumer, cfg, stop, out)
+    eprintln!("trainer: arch {} on cuda", cfg.arch.name());
+    train(&dev, consumer, cfg, stop, out)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -203,27 +475,39 @@ fn train_on_cuda(
 }
 
 #[cfg(feature = "cuda")]
-fn check_devices(batch: usize, size: usize, seed: u64, tolerance: f64) -> anyhow::Result<i32> {
+fn check_devices(
+    arch: ModelArch,
+    projector: &[usize],
+    batch: usize,
+    size: usize,
+    seed: u64,
+    tolerance: f64,
+) -> anyhow::Result<i32> {
     let cpu = Cpu::seed_from_u64(seed);
     let cuda =
         Cuda::try_seed_from_u64(seed).map_err(|e| anyhow::anyhow!("opening the GPU: {e:?}"))?;
-    let dir = std::env::temp_dir().join(format!("barlow-check-devices-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let cmp = trainer::device_check::compare_devices(&cpu, &cuda, batch, size, seed, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    let cmp = cmp?;
+    let cmp =
+        trainer::device_check::compare_devices(&cpu, &cuda, arch, projector, batch, size, seed)?;
     println!("{}", serde_json::to_string(&cmp)?);
     let ok = cmp.within(tolerance);
     eprintln!(
-        "trainer: cpu vs cuda: loss {} vs {} (rel {:.2e}); gradient rel err {:.2e} (worst tensor {:.2e}, {}) over {} tensors: {}",
-        cmp.loss_a, cmp.loss_b, cmp.loss_rel_err, cmp.grad_rel_err, cmp.max_grad_rel_err, cmp.worst_tensor, cmp.tensors,
+        "trainer: {} cpu vs cuda: loss {} vs {} (rel {:.2e}); gradient rel err {:.2e} (worst tensor {:.2e}, {}) over {} tensors; running stats rel err {:.2e}: {}",
+        arch.name(), cmp.loss_a, cmp.loss_b, cmp.loss_rel_err, cmp.grad_rel_err, cmp.max_grad_rel_err, cmp.worst_tensor, cmp.tensors,
+        cmp.running_stats_rel_err,
         if ok { "OK" } else { "MISMATCH" }
     );
     Ok(if ok { 0 } else { 1 })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn check_devices(_: usize, _: usize, _: u64, _: f64) -> anyhow::Result<i32> {
+fn check_devices(
+    _: ModelArch,
+    _: &[usize],
+    _: usize,
+    _: usize,
+    _: u64,
+    _: f64,
+) -> anyhow::Result<i32> {
     anyhow::bail!("this trainer was built without CUDA; rebuild with `--features cuda` (see README, GPU build)")
 }
 
@@ -231,15 +515,21 @@ fn print_summary(s: &SessionSummary) {
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
     let k = s.losses.len().min(5);
     let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let loss = if k == 0 {
+        String::new()
+    } else {
+        format!(
+            "; loss {:.2} (first {k} steps) -> {:.2} (last {k})",
+            mean(&s.losses[..k]),
+            mean(&s.losses[s.losses.len() - k..])
+        )
+    };
     eprintln!(
-        "trainer: done: {} steps, {} samples in {:.1}s = {:.1} pairs/s; loss {:.2} (first {k} steps) -> {:.2} (last {k}); \
-         waited for input {:.0}% of the time{}",
+        "trainer: done: {} steps, {} samples in {:.1}s = {:.1} pairs/s{loss}; waited for input {:.0}% of the time{}",
         s.steps,
         s.samples,
         secs,
         s.samples as f64 / secs,
-        mean(&s.losses[..k]),
-        mean(&s.losses[s.losses.len() - k..]),
         100.0 * s.stall_fraction(),
         if s.stall_fraction() > 0.3 { " (input-bound: the loader needs more cores)" } else { " (compute-bound)" },
     );

@@ -1,306 +1,700 @@
-//! Backbone + projector architectures and the [`BarlowModel`] training wrapper.
+//! Backbones (torchvision ResNet-18/50 layouts and a tiny CPU net), the Barlow Twins projector,
+//! and [`BarlowModel`]: forward, loss, gradients, embeddings.
+//!
+//! Parameters live in a runtime [`Store`] under the official code's names
+//! (`backbone.conv1.weight`, `backbone.layer1.0.bn1.running_mean`, `projector.0.weight`, ...), so
+//! the projector sizes and the architecture are runtime configuration and the torchvision export
+//! is a prefix strip.
 
-use std::path::Path;
-
-use anyhow::{anyhow, Context, Result};
-use dfdx::nn::builders::{AvgPoolGlobal, BatchNorm1D, BatchNorm2D, ReLU, UnbiasedLinear};
-use dfdx::optim::{Momentum, Sgd, SgdConfig, WeightDecay};
+use anyhow::{bail, Context, Result};
 use dfdx::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use rand_pcg::Pcg64;
 
-use crate::input::ImageBatch;
-use crate::loss::barlow_twins;
-use crate::nn::builders::Conv2d;
+use crate::loss::barlow_twins_fm;
+use crate::nn::conv::IndexCache;
+use crate::nn::rt::{self, ConvGeom, Flat, Fmap, Mat, TapCache};
+use crate::params::{Kind, Store};
 
-/// conv3x3 (no bias) + BatchNorm2d + ReLU.
-pub type ConvBnRelu<const I: usize, const O: usize, const S: usize> =
-    (Conv2d<I, O, 3, S, 1>, BatchNorm2D<O>, ReLU);
+/// BatchNorm epsilon and momentum (PyTorch defaults).
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
 
-/// Tiny CPU backbone: 3->16 /2, 16->32 /2, 32->64 /2, 64->64, global average pool -> 64 features.
-/// Any input of at least 16x16 works (e.g. 64x64, 224x224).
-pub type TinyBackbone = (
-    ConvBnRelu<3, 16, 2>,
-    ConvBnRelu<16, 32, 2>,
-    ConvBnRelu<32, 64, 2>,
-    ConvBnRelu<64, 64, 1>,
-    AvgPoolGlobal,
-);
-/// Feature width of [`TinyBackbone`].
-pub const TINY_FEATURES: usize = 64;
-
-/// Barlow Twins projector: Linear(F->P1, no bias), BN1d, ReLU, Linear(P1->P2, no bias).
-pub type Projector<const F: usize, const P1: usize, const P2: usize> = (
-    UnbiasedLinear<F, P1>,
-    BatchNorm1D<P1>,
-    ReLU,
-    UnbiasedLinear<P1, P2>,
-);
-
-/// Small projector preset for the tiny backbone: 64-128-128.
-pub type TinyProjector = Projector<TINY_FEATURES, 128, 128>;
-
-/// The tiny model: `BarlowModel<TinyBackbone, TinyProjector, 64, 128, D>`.
-pub type TinyBarlow<D> = BarlowModel<TinyBackbone, TinyProjector, TINY_FEATURES, 128, D>;
-
-/// The built network: `(backbone, projector)`, a dfdx tuple module (a `TensorCollection`, so it
-/// works with optimizers, `alloc_grads`, `SaveToSafetensors`, ...).
-pub type Net<B, P, D> = (
-    <B as BuildOnDevice<D, f32>>::Built,
-    <P as BuildOnDevice<D, f32>>::Built,
-);
-
-/// Default optimizer for now: SGD, momentum 0.9 (LARS comes later; `train_step` takes any dfdx
-/// `Optimizer`).
-pub type DefaultOptimizer<B, P, D> = Sgd<Net<B, P, D>, f32, D>;
-
-type Taped<D> = OwnedTape<f32, D>;
-type Feat<const F: usize, D, T = NoneTape> = Tensor<(usize, Const<F>), f32, D, T>;
-
-/// Backbone `B` (builder type, image batch -> `(n, F)`) + projector `P` (`(n, F)` -> `(n, Z)`)
-/// built on device `D`, plus the reusable gradient buffers.
-pub struct BarlowModel<B, P, const F: usize, const Z: usize, D>
-where
-    D: Device<f32>,
-    B: BuildOnDevice<D, f32>,
-    P: BuildOnDevice<D, f32>,
-{
-    /// `(backbone, projector)`.
-    pub net: Net<B, P, D>,
-    /// Gradients allocated once (`alloc_grads`) and zeroed after every update.
-    grads: Option<Gradients<f32, D>>,
+/// Backbone architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// 4 conv-BN-ReLU layers (3->16/2, 16->32/2, 32->64/2, 64->64), avg pool: 64 features.
+    Tiny,
+    /// torchvision `resnet18` without fc: 512 features.
+    Resnet18,
+    /// torchvision `resnet50` without fc: 2048 features.
+    Resnet50,
 }
 
-impl<B, P, const F: usize, const Z: usize, D> BarlowModel<B, P, F, Z, D>
-where
-    D: Device<f32>,
-    B: BuildOnDevice<D, f32>,
-    P: BuildOnDevice<D, f32>,
-    B::Built: ModuleMut<ImageBatch<D, Taped<D>>, Output = Feat<F, D, Taped<D>>, Error = D::Err>
-        + Module<ImageBatch<D>, Output = Feat<F, D>, Error = D::Err>,
-    P::Built: ModuleMut<Feat<F, D, Taped<D>>, Output = Feat<Z, D, Taped<D>>, Error = D::Err>
-        + Module<Feat<F, D>, Output = Feat<Z, D>, Error = D::Err>,
-{
-    /// Build with fresh (random) weights on `dev`. Seed the device for reproducibility
-    /// (`Cpu::seed_from_u64`).
-    pub fn new(dev: &D) -> Self {
-        let net = <(B, P) as BuildOnDevice<D, f32>>::build_on_device(dev);
-        Self { net, grads: None }
+impl Arch {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Tiny => "tiny",
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet50 => "resnet50",
+        }
     }
+    pub fn parse(s: &str) -> Result<Arch> {
+        Ok(match s {
+            "tiny" => Arch::Tiny,
+            "resnet18" => Arch::Resnet18,
+            "resnet50" => Arch::Resnet50,
+            _ => bail!("unknown architecture {s:?} (tiny, resnet18, resnet50)"),
+        })
+    }
+    /// Backbone output width.
+    pub fn features(&self) -> usize {
+        match self {
+            Arch::Tiny => 64,
+            Arch::Resnet18 => 512,
+            Arch::Resnet50 => 2048,
+        }
+    }
+    /// Smallest input side that keeps every feature map non-empty.
+    pub fn min_input(&self) -> usize {
+        match self {
+            Arch::Tiny => 8,
+            _ => 32,
+        }
+    }
+    /// The default projector: the paper's 8192-8192-8192, or 128-128 for `tiny`.
+    pub fn default_projector(&self) -> &'static str {
+        match self {
+            Arch::Tiny => "128-128",
+            _ => "8192-8192-8192",
+        }
+    }
+}
 
-    /// The default optimizer: SGD with momentum 0.9 and L2 weight decay `weight_decay`.
-    pub fn default_optimizer(&self, lr: f64, weight_decay: f64) -> DefaultOptimizer<B, P, D> {
-        Sgd::new(
-            &self.net,
-            SgdConfig {
-                lr,
-                momentum: Some(Momentum::Classic(0.9)),
-                weight_decay: (weight_decay > 0.0).then_some(WeightDecay::L2(weight_decay)),
-            },
+/// Parses a dash-separated projector spec (`8192-8192-8192`).
+pub fn parse_projector(s: &str) -> Result<Vec<usize>> {
+    let sizes: Vec<usize> = s
+        .split('-')
+        .map(|v| v.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("projector {s:?}: expected sizes like 8192-8192-8192"))?;
+    if sizes.is_empty() || sizes.contains(&0) {
+        bail!("projector {s:?}: needs at least one positive size");
+    }
+    Ok(sizes)
+}
+
+/// Formats projector sizes back (`8192-8192-8192`).
+pub fn projector_spec(sizes: &[usize]) -> String {
+    sizes
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bn {
+    gamma: usize,
+    beta: usize,
+    mean: usize,
+    var: usize,
+}
+
+#[derive(Debug, Clone)]
+struct ConvBn<D: Storage<f32> + Storage<usize>> {
+    weight: usize,
+    geom: ConvGeom,
+    cache: IndexCache<D>,
+    bn: Bn,
+}
+
+#[derive(Debug, Clone)]
+enum Block<D: Storage<f32> + Storage<usize>> {
+    /// conv3x3-bn-relu, conv3x3-bn, + identity/downsample, relu.
+    Basic(Vec<ConvBn<D>>, Option<ConvBn<D>>),
+}
+
+#[derive(Debug, Clone)]
+struct Backbone<D: Storage<f32> + Storage<usize>> {
+    /// `tiny`: its 4 conv-bn-relu layers; resnets: the 7x7 stem.
+    stem: Vec<ConvBn<D>>,
+    maxpool: Option<TapCache<D>>,
+    blocks: Vec<Block<D>>,
+}
+
+#[derive(Debug, Clone)]
+struct Projector {
+    /// `sizes[0]` is the backbone width.
+    sizes: Vec<usize>,
+    linears: Vec<usize>,
+    bns: Vec<Bn>,
+}
+
+/// Builds parameters with a seeded host RNG, so every device starts from identical weights.
+struct Init<'a, D: Device<f32>> {
+    dev: &'a D,
+    store: Store<D>,
+    rng: Pcg64,
+}
+
+impl<D: Device<f32>> Init<'_, D> {
+    /// kaiming_normal_(mode="fan_out", nonlinearity="relu"), as torchvision's ResNet.
+    fn conv(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+    ) -> (usize, ConvGeom) {
+        let geom = ConvGeom { cin, cout, k, s, p };
+        let std = (2.0 / (cout * k * k) as f64).sqrt() as f32;
+        let normal = Normal::new(0.0f32, std).unwrap();
+        let data = (0..geom.weight_len())
+            .map(|_| normal.sample(&mut self.rng))
+            .collect();
+        let i = self.store.add(
+            self.dev,
+            format!("{name}.weight"),
+            geom.weight_shape(),
+            Kind::Weight,
+            data,
+        );
+        (i, geom)
+    }
+    /// gamma = 1 (0 with `zero_gamma`), beta = 0, running mean 0, running var 1.
+    fn bn(&mut self, name: &str, c: usize, zero_gamma: bool) -> Bn {
+        let g = if zero_gamma { 0.0 } else { 1.0 };
+        let gamma = self.store.add(
+            self.dev,
+            format!("{name}.weight"),
+            vec![c],
+            Kind::Bias,
+            vec![g; c],
+        );
+        let beta = self.store.add(
+            self.dev,
+            format!("{name}.bias"),
+            vec![c],
+            Kind::Bias,
+            vec![0.0; c],
+        );
+        let mean = self.store.add(
+            self.dev,
+            format!("{name}.running_mean"),
+            vec![c],
+            Kind::Buffer,
+            vec![0.0; c],
+        );
+        let var = self.store.add(
+            self.dev,
+            format!("{name}.running_var"),
+            vec![c],
+            Kind::Buffer,
+            vec![1.0; c],
+        );
+        Bn {
+            gamma,
+            beta,
+            mean,
+            var,
+        }
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bn(
+        &mut self,
+        conv_name: &str,
+        bn_name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        zero_gamma: bool,
+    ) -> ConvBn<D> {
+        let (weight, geom) = self.conv(conv_name, cin, cout, k, s, p);
+        let bn = self.bn(bn_name, cout, zero_gamma);
+        ConvBn {
+            weight,
+            geom,
+            cache: Default::default(),
+            bn,
+        }
+    }
+    /// nn.Linear's default init, U(-1/sqrt(in), 1/sqrt(in)); no bias.
+    fn linear(&mut self, name: &str, inp: usize, out: usize) -> usize {
+        let bound = 1.0 / (inp as f32).sqrt();
+        let data = (0..inp * out)
+            .map(|_| self.rng.gen_range(-bound..bound))
+            .collect();
+        self.store.add(
+            self.dev,
+            format!("{name}.weight"),
+            vec![out, inp],
+            Kind::Weight,
+            data,
         )
     }
+}
 
-    /// One training step: forward both views (BatchNorm in training mode; each view gets its own
-    /// batch statistics, as in the official code), Barlow Twins loss, backward, `opt.update`.
-    /// Returns the loss value (before the update).
-    pub fn train_step<O>(
-        &mut self,
-        opt: &mut O,
-        view_a: ImageBatch<D>,
-        view_b: ImageBatch<D>,
-        lambd: f32,
-    ) -> Result<f32>
-    where
-        O: Optimizer<Net<B, P, D>, D, f32>,
-    {
-        let grads = match self.grads.take() {
-            Some(g) => g,
-            None => self
-                .net
-                .try_alloc_grads()
-                .map_err(|e| anyhow!("alloc_grads: {e:?}"))?,
-        };
-        let dev_err = |e: D::Err| anyhow!("forward/backward: {e:?}");
-        let za = self
-            .net
-            .0
-            .try_forward_mut(view_a.traced(grads))
-            .map_err(dev_err)?;
-        let za = self.net.1.try_forward_mut(za).map_err(dev_err)?;
-        let (za, tape) = za.split_tape();
-        let zb = self
-            .net
-            .0
-            .try_forward_mut(view_b.put_tape(tape))
-            .map_err(dev_err)?;
-        let zb = self.net.1.try_forward_mut(zb).map_err(dev_err)?;
-        let loss = barlow_twins(zb, za, lambd).map_err(dev_err)?;
-        let value = loss.as_vec()[0];
-        let mut grads = loss.try_backward().map_err(dev_err)?;
-        opt.update(&mut self.net, &grads)
-            .map_err(|e| anyhow!("optimizer update: {e:?}"))?;
-        self.net.try_zero_grads(&mut grads).map_err(dev_err)?;
-        self.grads = Some(grads);
-        Ok(value)
-    }
-
-    /// Backbone features `(n, F)` in eval mode (BatchNorm uses running statistics), untaped.
-    pub fn embed(&self, x: ImageBatch<D>) -> Feat<F, D> {
-        self.net.0.forward(x)
-    }
-
-    /// Projector output `(n, Z)` in eval mode, untaped.
-    pub fn project(&self, x: ImageBatch<D>) -> Feat<Z, D> {
-        self.net.1.forward(self.net.0.forward(x))
-    }
-
-    /// Save all weights and BatchNorm running statistics.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        self.net
-            .save_safetensors(path)
-            .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("saving {}", path.display()))
-    }
-
-    /// Load weights saved by [`Self::save`] (same architecture).
-    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        self.net
-            .load_safetensors(path)
-            .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("loading {}", path.display()))
+fn build_backbone<D: Device<f32>>(init: &mut Init<D>, arch: Arch) -> Backbone<D> {
+    let pre = "backbone";
+    match arch {
+        Arch::Tiny => {
+            let chans = [(3, 16, 2), (16, 32, 2), (32, 64, 2), (64, 64, 1)];
+            let stem = chans
+                .iter()
+                .enumerate()
+                .map(|(i, &(cin, cout, s))| {
+                    init.conv_bn(
+                        &format!("{pre}.conv{}", i + 1),
+                        &format!("{pre}.bn{}", i + 1),
+                        cin,
+                        cout,
+                        3,
+                        s,
+                        1,
+                        false,
+                    )
+                })
+                .collect();
+            Backbone {
+                stem,
+                maxpool: None,
+                blocks: vec![],
+            }
+        }
+        Arch::Resnet18 | Arch::Resnet50 => {
+            let stem = vec![init.conv_bn(
+                &format!("{pre}.conv1"),
+                &format!("{pre}.bn1"),
+                3,
+                64,
+                7,
+                2,
+                3,
+                false,
+            )];
+            let (layers, bottleneck) = match arch {
+                Arch::Resnet18 => ([2, 2, 2, 2], false),
+                _ => ([3, 4, 6, 3], true),
+            };
+            let expansion = if bottleneck { 4 } else { 1 };
+            let mut inplanes = 64;
+            let mut blocks = Vec::new();
+            for (li, &n) in layers.iter().enumerate() {
+                let planes = 64 << li;
+                for bi in 0..n {
+                    let stride = if li > 0 && bi == 0 { 2 } else { 1 };
+                    let name = format!("{pre}.layer{}.{bi}", li + 1);
+                    let out = planes * expansion;
+                    let mut convs = Vec::new();
+                    if bottleneck {
+                        // torchvision v1.5: the stride sits on the 3x3 conv
+                        let c = |i: usize| (format!("{name}.conv{i}"), format!("{name}.bn{i}"));
+                        let (c1, b1) = c(1);
+                        convs.push(init.conv_bn(&c1, &b1, inplanes, planes, 1, 1, 0, false));
+                        let (c2, b2) = c(2);
+                        convs.push(init.conv_bn(&c2, &b2, planes, planes, 3, stride, 1, false));
+                        let (c3, b3) = c(3);
+                        convs.push(init.conv_bn(&c3, &b3, planes, out, 1, 1, 0, true));
+                    } else {
+                        let c = |i: usize| (format!("{name}.conv{i}"), format!("{name}.bn{i}"));
+                        let (c1, b1) = c(1);
+                        convs.push(init.conv_bn(&c1, &b1, inplanes, planes, 3, stride, 1, false));
+                        let (c2, b2) = c(2);
+                        convs.push(init.conv_bn(&c2, &b2, planes, planes, 3, 1, 1, true));
+                    }
+                    let down = (stride != 1 || inplanes != out).then(|| {
+                        init.conv_bn(
+                            &format!("{name}.downsample.0"),
+                            &format!("{name}.downsample.1"),
+                            inplanes,
+                            out,
+                            1,
+                            stride,
+                            0,
+                            false,
+                        )
+                    });
+                    inplanes = out;
+                    blocks.push(Block::Basic(convs, down));
+                }
+            }
+            Backbone {
+                stem,
+                maxpool: Some(Default::default()),
+                blocks,
+            }
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::input::{normalize_batch, IMAGENET_MEAN, IMAGENET_STD};
-    use rand::{Rng, SeedableRng};
-    use rand_pcg::Pcg64;
+fn build_projector<D: Device<f32>>(
+    init: &mut Init<D>,
+    features: usize,
+    sizes: &[usize],
+) -> Projector {
+    let mut all = vec![features];
+    all.extend_from_slice(sizes);
+    let mut linears = Vec::new();
+    let mut bns = Vec::new();
+    for i in 0..all.len() - 1 {
+        linears.push(init.linear(&format!("projector.{}", 3 * i), all[i], all[i + 1]));
+        if i + 2 < all.len() {
+            bns.push(init.bn(&format!("projector.{}", 3 * i + 1), all[i + 1], false));
+        }
+    }
+    Projector {
+        sizes: all,
+        linears,
+        bns,
+    }
+}
 
-    fn random_views(n: usize, h: usize, w: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-        let mut rng = Pcg64::seed_from_u64(seed);
+fn bn_apply<D: Device<f32>, T: Tape<f32, D>>(
+    store: &mut Store<D>,
+    bn: &Bn,
+    x: Mat<D, T>,
+    train: bool,
+) -> Result<Mat<D, T>, D::Err> {
+    let gamma = store.get(bn.gamma).clone();
+    let beta = store.get(bn.beta).clone();
+    let (rm, rv) = store.pair_mut(bn.mean, bn.var);
+    rt::batch_norm(
+        x,
+        Some((&gamma, &beta)),
+        Some((rm, rv)),
+        train,
+        BN_MOMENTUM,
+        BN_EPS,
+    )
+}
+
+fn conv_bn<D: Device<f32>, T: Tape<f32, D>>(
+    store: &mut Store<D>,
+    cb: &ConvBn<D>,
+    x: Fmap<D, T>,
+    relu: bool,
+    train: bool,
+) -> Result<Fmap<D, T>, D::Err> {
+    let w: Flat<D> = store.get(cb.weight).clone();
+    let y = rt::conv2d(x, &w, &cb.geom, &cb.cache)?;
+    let (b, h, wd) = (y.b, y.h, y.w);
+    let mut z = bn_apply(store, &cb.bn, y.x, train)?;
+    if relu {
+        z = z.try_relu()?;
+    }
+    Ok(Fmap { x: z, b, h, w: wd })
+}
+
+fn backbone_forward<D: Device<f32>, T: Tape<f32, D>>(
+    bb: &Backbone<D>,
+    store: &mut Store<D>,
+    x: Fmap<D, T>,
+    train: bool,
+) -> Result<Mat<D, T>, D::Err> {
+    let mut x = x;
+    for cb in &bb.stem {
+        x = conv_bn(store, cb, x, true, train)?;
+    }
+    if let Some(cache) = &bb.maxpool {
+        x = rt::max_pool2d(x, 3, 2, 1, cache)?;
+    }
+    for block in &bb.blocks {
+        let Block::Basic(convs, down) = block;
+        let identity = match down {
+            Some(d) => conv_bn(store, d, x.retaped(), false, train)?,
+            None => x.retaped(),
+        };
+        let mut y = x;
+        let last = convs.len() - 1;
+        for (i, cb) in convs.iter().enumerate() {
+            y = conv_bn(store, cb, y, i != last, train)?;
+        }
+        let s = y.x.try_add(identity.x)?.try_relu()?;
+        x = Fmap { x: s, ..y };
+    }
+    rt::global_avg_pool(x)
+}
+
+fn projector_forward<D: Device<f32>, T: Tape<f32, D>>(
+    pj: &Projector,
+    store: &mut Store<D>,
+    x: Mat<D, T>,
+    train: bool,
+) -> Result<Mat<D, T>, D::Err> {
+    let mut x = x;
+    for (i, &w) in pj.linears.iter().enumerate() {
+        let wt = store.get(w).clone();
+        x = rt::linear(x, &wt, pj.sizes[i + 1])?;
+        if let Some(bn) = pj.bns.get(i) {
+            x = bn_apply(store, bn, x, train)?.try_relu()?;
+        }
+    }
+    Ok(x)
+}
+
+/// Backbone + projector with their parameters.
+#[derive(Debug, Clone)]
+pub struct BarlowModel<D: Device<f32>> {
+    pub arch: Arch,
+    /// Projector sizes after the backbone (`[8192, 8192, 8192]`).
+    pub projector: Vec<usize>,
+    /// All parameters and buffers, official names.
+    pub store: Store<D>,
+    backbone: Backbone<D>,
+    proj: Projector,
+}
+
+/// Loss value and parameter gradients of one step (gradients keyed like `store.params`).
+pub struct StepGrads<D: Device<f32>> {
+    pub loss: f32,
+    pub grads: Gradients<f32, D>,
+}
+
+impl<D: Device<f32>> BarlowModel<D> {
+    /// A fresh model; the weights come from a host RNG seeded with `seed`, so they are the same
+    /// on every device.
+    pub fn new(dev: &D, arch: Arch, projector: &[usize], seed: u64) -> Self {
+        let mut init = Init {
+            dev,
+            store: Store::new(),
+            rng: Pcg64::seed_from_u64(seed),
+        };
+        let backbone = build_backbone(&mut init, arch);
+        let proj = build_projector(&mut init, arch.features(), projector);
+        BarlowModel {
+            arch,
+            projector: projector.to_vec(),
+            store: init.store,
+            backbone,
+            proj,
+        }
+    }
+
+    pub fn features(&self) -> usize {
+        self.arch.features()
+    }
+
+    /// Embedding width (last projector size).
+    pub fn embedding_dim(&self) -> usize {
+        *self.proj.sizes.last().unwrap()
+    }
+
+    /// Forward both views in training mode (each view its own batch statistics, as the official
+    /// code), the Barlow Twins loss, backward. Updates the BatchNorm running statistics (twice,
+    /// once per view, like PyTorch). Returns the loss and gradients; apply them with
+    /// [`crate::lars::Lars::step`].
+    pub fn loss_and_grads(&mut self, a: Fmap<D>, b: Fmap<D>, lambd: f32) -> Result<StepGrads<D>> {
+        let err = |e: D::Err| anyhow::anyhow!("forward/backward: {e:?}");
+        let n = a.b;
+        anyhow::ensure!(n == b.b, "both views need the same batch size");
+        anyhow::ensure!(n >= 2, "batch statistics need at least 2 samples");
+        let mut grads = Gradients::leaky();
+        for p in &self.store.params {
+            if p.kind != Kind::Buffer {
+                grads.try_alloc_for(&p.t).map_err(err)?;
+            }
+        }
+        let xa = Fmap {
+            x: a.x.traced(grads),
+            b: a.b,
+            h: a.h,
+            w: a.w,
+        };
+        let za = backbone_forward(&self.backbone, &mut self.store, xa, true).map_err(err)?;
+        let za = projector_forward(&self.proj, &mut self.store, za, true).map_err(err)?;
+        let (za, tape) = za.split_tape();
+        let xb = Fmap {
+            x: b.x.put_tape(tape),
+            b: b.b,
+            h: b.h,
+            w: b.w,
+        };
+        let zb = backbone_forward(&self.backbone, &mut self.store, xb, true).map_err(err)?;
+        let zb = projector_forward(&self.proj, &mut self.store, zb, true).map_err(err)?;
+        let loss = barlow_twins_fm(zb, za, lambd).map_err(err)?;
+        let value = loss.as_vec()[0];
+        let grads = loss.try_backward().map_err(err)?;
+        Ok(StepGrads { loss: value, grads })
+    }
+
+    /// Backbone features `(F, n)` (feature-major) in evaluation mode (running statistics).
+    pub fn embed(&mut self, x: Fmap<D>) -> Result<Mat<D>> {
+        backbone_forward(&self.backbone, &mut self.store, x, false)
+            .map_err(|e| anyhow::anyhow!("forward: {e:?}"))
+    }
+
+    /// Projector output `(Z, n)` (feature-major) in evaluation mode.
+    pub fn project(&mut self, x: Fmap<D>) -> Result<Mat<D>> {
+        let f = self.embed(x)?;
+        projector_forward(&self.proj, &mut self.store, f, false)
+            .map_err(|e| anyhow::anyhow!("forward: {e:?}"))
+    }
+}
+
+/// Helpers shared by the tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use rand::{Rng, SeedableRng};
+
+    /// Random u8 views; the second is the first perturbed (a crude "augmentation").
+    pub(crate) fn random_views(n: usize, h: usize, w: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
         let a: Vec<u8> = (0..n * 3 * h * w).map(|_| rng.gen()).collect();
-        // second view: the first, perturbed (a crude "augmentation")
         let b = a
             .iter()
             .map(|&p| p.saturating_add(rng.gen_range(0..40)))
             .collect();
         (a, b)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
+    use crate::lars::{Lars, LarsConfig};
+
+    use super::tests_support::random_views;
+
+    fn names(arch: Arch) -> Vec<String> {
+        let dev = Cpu::default();
+        BarlowModel::new(&dev, arch, &[32, 32], 0)
+            .store
+            .params
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
 
     #[test]
-    fn train_steps_reduce_loss_on_fixed_batch() {
-        let dev = Cpu::seed_from_u64(0);
-        let mut model = TinyBarlow::<Cpu>::new(&dev);
-        let mut opt = model.default_optimizer(0.05, 0.0);
-        let (n, h, w) = (16, 32, 32);
-        let (a, b) = random_views(n, h, w, 1);
-        let mut losses = Vec::new();
-        for _ in 0..6 {
-            let va = normalize_batch(&dev, &a, n, 3, h, w, IMAGENET_MEAN, IMAGENET_STD);
-            let vb = normalize_batch(&dev, &b, n, 3, h, w, IMAGENET_MEAN, IMAGENET_STD);
-            losses.push(model.train_step(&mut opt, va, vb, 0.0051).unwrap());
+    fn resnet_layouts_match_torchvision() {
+        // torchvision resnet18: 62 tensors in conv/bn (excluding fc and num_batches_tracked)
+        let dev = Cpu::default();
+        for (arch, n_tensors, n_params) in [
+            (Arch::Resnet18, 100, 11_176_512usize),
+            (Arch::Resnet50, 265, 23_508_032),
+        ] {
+            let m = BarlowModel::new(&dev, arch, &[16], 0);
+            let backbone: Vec<_> = m
+                .store
+                .params
+                .iter()
+                .filter(|p| p.name.starts_with("backbone."))
+                .collect();
+            // torchvision state_dict sizes minus fc.weight/fc.bias and num_batches_tracked
+            assert_eq!(backbone.len(), n_tensors, "{arch:?} tensor count");
+            let trainable: usize = backbone
+                .iter()
+                .filter(|p| p.kind != Kind::Buffer)
+                .map(|p| p.len())
+                .sum();
+            assert_eq!(
+                trainable, n_params,
+                "{arch:?} parameter count (torchvision minus fc)"
+            );
         }
-        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
-        assert!(
-            losses.last().unwrap() < &(0.9 * losses[0]),
-            "loss did not fall: {losses:?}"
-        );
-    }
-
-    #[test]
-    fn train_step_updates_all_parameters_and_running_stats() {
-        let dev = Cpu::seed_from_u64(1);
-        let mut model = TinyBarlow::<Cpu>::new(&dev);
-        let mut opt = model.default_optimizer(0.01, 0.0);
-        let w0 = model.net.0 .0 .0.weight.as_vec();
-        let rm0 = model.net.0 .0 .1.running_mean.as_vec();
-        let p0 = model.net.1 .0.weight.as_vec();
-        let (a, b) = random_views(8, 16, 16, 2);
-        let va = normalize_batch(&dev, &a, 8, 3, 16, 16, IMAGENET_MEAN, IMAGENET_STD);
-        let vb = normalize_batch(&dev, &b, 8, 3, 16, 16, IMAGENET_MEAN, IMAGENET_STD);
-        model.train_step(&mut opt, va, vb, 0.0051).unwrap();
-        assert_ne!(
-            model.net.0 .0 .0.weight.as_vec(),
-            w0,
-            "first conv not updated"
-        );
-        assert_ne!(
-            model.net.0 .0 .1.running_mean.as_vec(),
-            rm0,
-            "BN running mean not updated"
-        );
-        assert_ne!(model.net.1 .0.weight.as_vec(), p0, "projector not updated");
-    }
-
-    #[test]
-    fn safetensors_round_trip_gives_identical_embeddings() {
-        let dev = Cpu::seed_from_u64(2);
-        let mut model = TinyBarlow::<Cpu>::new(&dev);
-        let mut opt = model.default_optimizer(0.05, 1e-4);
-        let (n, h, w) = (8, 24, 24);
-        let (a, b) = random_views(n, h, w, 3);
-        let view = |p: &[u8]| normalize_batch(&dev, p, n, 3, h, w, IMAGENET_MEAN, IMAGENET_STD);
-        // a couple of steps so the BN running statistics are non-trivial
-        for _ in 0..2 {
-            model
-                .train_step(&mut opt, view(&a), view(&b), 0.0051)
-                .unwrap();
+        let n18 = names(Arch::Resnet18);
+        for want in [
+            "backbone.conv1.weight",
+            "backbone.bn1.running_var",
+            "backbone.layer1.0.conv1.weight",
+            "backbone.layer2.0.downsample.0.weight",
+            "backbone.layer4.1.bn2.weight",
+            "projector.0.weight",
+            "projector.1.running_mean",
+            "projector.3.weight",
+        ] {
+            assert!(n18.iter().any(|n| n == want), "missing {want}");
         }
-        let e0 = model.embed(view(&a)).as_vec();
-        let p0 = model.project(view(&a)).as_vec();
-        assert_eq!(e0.len(), n * TINY_FEATURES);
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tiny.safetensors");
-        model.save(&path).unwrap();
-        let mut other = TinyBarlow::<Cpu>::new(&Cpu::seed_from_u64(99));
-        assert_ne!(other.embed(view(&a)).as_vec(), e0);
-        other.load(&path).unwrap();
-        assert_eq!(other.embed(view(&a)).as_vec(), e0);
-        assert_eq!(other.project(view(&a)).as_vec(), p0);
+        let n50 = names(Arch::Resnet50);
+        assert!(n50
+            .iter()
+            .any(|n| n == "backbone.layer1.0.downsample.1.weight"));
+        assert!(n50.iter().any(|n| n == "backbone.layer3.5.conv3.weight"));
+        assert!(!n50.iter().any(|n| n == "backbone.layer3.6.conv1.weight"));
     }
 
     #[test]
-    fn tiny_backbone_accepts_various_sizes() {
-        let dev = Cpu::seed_from_u64(3);
-        let model = TinyBarlow::<Cpu>::new(&dev);
-        for (n, h, w) in [(2, 16, 16), (3, 64, 64), (1, 37, 50)] {
-            let x: ImageBatch<Cpu> = dev.sample_normal_like(&(n, Const::<3>, h, w));
-            let e = model.embed(x);
-            assert_eq!(*e.shape(), (n, Const::<TINY_FEATURES>));
-            assert!(e.as_vec().iter().all(|v| v.is_finite()));
-        }
-    }
-
-    /// `cargo test -p trainer --release -- --ignored --nocapture step_timing`
-    #[test]
-    #[ignore]
-    fn step_timing() {
-        let dev = Cpu::seed_from_u64(0);
-        dev.enable_cache();
-        let mut model = TinyBarlow::<Cpu>::new(&dev);
-        let mut opt = model.default_optimizer(0.05, 1e-6);
-        let sizes: Vec<usize> = std::env::var("BARLOW_BENCH_SIZES")
-            .ok()
-            .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
-            .unwrap_or_else(|| vec![64]);
-        for hw in sizes {
-            let n = 32;
-            let (a, b) = random_views(n, hw, hw, 4);
-            let steps = if hw <= 64 { 10 } else { 3 };
-            for i in 0..steps + 1 {
-                let t = std::time::Instant::now();
-                let va = normalize_batch(&dev, &a, n, 3, hw, hw, IMAGENET_MEAN, IMAGENET_STD);
-                let vb = normalize_batch(&dev, &b, n, 3, hw, hw, IMAGENET_MEAN, IMAGENET_STD);
-                let loss = model.train_step(&mut opt, va, vb, 0.0051).unwrap();
-                let ms = t.elapsed().as_secs_f64() * 1e3;
-                println!(
-                    "tiny {hw}x{hw} batch {n} step {i}{}: {ms:.1} ms/step, loss {loss:.3}",
-                    if i == 0 { " (warm-up)" } else { "" }
-                );
+    fn zero_init_residual_and_shapes() {
+        let dev = Cpu::default();
+        let m = BarlowModel::new(&dev, Arch::Resnet50, &[16], 0);
+        for p in &m.store.params {
+            let v = p.t.as_vec();
+            if p.name.ends_with("bn3.weight") {
+                assert!(v.iter().all(|&x| x == 0.0), "{} not zero", p.name);
+            } else if p.name.ends_with("bn1.weight") {
+                assert!(v.iter().all(|&x| x == 1.0), "{} not one", p.name);
             }
         }
+        let i = m.store.index_of("backbone.layer2.0.conv2.weight").unwrap();
+        assert_eq!(m.store.params[i].shape, vec![128, 128, 3, 3]);
+        let i = m
+            .store
+            .index_of("backbone.layer2.0.downsample.0.weight")
+            .unwrap();
+        assert_eq!(m.store.params[i].shape, vec![512, 256, 1, 1]);
+    }
+
+    #[test]
+    fn resnet18_forward_shapes_and_train_step() {
+        let dev = Cpu::seed_from_u64(0);
+        let mut m = BarlowModel::new(&dev, Arch::Resnet18, &[64, 32], 0);
+        let (a, b) = random_views(4, 32, 32, 1);
+        let (va, vb) = normalize_views(&dev, &a, &b, 4, 32, 32, IMAGENET_MEAN, IMAGENET_STD);
+        let f = m.embed(va.clone()).unwrap();
+        assert_eq!(*f.shape(), (512, 4));
+        let mut opt = Lars::new(&m.store, LarsConfig::default());
+        let before = m.store.params[0].t.as_vec();
+        let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+        assert!(g.loss.is_finite() && g.loss > 0.0);
+        opt.step(&mut m.store, &g.grads, 0.2, 0.0048).unwrap();
+        assert_ne!(m.store.params[0].t.as_vec(), before);
+    }
+
+    #[test]
+    fn tiny_loss_falls_on_a_fixed_batch_with_lars() {
+        let dev = Cpu::seed_from_u64(0);
+        let mut m = BarlowModel::new(&dev, Arch::Tiny, &[128, 128], 0);
+        let mut opt = Lars::new(&m.store, LarsConfig::default());
+        let (n, h, w) = (16, 32, 32);
+        let (a, b) = random_views(n, h, w, 1);
+        let mut losses = vec![];
+        for _ in 0..6 {
+            let (va, vb) = normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD);
+            let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+            losses.push(g.loss);
+            opt.step(&mut m.store, &g.grads, 20.0, 0.2).unwrap();
+        }
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        assert!(losses[5] < 0.9 * losses[0], "loss did not fall: {losses:?}");
+    }
+
+    #[test]
+    fn train_step_updates_parameters_and_running_stats() {
+        let dev = Cpu::seed_from_u64(1);
+        let mut m = BarlowModel::new(&dev, Arch::Tiny, &[32, 16], 3);
+        let before: Vec<Vec<f32>> = m.store.params.iter().map(|p| p.t.as_vec()).collect();
+        let mut opt = Lars::new(&m.store, LarsConfig::default());
+        let (a, b) = random_views(8, 16, 16, 2);
+        let (va, vb) = normalize_views(&dev, &a, &b, 8, 16, 16, IMAGENET_MEAN, IMAGENET_STD);
+        let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+        opt.step(&mut m.store, &g.grads, 1.0, 0.1).unwrap();
+        for (p, b) in m.store.params.iter().zip(&before) {
+            assert_ne!(&p.t.as_vec(), b, "{} did not change", p.name);
+        }
+    }
+
+    #[test]
+    fn projector_spec_round_trip() {
+        assert_eq!(parse_projector("8192-8192-8192").unwrap(), vec![8192; 3]);
+        assert_eq!(projector_spec(&[64, 32]), "64-32");
+        assert!(parse_projector("8192-x").is_err());
+        assert!(parse_projector("0").is_err());
     }
 }

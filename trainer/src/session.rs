@@ -1,11 +1,14 @@
-//! A training session fed by the ring: batches in, losses and timings out.
+//! A training session fed by the ring: batches in, LARS steps, statistics and checkpoints out.
 //!
 //! Each step takes the next paired batch from the [`shared::Consumer`], converts both views to
-//! normalised f32 with the ring header's mean/std, runs one optimizer step and releases the slot.
-//! The time spent waiting for a batch and the time spent computing are kept apart, so the end
-//! summary can say whether training was input-bound.
+//! normalised f32 with the ring header's mean/std, computes the loss and gradients, applies one
+//! LARS step at the scheduled learning rates ([`crate::lars::Schedule`], epoch length from the
+//! ring header) and releases the slot. Input wait and compute time are kept apart, so the end
+//! summary can say whether training was input-bound. A checkpoint is written at every epoch end
+//! and when the session ends (also on Ctrl-C and when the loader dies).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,27 +17,46 @@ use dfdx::prelude::*;
 use serde::Serialize;
 use shared::{stat, Consumer};
 
-use crate::input::normalize_batch;
-use crate::model::TinyBarlow;
+use crate::checkpoint::{self, TrainState, CHECKPOINT_FILE};
+use crate::input::normalize_views;
+use crate::lars::{Lars, LarsConfig, Schedule};
+use crate::model::{projector_spec, Arch, BarlowModel};
 
 /// What to train and for how long.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    /// Stop after this many steps (None: until the loader marks end of data).
+    pub arch: Arch,
+    pub projector: Vec<usize>,
+    /// Seed of the weight initialisation.
+    pub seed: u64,
+    /// Stop when the global step reaches this (None: see `epochs`, else end of data).
     pub steps: Option<u64>,
+    /// Planned epochs: the cosine schedule's length, and a stop at `epochs * steps_per_epoch`.
+    pub epochs: Option<f64>,
     pub lambd: f32,
-    pub lr: f64,
-    pub weight_decay: f64,
-    /// Print a stats line every this many steps (and at the last).
+    pub lr_weights: f64,
+    pub lr_biases: f64,
+    pub warmup_epochs: f64,
+    pub lars: LarsConfig,
+    /// Print a stats line every this many steps (and the first and last).
     pub print_freq: u64,
+    /// Where checkpoints and `stats.jsonl` go (None: nowhere).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from `checkpoint_dir/checkpoint.safetensors` if it exists.
+    pub resume: bool,
+    /// Show a progress bar (stderr must be a terminal too).
+    pub progress: bool,
 }
 
-/// One line of training statistics (JSON on stdout, like the official `stats.txt`).
+/// One line of training statistics (JSON on stdout and in `DIR/stats.jsonl`, like the official
+/// `stats.txt`).
 #[derive(Serialize, Debug, Clone)]
 pub struct StepStats {
     pub epoch: u64,
+    /// Global step (the learning-rate schedule's step).
     pub step: u64,
-    pub lr: f64,
+    pub lr_weights: f64,
+    pub lr_biases: f64,
     pub loss: f32,
     /// Seconds since the session started.
     pub time: f64,
@@ -55,6 +77,10 @@ pub struct SessionSummary {
     pub elapsed: Duration,
     pub end_of_data: bool,
     pub interrupted: bool,
+    /// Global step at the end (after a resume: counted from the checkpoint's step).
+    pub global_step: u64,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl SessionSummary {
@@ -64,18 +90,15 @@ impl SessionSummary {
     }
 }
 
-/// Trains the `tiny` model on `dev` from `consumer` until `cfg.steps`, end of data, or `stop`.
-/// `out` receives one JSON [`StepStats`] line per printed step.
-pub fn train_tiny<D>(
+/// Trains from `consumer` on `dev` until the configured step/epoch, end of data, or `stop`.
+/// `out` receives the JSON [`StepStats`] lines.
+pub fn train<D: Device<f32>>(
     dev: &D,
     consumer: &mut Consumer,
     cfg: &SessionConfig,
     stop: &AtomicBool,
     out: &mut dyn Write,
-) -> anyhow::Result<SessionSummary>
-where
-    D: Device<f32>,
-{
+) -> anyhow::Result<SessionSummary> {
     let info = consumer.info().clone();
     let g = info.geometry;
     if g.channels != 3 {
@@ -85,91 +108,280 @@ where
         );
     }
     let (h, w) = (g.height as usize, g.width as usize);
-    if h < 16 || w < 16 {
+    let min = cfg.arch.min_input();
+    if h < min || w < min {
         bail!(
-            "the ring's images are {h}x{w}; the model needs at least 16x16 (loader --image-size)"
+            "the ring's images are {h}x{w}; {} needs at least {min}x{min} (loader --image-size)",
+            cfg.arch.name()
         );
     }
-    let mut model = TinyBarlow::<D>::new(dev);
-    let mut opt = model.default_optimizer(cfg.lr, cfg.weight_decay);
+    let batch_size = g.batch_size as usize;
+    let steps_per_epoch = if info.steps_per_epoch > 0 {
+        info.steps_per_epoch
+    } else if info.dataset_len > 0 {
+        info.dataset_len.div_ceil(batch_size as u64)
+    } else {
+        eprintln!("trainer: the ring does not say its epoch length; using 1000 steps per epoch for the schedule");
+        1000
+    };
+    let ckpt_path = cfg.checkpoint_dir.as_ref().map(|d| d.join(CHECKPOINT_FILE));
+
+    // the model: resumed or fresh
+    let resumed = match &ckpt_path {
+        Some(p) if cfg.resume && p.exists() => Some(checkpoint::load(p, dev)?),
+        Some(p) if cfg.resume => {
+            eprintln!(
+                "trainer: --resume: no checkpoint at {} yet, starting fresh",
+                p.display()
+            );
+            None
+        }
+        _ => None,
+    };
+    let (mut model, mut opt, mut step, skip_until) = match resumed {
+        Some((model, mut opt, st)) => {
+            if model.arch != cfg.arch || model.projector != cfg.projector {
+                bail!(
+                    "the checkpoint holds {} with projector {}, but this run asks for {} with projector {}; pass the same --arch/--projector",
+                    st.arch,
+                    projector_spec(&st.projector),
+                    cfg.arch.name(),
+                    projector_spec(&cfg.projector)
+                );
+            }
+            opt.cfg = cfg.lars;
+            let skip = (st.loader_seed == info.seed)
+                .then_some(st.loader_step)
+                .flatten();
+            eprintln!(
+                "trainer: resumed from {} at step {} (epoch {}, loader step {:?})",
+                ckpt_path.as_ref().unwrap().display(),
+                st.step,
+                st.epoch,
+                st.loader_step
+            );
+            if st.loader_seed != info.seed {
+                eprintln!(
+                    "trainer: the loader's seed changed ({} -> {}); not skipping batches",
+                    st.loader_seed, info.seed
+                );
+            }
+            (model, opt, st.step, skip)
+        }
+        None => {
+            let model = BarlowModel::new(dev, cfg.arch, &cfg.projector, cfg.seed);
+            let opt = Lars::new(&model.store, cfg.lars);
+            (model, opt, 0, None)
+        }
+    };
+    eprintln!(
+        "trainer: {} + projector {} ({} trainable parameters)",
+        cfg.arch.name(),
+        projector_spec(&cfg.projector),
+        model.store.num_trainable()
+    );
+
+    let stop_at = cfg.steps.or_else(|| {
+        cfg.epochs
+            .map(|e| (e * steps_per_epoch as f64).round() as u64)
+    });
+    let epochs = cfg
+        .epochs
+        .unwrap_or_else(|| match (cfg.steps, info.total_steps) {
+            (Some(s), _) => s as f64 / steps_per_epoch as f64,
+            (None, t) if t > 0 => t as f64 / steps_per_epoch as f64,
+            _ => 1000.0,
+        });
+    let schedule = Schedule {
+        batch_size,
+        steps_per_epoch,
+        warmup_epochs: cfg.warmup_epochs,
+        epochs,
+        lr_weights: cfg.lr_weights,
+        lr_biases: cfg.lr_biases,
+    };
+    eprintln!(
+        "trainer: LARS lr-weights {} lr-biases {} x batch {batch_size}/256, {} warm-up epochs, cosine over {:.2} epochs of {steps_per_epoch} steps",
+        cfg.lr_weights, cfg.lr_biases, cfg.warmup_epochs, epochs
+    );
+    let mut stats_file = match &cfg.checkpoint_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            let p = d.join("stats.jsonl");
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .with_context(|| format!("opening {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let bar = if cfg.progress && std::io::stderr().is_terminal() {
+        let bar = match stop_at {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_position(step);
+        Some(bar)
+    } else {
+        None
+    };
+
     let started = Instant::now();
     let mut summary = SessionSummary::default();
-    loop {
-        if cfg.steps.is_some_and(|s| summary.steps >= s) || stop.load(Ordering::Relaxed) {
-            summary.interrupted = stop.load(Ordering::Relaxed);
-            break;
-        }
-        let t_wait = Instant::now();
-        let batch = match consumer.next_until(stop) {
-            Err(shared::RingError::Interrupted) => {
-                summary.interrupted = true;
-                break;
-            }
-            Err(e) => return Err(e.into()),
-            Ok(Some(batch)) => batch,
-            Ok(None) => {
-                summary.end_of_data = true;
-                break;
-            }
+    let mut epoch = 0u64;
+    let mut loader_step: Option<u64> = None;
+    let mut skipped = 0u64;
+    let save = |model: &BarlowModel<D>,
+                opt: &Lars<D>,
+                step: u64,
+                epoch: u64,
+                loader_step: Option<u64>|
+     -> anyhow::Result<Option<PathBuf>> {
+        let Some(p) = &ckpt_path else { return Ok(None) };
+        let st = TrainState {
+            format: 1,
+            arch: cfg.arch.name().into(),
+            projector: cfg.projector.clone(),
+            step,
+            epoch,
+            loader_step,
+            loader_seed: info.seed,
+            batch_size,
+            image_hw: (h, w),
+            mean: info.mean,
+            std: info.std,
+            lambd: cfg.lambd,
+            momentum: cfg.lars.momentum,
+            eta: cfg.lars.eta,
+            weight_decay: cfg.lars.weight_decay,
         };
-        let wait = t_wait.elapsed();
-        let t_compute = Instant::now();
-        let n = batch.count();
-        if n < 2 {
-            bail!("batch of {n} sample(s): the batch-normalised loss needs at least 2 (loader --batch-size)");
-        }
-        let sample = 3 * h * w;
-        let a = normalize_batch(
-            dev,
-            &batch.view_a()[..n * sample],
-            n,
-            3,
-            h,
-            w,
-            info.mean,
-            info.std,
-        );
-        let b = normalize_batch(
-            dev,
-            &batch.view_b()[..n * sample],
-            n,
-            3,
-            h,
-            w,
-            info.mean,
-            info.std,
-        );
-        let (epoch, global_step) = (batch.epoch(), batch.step());
-        batch.release();
-        let loss = model.train_step(&mut opt, a, b, cfg.lambd)?;
-        let compute = t_compute.elapsed();
-        consumer
-            .stats()
-            .add(stat::TRAIN_NS, compute.as_nanos() as u64);
-        if !loss.is_finite() {
-            return Err(anyhow!(
-                "loss became {loss} at step {global_step}; lower --lr"
-            ));
-        }
-        summary.steps += 1;
-        summary.samples += n as u64;
-        summary.losses.push(loss);
-        summary.wait += wait;
-        summary.compute += compute;
-        let last = cfg.steps == Some(summary.steps);
-        if summary.steps % cfg.print_freq.max(1) == 0 || last || summary.steps == 1 {
-            let line = StepStats {
-                epoch,
-                step: global_step,
-                lr: cfg.lr,
-                loss,
-                time: started.elapsed().as_secs_f64(),
-                wait_ms: wait.as_secs_f64() * 1e3,
-                compute_ms: compute.as_secs_f64() * 1e3,
+        checkpoint::save(p, model, Some(opt), &st)?;
+        Ok(Some(p.clone()))
+    };
+    let result: anyhow::Result<()> = (|| {
+        loop {
+            if stop_at.is_some_and(|s| step >= s) || stop.load(Ordering::Relaxed) {
+                summary.interrupted = stop.load(Ordering::Relaxed);
+                return Ok(());
+            }
+            let t_wait = Instant::now();
+            let batch = match consumer.next_until(stop) {
+                Err(shared::RingError::Interrupted) => {
+                    summary.interrupted = true;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    summary.end_of_data = true;
+                    return Ok(());
+                }
             };
-            writeln!(out, "{}", serde_json::to_string(&line)?).context("writing stats")?;
+            if skip_until.is_some_and(|s| batch.step() <= s) {
+                // a restarted loader replays from its start: skip what the checkpoint has seen
+                if skipped == 0 {
+                    eprintln!(
+                        "trainer: skipping the loader's batches up to its step {} (already trained on)",
+                        skip_until.unwrap()
+                    );
+                }
+                skipped += 1;
+                continue;
+            }
+            let wait = t_wait.elapsed();
+            let t_compute = Instant::now();
+            let n = batch.count();
+            if n < 2 {
+                bail!("batch of {n} sample(s): the batch-normalised loss needs at least 2 (loader --batch-size)");
+            }
+            let sample = 3 * h * w;
+            let (a, b) = normalize_views(
+                dev,
+                &batch.view_a()[..n * sample],
+                &batch.view_b()[..n * sample],
+                n,
+                h,
+                w,
+                info.mean,
+                info.std,
+            );
+            epoch = batch.epoch();
+            loader_step = Some(batch.step());
+            batch.release();
+            let (lr_w, lr_b) = schedule.lrs(step);
+            let sg = model.loss_and_grads(a, b, cfg.lambd)?;
+            let loss = sg.loss;
+            if !loss.is_finite() {
+                return Err(anyhow!(
+                    "loss became {loss} at step {step}; lower --lr-weights/--lr-biases"
+                ));
+            }
+            opt.step(&mut model.store, &sg.grads, lr_w, lr_b)?;
+            drop(sg);
+            let compute = t_compute.elapsed();
+            consumer
+                .stats()
+                .add(stat::TRAIN_NS, compute.as_nanos() as u64);
+            summary.steps += 1;
+            summary.samples += n as u64;
+            summary.losses.push(loss);
+            summary.wait += wait;
+            summary.compute += compute;
+            let this_step = step;
+            step += 1;
+            let last = stop_at == Some(step);
+            if summary.steps % cfg.print_freq.max(1) == 0 || last || summary.steps == 1 {
+                let line = serde_json::to_string(&StepStats {
+                    epoch,
+                    step: this_step,
+                    lr_weights: lr_w,
+                    lr_biases: lr_b,
+                    loss,
+                    time: started.elapsed().as_secs_f64(),
+                    wait_ms: wait.as_secs_f64() * 1e3,
+                    compute_ms: compute.as_secs_f64() * 1e3,
+                })?;
+                writeln!(out, "{line}").context("writing stats")?;
+                if let Some(f) = stats_file.as_mut() {
+                    writeln!(f, "{line}").context("writing stats.jsonl")?;
+                }
+            }
+            if let Some(bar) = &bar {
+                bar.set_position(step);
+                bar.set_message(format!("loss {loss:.3}"));
+            }
+            if step % steps_per_epoch == 0 {
+                summary.checkpoint = save(&model, &opt, step, epoch, loader_step)?;
+            }
+        }
+    })();
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    // checkpoint at exit, whatever ended the session (the model is consistent between steps)
+    if summary.steps > 0 {
+        match save(&model, &opt, step, epoch, loader_step) {
+            Ok(p) => {
+                if let Some(p) = &p {
+                    eprintln!("trainer: checkpoint at step {step}: {}", p.display());
+                }
+                summary.checkpoint = p;
+            }
+            Err(e) if result.is_err() => eprintln!("trainer: could not save a checkpoint: {e:#}"),
+            Err(e) => return Err(e),
         }
     }
+    result?;
+    summary.global_step = step;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -6,6 +6,7 @@
 
 pub mod conv;
 pub mod pool;
+pub mod rt;
 
 pub use conv::{out_size, Conv2d};
 pub use pool::MaxPool2d;

@@ -295,3 +295,232 @@ fn conv_is_a_tensor_collection() {
     m2.load_safetensors(&path).unwrap();
     assert_eq!(m2.0.weight.as_vec(), wv);
 }
+
+// ---- the runtime, channel-major layers the models use (nn::rt) ----
+
+/// NCHW -> channel-major `(C, B*H*W)` values.
+fn to_cm(x: &[f32], d: &Dims) -> Vec<f32> {
+    let plane = d.h * d.w;
+    let mut out = vec![0f32; x.len()];
+    for b in 0..d.b {
+        for c in 0..d.c {
+            out[(c * d.b + b) * plane..(c * d.b + b + 1) * plane]
+                .copy_from_slice(&x[(b * d.c + c) * plane..(b * d.c + c + 1) * plane]);
+        }
+    }
+    out
+}
+
+fn to_cm64(x: &[f64], d: &Dims) -> Vec<f64> {
+    let f: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let _ = f;
+    let plane = d.h * d.w;
+    let mut out = vec![0f64; x.len()];
+    for b in 0..d.b {
+        for c in 0..d.c {
+            out[(c * d.b + b) * plane..(c * d.b + b + 1) * plane]
+                .copy_from_slice(&x[(b * d.c + c) * plane..(b * d.c + c + 1) * plane]);
+        }
+    }
+    out
+}
+
+fn check_rt_conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    h: usize,
+    w: usize,
+    seed: u64,
+) {
+    use super::rt::{conv2d, ConvGeom, Fmap};
+    let dev: Cpu = Default::default();
+    let mut rng = Pcg64::seed_from_u64(seed);
+    let d = Dims { b: 2, c: cin, h, w };
+    let xv = rand_vec(&mut rng, d.b * cin * h * w);
+    let wv = rand_vec(&mut rng, cout * cin * k * k);
+    let geom = ConvGeom { cin, cout, k, s, p };
+    let (ho, wo) = geom.output_hw(h, w);
+    let gv = rand_vec(&mut rng, d.b * cout * ho * wo);
+    let (y_ref, dx_ref, dw_ref, _, _) = naive_conv(&xv, &wv, &gv, &d, cout, k, s, p);
+    let od = Dims {
+        b: 2,
+        c: cout,
+        h: ho,
+        w: wo,
+    };
+    let x = dev.tensor_from_vec(to_cm(&xv, &d), (cin, d.b * h * w));
+    let wt = dev.tensor_from_vec(wv, (cout * cin * k * k,));
+    let g = dev.tensor_from_vec(to_cm(&gv, &od), (cout, d.b * ho * wo));
+    let cache = Default::default();
+    let tag = format!("rt conv {cin}->{cout} K{k} S{s} P{p} {h}x{w}");
+    let y0 = conv2d(
+        Fmap {
+            x: x.clone(),
+            b: 2,
+            h,
+            w,
+        },
+        &wt,
+        &geom,
+        &cache,
+    )
+    .unwrap();
+    assert_eq!((y0.h, y0.w), (ho, wo));
+    assert_close(
+        &format!("{tag} y (untaped)"),
+        &y0.x.as_vec(),
+        &to_cm64(&y_ref, &od),
+        1e-5,
+    );
+    // the weight is reached through its flat tensor, as in the models
+    let mut grads = Gradients::leaky();
+    grads.try_alloc_for(&wt).unwrap();
+    let y = conv2d(
+        Fmap {
+            x: x.clone().traced(grads),
+            b: 2,
+            h,
+            w,
+        },
+        &wt,
+        &geom,
+        &cache,
+    )
+    .unwrap();
+    let grads = (y.x * g).sum().backward();
+    assert_close(
+        &format!("{tag} dx"),
+        &grads.get(&x).as_vec(),
+        &to_cm64(&dx_ref, &d),
+        1e-4,
+    );
+    assert_close(
+        &format!("{tag} dw"),
+        &grads.get(&wt).as_vec(),
+        &dw_ref,
+        1e-4,
+    );
+}
+
+/// Every (kernel, stride, padding) ResNet-18/50 uses: 7x7/2 p3 stem, 3x3/1 p1, 3x3/2 p1,
+/// 1x1/1 p0 (bottleneck), 1x1/2 p0 (downsample); odd and even sizes.
+#[test]
+fn rt_conv_matches_naive_for_every_resnet_shape() {
+    for (i, &(k, s, p)) in [(7, 2, 3), (3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)]
+        .iter()
+        .enumerate()
+    {
+        check_rt_conv(3, 4, k, s, p, 9, 9, 100 + i as u64);
+        check_rt_conv(5, 2, k, s, p, 8, 11, 200 + i as u64);
+    }
+}
+
+#[test]
+fn rt_maxpool_matches_naive() {
+    use super::rt::{max_pool2d, Fmap};
+    for (k, s, p, h, w, seed) in [
+        (3, 2, 1, 9, 9, 21u64),
+        (3, 2, 1, 10, 11, 22),
+        (3, 2, 1, 8, 8, 23),
+    ] {
+        let dev: Cpu = Default::default();
+        let mut rng = Pcg64::seed_from_u64(seed);
+        let d = Dims { b: 2, c: 3, h, w };
+        let xv = rand_vec(&mut rng, 2 * 3 * h * w);
+        let ho = (h + 2 * p - k) / s + 1;
+        let wo = (w + 2 * p - k) / s + 1;
+        let od = Dims {
+            b: 2,
+            c: 3,
+            h: ho,
+            w: wo,
+        };
+        let gv = rand_vec(&mut rng, 2 * 3 * ho * wo);
+        let (y_ref, dx_ref) = naive_maxpool(&xv, &gv, &d, k, s, p);
+        let x = dev.tensor_from_vec(to_cm(&xv, &d), (3, 2 * h * w));
+        let g = dev.tensor_from_vec(to_cm(&gv, &od), (3, 2 * ho * wo));
+        let cache = Default::default();
+        let y = max_pool2d(
+            Fmap {
+                x: x.leaky_trace(),
+                b: 2,
+                h,
+                w,
+            },
+            k,
+            s,
+            p,
+            &cache,
+        )
+        .unwrap();
+        assert_eq!((y.h, y.w), (ho, wo));
+        assert_close("rt maxpool y", &y.x.as_vec(), &to_cm64(&y_ref, &od), 1e-6);
+        let grads = (y.x * g).sum().backward();
+        assert_close(
+            "rt maxpool dx",
+            &grads.get(&x).as_vec(),
+            &to_cm64(&dx_ref, &d),
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn rt_batch_norm_matches_pytorch_semantics() {
+    use super::rt::batch_norm;
+    let dev: Cpu = Default::default();
+    let mut rng = Pcg64::seed_from_u64(9);
+    let (c, n) = (3, 10);
+    let xv = rand_vec(&mut rng, c * n);
+    let gamma = dev.tensor_from_vec(vec![0.5f32, 1.0, 2.0], (3,));
+    let beta = dev.tensor_from_vec(vec![0.1f32, -0.2, 0.3], (3,));
+    let mut rm = dev.tensor_from_vec(vec![0.0f32; 3], (3,));
+    let mut rv = dev.tensor_from_vec(vec![1.0f32; 3], (3,));
+    let x = dev.tensor_from_vec(xv.clone(), (c, n));
+    let y = batch_norm(
+        x.clone(),
+        Some((&gamma, &beta)),
+        Some((&mut rm, &mut rv)),
+        true,
+        0.1,
+        1e-5,
+    )
+    .unwrap()
+    .as_vec();
+    let (g, b) = (gamma.as_vec(), beta.as_vec());
+    for ch in 0..c {
+        let row: Vec<f64> = xv[ch * n..(ch + 1) * n].iter().map(|&v| v as f64).collect();
+        let mean = row.iter().sum::<f64>() / n as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+        for i in 0..n {
+            let want = (row[i] - mean) / (var + 1e-5).sqrt() * g[ch] as f64 + b[ch] as f64;
+            assert!((y[ch * n + i] as f64 - want).abs() < 1e-5);
+        }
+        assert!((rm.as_vec()[ch] as f64 - 0.1 * mean).abs() < 1e-6);
+        let unbiased = var * n as f64 / (n - 1) as f64;
+        assert!((rv.as_vec()[ch] as f64 - (0.9 + 0.1 * unbiased)).abs() < 1e-6);
+    }
+    // eval mode uses the running statistics
+    let y = batch_norm(
+        x,
+        Some((&gamma, &beta)),
+        Some((&mut rm, &mut rv)),
+        false,
+        0.1,
+        1e-5,
+    )
+    .unwrap()
+    .as_vec();
+    let (m, v) = (rm.as_vec(), rv.as_vec());
+    for ch in 0..c {
+        for i in 0..n {
+            let want = (xv[ch * n + i] as f64 - m[ch] as f64) / (v[ch] as f64 + 1e-5).sqrt()
+                * g[ch] as f64
+                + b[ch] as f64;
+            assert!((y[ch * n + i] as f64 - want).abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Measuring the pipeline on its own: the engine behind `loader bench` and `loader profile`.
+//!
+//! The pipeline writes into a private ring that a drain thread empties as fast as it can (a
+//! consumer that only releases slots), so what is measured is the loader's ceiling. After a
+//! warm-up, the run lasts a fixed time; stage times come from the ring's live statistics, CPU time
+//! from `getrusage`, and a sampler thread records throughput and occupancy over time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use shared::{stat, Consumer, Observer, Producer, RingInfo};
+
+use crate::pipeline::{Pipeline, RingFeed};
+use crate::sampler::Shard;
+
+/// How long to measure.
+#[derive(Clone, Debug)]
+pub struct MeasureConfig {
+    /// Measured time after the warm-up.
+    pub seconds: f64,
+    /// Batches made and discarded before measuring.
+    pub warmup_batches: u64,
+    /// Interval of the throughput/occupancy timeline.
+    pub sample_every: Duration,
+}
+
+/// The loader's stages as the ring's statistics count them, in pipeline order.
+pub const STAGES: [(&str, usize); 7] = [
+    ("read", stat::READ_NS),
+    ("decode", stat::DECODE_NS),
+    ("crop+resize", stat::CROP_NS),
+    ("colour", stat::COLOR_NS),
+    ("blur+solarize", stat::BLUR_NS),
+    ("write", stat::WRITE_NS),
+    ("wait for slot", stat::PRODUCER_WAIT_NS),
+];
+
+/// One point of the timeline.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct TimePoint {
+    /// Seconds since the measurement started.
+    pub t: f64,
+    /// Pairs per second over the last interval.
+    pub pairs_per_s: f64,
+    /// Unread batches / slots.
+    pub occupancy: f64,
+}
+
+/// Time spent in one stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageTime {
+    pub stage: &'static str,
+    /// Seconds summed over all threads.
+    pub seconds: f64,
+    /// Milliseconds per pair (summed over threads).
+    pub ms_per_pair: f64,
+}
+
+/// What a measurement found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    pub pairs: u64,
+    pub wall_s: f64,
+    /// Process CPU time (user + system) during the measurement.
+    pub cpu_s: f64,
+    pub workers: usize,
+    pub pairs_per_s: f64,
+    /// Pairs per CPU-second: the per-core rate, comparable with single-core peers.
+    pub pairs_per_cpu_s: f64,
+    /// Average cores busy (cpu_s / wall_s).
+    pub busy_cores: f64,
+    pub stages: Vec<StageTime>,
+    pub timeline: Vec<TimePoint>,
+    pub skipped_files: usize,
+    /// Peak resident set size of the process, bytes.
+    pub peak_rss_bytes: u64,
+    pub ring_bytes: u64,
+}
+
+impl Measurement {
+    /// Cores needed for `target` pairs/s at the measured per-core rate.
+    pub fn cores_for(&self, target: f64) -> f64 {
+        target / self.pairs_per_cpu_s.max(1e-9)
+    }
+}
+
+/// Process CPU time so far (user + system), seconds.
+pub fn cpu_seconds() -> f64 {
+    let (user, sys) = rusage();
+    user + sys
+}
+
+fn rusage() -> (f64, f64) {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct on success; we read it only then.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) } != 0 {
+        return (0.0, 0.0);
+    }
+    let u = unsafe { u.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    (secs(u.ru_utime), secs(u.ru_stime))
+}
+
+/// Peak resident set size of this process, bytes.
+pub fn peak_rss_bytes() -> u64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: as in `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    (unsafe { u.assume_init() }.ru_maxrss as u64) * 1024
+}
+
+/// A private ring path for a measurement: in /dev/shm when it exists, else the temp dir.
+fn private_ring_path() -> std::path::PathBuf {
+    let name = format!("barlow-measure-{}", std::process::id());
+    let shm = std::path::Path::new(shared::SHM_DIR);
+    if shm.is_dir() {
+        shm.join(name)
+    } else {
+        std::env::temp_dir().join(name)
+    }
+}
+
+/// Runs `pipeline` into a private, drained ring described by `info` and measures it.
+pub fn measure(
+    pipeline: &Pipeline<'_>,
+    info: &RingInfo,
+    cfg: &MeasureConfig,
+    stop: &AtomicBool,
+) -> anyhow::Result<Measurement> {
+    let path = private_ring_path();
+    let producer = Producer::create(&path, info)?;
+    let observer = Observer::open(&path)?;
+    let done = Arc::new(AtomicBool::new(false));
+    let drain = {
+        let (path, done) = (path.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("measure-drain".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let mut consumer = Consumer::attach(&path, Duration::from_secs(10))?;
+                while let Some(batch) = consumer.next_until(&done).or_else(|e| match e {
+                    shared::RingError::Interrupted | shared::RingError::ProducerAborted => Ok(None),
+                    e => Err(e),
+                })? {
+                    batch.release();
+                }
+                Ok(())
+            })?
+    };
+    let mut feeds = [RingFeed {
+        producer,
+        shard: Shard::default(),
+    }];
+    let mut nothing = |_| {};
+    pipeline
+        .run(&mut feeds, 0..cfg.warmup_batches, stop, &mut nothing)
+        .context("warm-up")?;
+
+    // Measure until `seconds` have passed (or the caller stops): a timer thread sets `halt`, a
+    // sampler thread records the timeline.
+    let halt = AtomicBool::new(false);
+    let started = Instant::now();
+    let before = observer.snapshot();
+    let cpu0 = cpu_seconds();
+    let (slots, batch) = (info.geometry.slots as f64, info.geometry.batch_size as f64);
+    let (result, snap, wall_s, cpu_s, timeline) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let end = started + Duration::from_secs_f64(cfg.seconds);
+            while Instant::now() < end
+                && !stop.load(Ordering::Relaxed)
+                && !halt.load(Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            halt.store(true, Ordering::Relaxed);
+        });
+        let sampler = s.spawn(|| {
+            let mut points = Vec::new();
+            let (mut last_t, mut last_written) = (Instant::now(), before.written);
+            while !halt.load(Ordering::Relaxed) {
+                std::thread::sleep(cfg.sample_every);
+                let snap = observer.snapshot();
+                let dt = last_t.elapsed().as_secs_f64().max(1e-9);
+                points.push(TimePoint {
+                    t: started.elapsed().as_secs_f64(),
+                    pairs_per_s: (snap.written - last_written) as f64 * batch / dt,
+                    occupancy: snap.written.saturating_sub(snap.consumed) as f64 / slots,
+                });
+                (last_t, last_written) = (Instant::now(), snap.written);
+            }
+            points
+        });
+        let result = pipeline.run(
+            &mut feeds,
+            cfg.warmup_batches..u64::MAX,
+            &halt,
+            &mut nothing,
+        );
+        let (wall_s, cpu_s, snap) = (
+            started.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu0,
+            observer.snapshot(),
+        );
+        halt.store(true, Ordering::Relaxed);
+        (
+            result,
+            snap,
+            wall_s,
+            cpu_s,
+            sampler.join().unwrap_or_default(),
+        )
+    });
+    done.store(true, Ordering::Relaxed);
+    let [RingFeed { mut producer, .. }] = feeds;
+    producer.abort();
+    drain
+        .join()
+        .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
+    drop(producer);
+    result?;
+    let (stats0, written0) = (before.stats, before.written);
+
+    let batches = snap.written - written0;
+    let pairs = batches * info.geometry.batch_size as u64;
+    let delta = |i: usize| snap.stats[i].saturating_sub(stats0[i]) as f64 / 1e9;
+    let stages = STAGES
+        .iter()
+        .map(|&(stage, idx)| StageTime {
+            stage,
+            seconds: delta(idx),
+            ms_per_pair: delta(idx) * 1e3 / pairs.max(1) as f64,
+        })
+        .collect();
+    Ok(Measurement {
+        pairs,
+        wall_s,
+        cpu_s,
+        workers: pipeline.workers(),
+        pairs_per_s: pairs as f64 / wall_s.max(1e-9),
+        pairs_per_cpu_s: pairs as f64 / cpu_s.max(1e-9),
+        busy_cores: cpu_s / wall_s.max(1e-9),
+        stages,
+        timeline,
+        skipped_files: pipeline.bad_files().len(),
+        peak_rss_bytes: peak_rss_bytes(),
+        ring_bytes: info.geometry.file_bytes() as u64,
+    })
+}
+
+/// The measurement as a plain-text table: stages (ms per pair, share), rates, and cores needed.
+pub fn table(m: &Measurement, target: Option<f64>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let total: f64 = m.stages.iter().map(|st| st.seconds).sum::<f64>().max(1e-12);
+    let _ = writeln!(s, "{:<16} {:>12} {:>7}", "stage", "ms per pair", "share");
+    for st in &m.stages {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>12.3} {:>6.1}%",
+            st.stage,
+            st.ms_per_pair,
+            100.0 * st.seconds / total
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{} pairs in {:.1}s with {} workers: {:.1} pairs/s; {:.1} pairs per CPU-second ({:.2} cores busy); peak RSS {:.0} MiB (ring {:.0} MiB); {} files skipped",
+        m.pairs,
+        m.wall_s,
+        m.workers,
+        m.pairs_per_s,
+        m.pairs_per_cpu_s,
+        m.busy_cores,
+        m.peak_rss_bytes as f64 / (1 << 20) as f64,
+        m.ring_bytes as f64 / (1 << 20) as f64,
+        m.skipped_files
+    );
+    if let Some(t) = target {
+        let _ = writeln!(
+            s,
+            "a target of {t:.0} pairs/s needs about {:.1} cores at this per-core rate",
+            m.cores_for(t)
+        );
+    }
+    s
+}

@@ -1,0 +1,141 @@
+//! `loader augment` replays view parameters (the golden chain case must come out the same as the
+//! library's view), refuses bad JSON and out-of-image boxes clearly; `loader preview` writes pairs,
+//! their parameters and a contact sheet, and its JSON feeds `augment`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn loader() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loader"))
+}
+
+fn golden(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn read_png(path: &Path) -> Vec<u8> {
+    let mut img = loader::decode::RgbImage::default();
+    loader::decode::decode_rgb(&std::fs::read(path).unwrap(), 1 << 30, &mut img).unwrap();
+    img.pixels
+}
+
+#[test]
+fn augment_replays_params_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden("cases.json")).unwrap()).unwrap();
+    let case = &cases["chain"][0];
+    let params = dir.path().join("p.json");
+    std::fs::write(&params, case["params"].to_string()).unwrap();
+    let out = dir.path().join("view.png");
+    // On Pillow's decoded pixels (a PNG) the replay is bit-exact with Pillow's chain.
+    let st = loader()
+        .args(["augment", "--image"])
+        .arg(golden("src_ladybird_q90_pillow.png"))
+        .arg("--params")
+        .arg(&params)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        read_png(&out),
+        read_png(&golden(case["output"].as_str().unwrap()))
+    );
+
+    std::fs::write(&params, "{\"crop\": {\"x\": 1}}").unwrap();
+    let o = loader()
+        .args(["augment", "--image"])
+        .arg(golden("src_ladybird_q90.jpg"))
+        .arg("--params")
+        .arg(&params)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not valid view parameters"),
+        "{err}"
+    );
+
+    let mut p = case["params"].clone();
+    p["crop"]["x"] = 300.into();
+    std::fs::write(&params, p.to_string()).unwrap();
+    let o = loader()
+        .args(["augment", "--image"])
+        .arg(golden("src_ladybird_q90.jpg"))
+        .arg("--params")
+        .arg(&params)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("does not fit"), "{err}");
+}
+
+#[test]
+fn preview_writes_pairs_params_and_a_contact_sheet() {
+    let data = tempfile::tempdir().unwrap();
+    let class = data.path().join("n01");
+    std::fs::create_dir(&class).unwrap();
+    for (i, f) in [
+        "src_ladybird_q90.jpg",
+        "progressive.jpg",
+        "cmyk.jpg",
+        "gray.jpg",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::copy(golden(f), class.join(format!("{i}.JPEG"))).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let st = loader()
+        .args(["preview", "--count", "3", "--image-size", "48", "--dir"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for f in [
+        "000_a.png",
+        "000_b.png",
+        "002_b.png",
+        "000_a.json",
+        "002_b.json",
+        "contact_sheet.png",
+    ] {
+        assert!(out.path().join(f).exists(), "{f} missing");
+    }
+    // The preview's JSON replays to the same PNG.
+    let printed = std::fs::read_to_string(out.path().join("000_a.json")).unwrap();
+    let params: loader::augment::ViewParams = serde_json::from_str(&printed).unwrap();
+    let listing = loader()
+        .args(["preview", "--count", "1", "--image-size", "48", "--dir"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&listing.stdout);
+    let name = line.split_whitespace().nth(1).unwrap().to_string();
+    let image = data.path().join(&name);
+    let replay = out.path().join("replay.png");
+    let st = loader()
+        .args(["augment", "--image-size", "48", "--image"])
+        .arg(&image)
+        .arg("--params")
+        .arg(out.path().join("000_a.json"))
+        .arg("--out")
+        .arg(&replay)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{params:?}");
+    assert_eq!(read_png(&replay), read_png(&out.path().join("000_a.png")));
+}

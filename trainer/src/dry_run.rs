@@ -1,0 +1,90 @@
+//! A model-free consumer: takes batches from the ring and releases them.
+//!
+//! `trainer --dry-run` measures the fastest the ring can be drained (the loader's ceiling as the
+//! trainer sees it); `--throttle-ms` holds each batch to play a slow trainer; `--digest` prints a
+//! hash of every batch so that two runs can be compared batch by batch.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shared::{fnv1a64_update, Batch, Consumer, RingError};
+
+use crate::session::SessionSummary;
+
+/// What a dry run does with each batch.
+#[derive(Clone, Debug, Default)]
+pub struct DryRunConfig {
+    /// Stop after this many batches (None: until end of data).
+    pub steps: Option<u64>,
+    /// Hold each batch this long before releasing it (a simulated training step).
+    pub throttle: Duration,
+    /// Print `step <global step> <hash>` per batch and `total <hash>` at the end.
+    pub digest: bool,
+}
+
+/// FNV-1a over a batch's valid samples: view A, view B, then labels and dataset indices
+/// (little-endian), so two runs that agree on every pixel and label print the same digest.
+/// `sample_bytes` is one view of one sample (the ring geometry's `sample_bytes()`).
+pub fn batch_digest(batch: &Batch<'_>, sample_bytes: usize) -> u64 {
+    let (n, sample) = (batch.count(), sample_bytes);
+    let mut h = shared::checksum::FNV1A64_INIT;
+    h = fnv1a64_update(h, &batch.view_a()[..n * sample]);
+    h = fnv1a64_update(h, &batch.view_b()[..n * sample]);
+    for (&label, &index) in batch.labels().iter().zip(batch.indices()) {
+        h = fnv1a64_update(h, &label.to_le_bytes());
+        h = fnv1a64_update(h, &index.to_le_bytes());
+    }
+    h
+}
+
+/// Consumes batches until `cfg.steps`, end of data or `stop`, writing digests to `out`.
+pub fn dry_run(
+    consumer: &mut Consumer,
+    cfg: &DryRunConfig,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+) -> anyhow::Result<SessionSummary> {
+    let started = Instant::now();
+    let mut summary = SessionSummary::default();
+    let mut total = shared::checksum::FNV1A64_INIT;
+    let sample_bytes = consumer.info().geometry.sample_bytes();
+    loop {
+        if cfg.steps.is_some_and(|s| summary.steps >= s) || stop.load(Ordering::Relaxed) {
+            summary.interrupted = stop.load(Ordering::Relaxed);
+            break;
+        }
+        let t_wait = Instant::now();
+        let batch = match consumer.next_until(stop) {
+            Err(RingError::Interrupted) => {
+                summary.interrupted = true;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(Some(batch)) => batch,
+            Ok(None) => {
+                summary.end_of_data = true;
+                break;
+            }
+        };
+        summary.wait += t_wait.elapsed();
+        let t_hold = Instant::now();
+        if cfg.digest {
+            let h = batch_digest(&batch, sample_bytes);
+            total = fnv1a64_update(total, &h.to_le_bytes());
+            writeln!(out, "step {} {h:016x}", batch.step())?;
+        }
+        summary.samples += batch.count() as u64;
+        summary.steps += 1;
+        if !cfg.throttle.is_zero() {
+            std::thread::sleep(cfg.throttle.saturating_sub(t_hold.elapsed()));
+        }
+        batch.release();
+        summary.compute += t_hold.elapsed();
+    }
+    if cfg.digest {
+        writeln!(out, "total {total:016x}")?;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}

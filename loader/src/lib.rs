@@ -5,7 +5,9 @@
 //! ([`params`] says what is drawn; [`resample`], [`color`] and [`blur`] are the Pillow-exact ops)
 //! straight into a ring slot; [`pipeline`] drives epochs, batches and the worker pool;
 //! [`keyed_rng`] makes every random choice a function of (seed, epoch, sample, view) alone;
-//! [`preview`] implements `loader preview` and `loader augment`.
+//! [`preview`] implements `loader preview` and `loader augment`; [`sampler`] shards each epoch
+//! between ranks; [`guard`] turns decoder panics into bad files; [`watch`] reports trainers coming
+//! and going; [`measure`], [`report`] and [`stat`] are `loader bench`/`profile`/`stat`.
 
 pub mod augment;
 pub mod blur;

@@ -432,6 +432,9 @@ fn measure_command(
     if args.json {
         let mut v = serde_json::to_value(&m)?;
         v["source"] = dir.display().to_string().into();
+        // The field names ../shared/peers/bench.py reads from an extra peer.
+        v["peer"] = "barlow".into();
+        v["cpu_cores_busy"] = m.busy_cores.into();
         if let Some(t) = target {
             v["target_pairs_per_s"] = t.into();
             v["cores_for_target"] = m.cores_for(t).into();

@@ -58,14 +58,10 @@ impl Taps {
                 ww += w;
             }
             let k = &mut self.weights[xx * ksize..(xx + 1) * ksize];
-            for x in 0..n {
-                let w = if ww != 0.0 {
-                    self.scratch[x] / ww
-                } else {
-                    self.scratch[x]
-                };
+            for (kx, &raw) in k.iter_mut().zip(&self.scratch[..n]) {
+                let w = if ww != 0.0 { raw / ww } else { raw };
                 let f = w * (1u32 << PRECISION_BITS) as f64;
-                k[x] = if w < 0.0 {
+                *kx = if w < 0.0 {
                     (-0.5 + f).trunc() as i32
                 } else {
                     (0.5 + f).trunc() as i32

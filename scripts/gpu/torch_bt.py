@@ -1,0 +1,119 @@
+"""Barlow Twins training steps in PyTorch, for timing beside barlow's dfdx trainer on the same card.
+
+The model and loss follow facebookresearch/barlowtwins main.py: torchvision ResNet (fc removed,
+zero_init_residual=True), projector Linear(no bias)-BN-ReLU ... Linear(no bias), BatchNorm1d
+(affine=False) on each embedding, C = bn(z1)^T bn(z2) / N, on-diagonal (1 - C_ii)^2 plus lambda
+times the off-diagonal squares. The optimizer is the official LARS. Inputs are random normalised
+tensors already on the GPU, so this measures compute alone.
+
+Prints one JSON line: {"framework": "pytorch", "arch", "projector", "batch", "size", "precision",
+"steps_per_s", "ms_per_step", "peak_mem_gib"}.
+"""
+import argparse
+import json
+import time
+
+import torch
+import torchvision
+from torch import nn
+
+
+class LARS(torch.optim.Optimizer):
+    """The official LARS: weight decay and trust-ratio adaptation for weights (ndim > 1) only."""
+
+    def __init__(self, params, lr, weight_decay=0, momentum=0.9, eta=0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+
+    @torch.no_grad()
+    def step(self):
+        for g in self.param_groups:
+            for p in g["params"]:
+                dp = p.grad
+                if dp is None:
+                    continue
+                if p.ndim != 1:
+                    dp = dp.add(p, alpha=g["weight_decay"])
+                    param_norm = torch.norm(p)
+                    update_norm = torch.norm(dp)
+                    one = torch.ones_like(param_norm)
+                    q = torch.where(param_norm > 0.0,
+                                    torch.where(update_norm > 0, (g["eta"] * param_norm / update_norm), one), one)
+                    dp = dp.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"]
+                mu.mul_(g["momentum"]).add_(dp)
+                p.add_(mu, alpha=-g["lr"])
+
+
+class BarlowTwins(nn.Module):
+    def __init__(self, arch, projector, lambd=0.0051):
+        super().__init__()
+        self.lambd = lambd
+        self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
+        feat = self.backbone.fc.in_features
+        self.backbone.fc = nn.Identity()
+        sizes = [feat] + [int(s) for s in projector.split("-")]
+        layers = []
+        for i in range(len(sizes) - 2):
+            layers += [nn.Linear(sizes[i], sizes[i + 1], bias=False), nn.BatchNorm1d(sizes[i + 1]), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
+        self.projector = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm1d(sizes[-1], affine=False)
+
+    def forward(self, y1, y2):
+        z1 = self.projector(self.backbone(y1))
+        z2 = self.projector(self.backbone(y2))
+        c = self.bn(z1).T @ self.bn(z2)
+        c.div_(y1.shape[0])
+        on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
+        off = c.flatten()[:-1].view(c.shape[0] - 1, c.shape[0] + 1)[:, 1:].flatten()
+        return on_diag + self.lambd * off.pow_(2).sum()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="resnet50")
+    ap.add_argument("--projector", default="8192-8192-8192")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--precision", choices=["fp32", "tf32"], default="fp32",
+                    help="fp32: TF32 off everywhere (what dfdx's f32 does); tf32: PyTorch's defaults")
+    a = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device("cuda")
+    model = BarlowTwins(a.arch, a.projector).to(dev)
+    weights = [p for p in model.parameters() if p.ndim != 1]
+    biases = [p for p in model.parameters() if p.ndim == 1]
+    opt = LARS([{"params": weights}, {"params": biases}], lr=0.2 * a.batch / 256, weight_decay=1.5e-6)
+    y1 = torch.randn(a.batch, 3, a.size, a.size, device=dev)
+    y2 = torch.randn(a.batch, 3, a.size, a.size, device=dev)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = model(y1, y2)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(a.warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for _ in range(a.steps):
+        loss = step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t) / a.steps
+    print(json.dumps(dict(framework="pytorch", arch=a.arch, projector=a.projector, batch=a.batch, size=a.size,
+                          precision=a.precision, steps_per_s=1.0 / dt, ms_per_step=dt * 1e3, loss=float(loss),
+                          peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)))
+
+
+if __name__ == "__main__":
+    main()

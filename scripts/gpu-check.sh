@@ -3,9 +3,12 @@
 # bundle that scripts/build-cuda.sh made on the build machine (default .gpu/). Writes every result
 # under $OUT (default /tmp/barlow-gpu-check):
 #   env.txt             nvidia-smi, the libraries found
-#   check_devices.json  one training step on CPU vs CUDA: loss and gradient relative errors
-#   smoke.jsonl         loader + trainer --device cuda on the demo data
-#   throughput_*.jsonl  trainer steps fed from the ring by the real loader, with input stalls
+#   check_devices_*.json  one training step on CPU vs CUDA (tiny, resnet18, resnet50): loss,
+#                       gradient and BatchNorm-statistics relative errors
+#   smoke.jsonl         loader + trainer --device cuda (tiny) on the demo data
+#   resnet*_b*.jsonl    ResNet-18 / ResNet-50 + 8192-8192-8192 steps fed from the ring by the real
+#                       loader (224x224), with input waits; the largest batches that fit today
+#   pytorch.jsonl       the same models and batches in PyTorch on the same card (fp32 and tf32)
 #   summary.txt         the lines that matter, also printed
 # Usage: scripts/gpu-check.sh [--quick]
 set -uo pipefail
@@ -40,25 +43,45 @@ tar -xzPf "$bundle/cuda-include.tar.gz"
 inc=$(head -n1 "$bundle/paths.txt")
 for e in "$inc"/cccl/*; do [ -e "$inc/$(basename "$e")" ] || ln -s "$e" "$inc/"; done
 
-# 3. One step on CPU vs CUDA.
-timeout 120 "$bin/trainer" check-devices --batch-size 32 --image-size 64 > "$out/check_devices.json" 2> "$out/check_devices.err"
-say "check-devices (exit $?): $(cat "$out/check_devices.json") $(tail -n1 "$out/check_devices.err")"
+# 3. One step on CPU vs CUDA, from the same weights and inputs.
+for spec in "tiny 32 64" "resnet18 16 64" "resnet50 8 64"; do
+  set -- $spec
+  timeout 150 "$bin/trainer" check-devices --arch "$1" --batch-size "$2" --image-size "$3" \
+    > "$out/check_devices_$1.json" 2> "$out/check_devices_$1.err"
+  say "check-devices $1 (exit $?): $(tail -n1 "$out/check_devices_$1.err")"
+done
 
-# 4. Smoke run on the demo data, then throughput runs fed by the real loader.
+# 4. Training fed from the ring by the real loader on the demo data.
 demo=/tmp/barlow-demo
 [ -d "$demo" ] || "$bin/datasets" demo --out "$demo" > /dev/null
-feed() { # name steps batch size workers
-  local name=$1 steps=$2 batch=$3 size=$4 workers=$5 ring="barlow-gpu-$1"
-  timeout 300 "$bin/loader" --dir "$demo" --shm "$ring" --steps "$steps" --batch-size "$batch" \
-    --image-size "$size" --workers "$workers" 2> "$out/${name}_loader.err" &
+feed() { # name arch batch size steps [projector]
+  local name=$1 arch=$2 batch=$3 size=$4 steps=$5 proj=${6:-8192-8192-8192} ring="barlow-gpu-$1"
+  timeout 240 "$bin/loader" --dir "$demo" --shm "$ring" --steps "$steps" --batch-size "$batch" \
+    --image-size "$size" --workers "$(( $(nproc) - 2 ))" 2> "$out/${name}_loader.err" &
   local lp=$!
-  timeout 300 "$bin/trainer" --shm "$ring" --wait 60 --device cuda --print-freq 10 \
-    > "$out/$name.jsonl" 2> "$out/${name}_trainer.err"
+  timeout 240 "$bin/trainer" --shm "$ring" --wait 60 --device cuda --arch "$arch" --projector "$proj" \
+    --steps "$steps" --print-freq 1 --no-progress > "$out/$name.jsonl" 2> "$out/${name}_trainer.err"
   local rc=$?
   wait $lp
-  say "$name (trainer exit $rc): $(tail -n1 "$out/${name}_trainer.err")"
+  say "$name (trainer exit $rc): $(grep 'done:' "$out/${name}_trainer.err" | tail -n1)"
+  # steady state: median compute_ms of the steps after the first two
+  say "$name steady ms/step: $(python3 -c 'import json,sys,statistics
+v=[json.loads(l)["compute_ms"] for l in open(sys.argv[1]) if l.startswith("{")][2:]
+w=[json.loads(l)["wait_ms"] for l in open(sys.argv[1]) if l.startswith("{")][2:]
+print(f"compute {statistics.median(v):.1f}, wait {statistics.median(w):.1f}" if v else "no steps")' "$out/$name.jsonl" 2>&1)"
   say "$name loader: $(grep 'done:' "$out/${name}_loader.err" | tail -n1)"
 }
-feed smoke 40 64 64 8
+feed smoke tiny 64 64 30 128-128
 [ "${1:-}" = "--quick" ] && exit 0
-feed throughput_tiny224 100 128 224 "$(nproc)"
+feed resnet18_b128 resnet18 128 224 12
+feed resnet50_b96 resnet50 96 224 12
+
+# 5. The same models and batches in PyTorch on the same card (compute only, random inputs).
+for spec in "resnet18 128" "resnet50 96" "resnet50 256"; do
+  set -- $spec
+  for prec in fp32 tf32; do
+    timeout 120 python3 scripts/gpu/torch_bt.py --arch "$1" --batch "$2" --precision "$prec" --steps 10 \
+      >> "$out/pytorch.jsonl" 2>> "$out/pytorch.err"
+    say "pytorch $1 b$2 $prec: $(tail -n1 "$out/pytorch.jsonl")"
+  done
+done

@@ -60,6 +60,7 @@ pub fn html_report(m: &Measurement, source: &str, target: Option<f64>) -> anyhow
                     .map(|p| (p.t, p.pairs_per_s))
                     .collect::<Vec<_>>(),
                 "pairs/s",
+                None,
             )?,
         ),
         (
@@ -70,6 +71,7 @@ pub fn html_report(m: &Measurement, source: &str, target: Option<f64>) -> anyhow
                     .map(|p| (p.t, p.occupancy))
                     .collect::<Vec<_>>(),
                 "occupancy",
+                Some(1.0),
             )?,
         ),
     ];
@@ -119,10 +121,8 @@ fn stage_chart(m: &Measurement) -> anyhow::Result<String> {
             .disable_y_mesh()
             .x_desc("ms per pair")
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                    names.get(*i).copied().unwrap_or("").to_string()
-                }
-                SegmentValue::Last => String::new(),
+                SegmentValue::CenterOf(i) => names.get(*i).copied().unwrap_or("").to_string(),
+                SegmentValue::Exact(_) | SegmentValue::Last => String::new(),
             })
             .draw()
             .map_err(plot_err)?;
@@ -142,14 +142,14 @@ fn stage_chart(m: &Measurement) -> anyhow::Result<String> {
     Ok(svg)
 }
 
-/// A line over time.
-fn line_chart(points: &[(f64, f64)], y_desc: &str) -> anyhow::Result<String> {
+/// A line over time; the y axis runs to `y_max`, or a little above the data when None.
+fn line_chart(points: &[(f64, f64)], y_desc: &str, y_max: Option<f64>) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let t_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-3);
-        let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
+        let y_max = y_max.unwrap_or_else(|| points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1);
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(30)

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::layout::{offset, RingInfo, RingState, SlotLayout};
+use crate::layout::{offset, RingInfo, RingState, SlotLayout, MAX_POSITION};
 use crate::liveness::{
     now_ms, peer_dead, pid_namespace, Heartbeat, DEFAULT_STALE_AFTER, LIVENESS_CHECK_INTERVAL,
 };
@@ -111,6 +111,13 @@ impl Consumer {
         let slots = self.info.geometry.slots as u64;
         let read_pos = self.map.u64_at(offset::READ_POS);
         let mut rp = read_pos.load(Ordering::Acquire);
+        // A position near u64::MAX (a corrupt or hostile file) would overflow `pos + 1` and
+        // `pos + slots` below; no real ring gets anywhere near MAX_POSITION.
+        if rp > MAX_POSITION {
+            return Err(RingError::corrupt(format!(
+                "read position {rp} is beyond any possible ring position ({MAX_POSITION})"
+            )));
+        }
         if slots >= 2 {
             let s = self
                 .map

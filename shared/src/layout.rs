@@ -39,7 +39,7 @@
 //! |    144 | `AtomicU64`   | `consumer_heartbeat_ms` | ms since the UNIX epoch, refreshed every ~200 ms |
 //! |    152 | `AtomicU64`   | `producer_start_ms`     | when the producer created the ring |
 //! |    160 | `AtomicU64`   | `write_pos`             | batches published so far |
-//! |    168 | `AtomicU64`   | `read_pos`              | batches consumed (released) so far = next position to read |
+//! |    168 | `AtomicU64`   | `read_pos`              | batches consumed (released) so far = next position to read; a reader refuses one above [`MAX_POSITION`] |
 //! |    176 | `AtomicU64`   | `producer_pidns`        | inode of the producer's `/proc/self/ns/pid` (0 = unknown) |
 //! |    184 | `AtomicU64`   | `consumer_pidns`        | inode of the consumer's `/proc/self/ns/pid` (0 = unknown) |
 //! |    192 | `[u64; 8]`    | (reserved)              | 0 |
@@ -114,6 +114,11 @@ pub const SLOT_ALIGN: usize = 4096;
 pub const SLOT_META_BYTES: usize = 64;
 /// `pixel_layout` value: `u8` pixels, NCHW per view.
 pub const PIXEL_LAYOUT_U8_NCHW: u32 = 1;
+
+/// Largest ring position (`write_pos`, `read_pos`) a reader accepts from a header: 2^62, which a
+/// producer publishing a million batches a second reaches after 146,000 years. Anything above
+/// is corruption, refused before position arithmetic could overflow.
+pub const MAX_POSITION: u64 = 1 << 62;
 
 /// Upper bounds enforced by [`Geometry::validate`].
 pub const MAX_SLOTS: u32 = 1024;

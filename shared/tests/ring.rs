@@ -612,6 +612,32 @@ fn attach_rejects_inconsistent_header_fields() {
     ));
 }
 
+/// Found by the `ring_header` fuzz target: read and write positions near `u64::MAX` passed the
+/// consistency check and made `next` overflow `pos + 1` (a panic in debug builds).
+#[test]
+fn attach_rejects_positions_that_would_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_prod, copy) = ring_copy(&dir);
+    for pos in [u64::MAX, u64::MAX - 1, shared::layout::MAX_POSITION + 1] {
+        poke_u64(&copy, offset::READ_POS, pos);
+        poke_u64(&copy, offset::WRITE_POS, pos);
+        let e = Consumer::attach(&copy, WAIT).unwrap_err();
+        assert!(
+            matches!(e, RingError::Corrupt { ref reason } if reason.contains("read position")),
+            "position {pos}: {e:?}"
+        );
+    }
+    // The largest accepted position still works.
+    let pos = shared::layout::MAX_POSITION;
+    poke_u64(&copy, offset::READ_POS, pos);
+    poke_u64(&copy, offset::WRITE_POS, pos);
+    poke_u64(&copy, HEADER_BYTES + offset::SLOT_SEQ, pos); // slot pos % 2 = 0, waiting for pos
+    let mut c = Consumer::attach(&copy, WAIT).unwrap();
+    assert_eq!(c.position(), pos);
+    let stop = AtomicBool::new(true);
+    assert!(matches!(c.next_until(&stop), Err(RingError::Interrupted)));
+}
+
 #[test]
 fn attach_times_out_without_ring() {
     let dir = tempfile::tempdir().unwrap();

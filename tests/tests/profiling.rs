@@ -150,7 +150,8 @@ fn profile_stages_add_up_and_the_report_is_valid_html_with_one_svg_per_plot() {
     assert!((cores - 500.0 / per_core).abs() < 1e-6);
 
     let html = std::fs::read_to_string(&report).unwrap();
-    let doc = roxmltree::Document::parse(&html).expect("the report is well-formed");
+    let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    let doc = roxmltree::Document::parse_with_options(&html, options).expect("the report is well-formed");
     let svgs = doc
         .descendants()
         .filter(|n| n.tag_name().name() == "svg")

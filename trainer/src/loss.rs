@@ -103,7 +103,13 @@ where
         .try_mul(b)?
         .try_sum::<(usize,), Axis<1>>()?
         .try_mul(1.0 / n as f32)?;
-    let off = c.try_square()?.try_sum::<Rank0, _>()?.try_mul(lambd)?;
+    // sum rows first, then the row sums: an F*F-long f32 accumulation (67M terms at F = 8192)
+    // loses digits on a sequential CPU reduction
+    let off = c
+        .try_square()?
+        .try_sum::<(usize,), Axis<1>>()?
+        .try_sum::<Rank0, _>()?
+        .try_mul(lambd)?;
     let on = d
         .retaped::<T>()
         .try_negate()?

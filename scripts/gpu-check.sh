@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Runs barlow's GPU checks on a CUDA machine that has a driver and Python but no Rust, from the
-# bundle that scripts/build-cuda.sh made on the build machine (default .gpu/). Writes every result
-# under $OUT (default /tmp/barlow-gpu-check):
-#   env.txt             nvidia-smi, the libraries found
-#   check_devices_*.json  one training step on CPU vs CUDA (tiny, resnet18, resnet50): loss,
-#                       gradient and BatchNorm-statistics relative errors
-#   smoke.jsonl         loader + trainer --device cuda (tiny) on the demo data
-#   resnet*_b*.jsonl    ResNet-18 / ResNet-50 + 8192-8192-8192 steps fed from the ring by the real
-#                       loader (224x224), with input waits; the largest batches that fit today
-#   pytorch.jsonl       the same models and batches in PyTorch on the same card (fp32 and tf32)
-#   summary.txt         the lines that matter, also printed
+# bundle that scripts/build-cuda.sh made on the build machine (default .gpu/). Writes its results
+# under $OUT (default /tmp/barlow-gpu-check), five files:
+#   summary.txt          the lines that matter, also printed
+#   env.txt              nvidia-smi, the libraries found
+#   check_devices.jsonl  one training step on CPU vs CUDA (tiny, resnet18, resnet50): loss,
+#                        gradient and BatchNorm-statistics relative errors
+#   pytorch.jsonl        the same models and batches in PyTorch on the same card (fp32 and tf32)
+#   logs.tar.gz          every run's stdout/stderr: the smoke run (tiny) and ResNet-18 / ResNet-50 +
+#                        8192-8192-8192 steps fed from the ring by the real loader at 224x224
 # Usage: scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle=${BUNDLE:-.gpu}
 out=${OUT:-/tmp/barlow-gpu-check}
+work=$(mktemp -d /tmp/barlow-gpu-work.XXXX)
 mkdir -p "$out"
+trap 'tar -czf "$out/logs.tar.gz" -C "$work" . 2>/dev/null' EXIT
 bin=$bundle/bin
 say() { echo "$*" | tee -a "$out/summary.txt"; }
 
@@ -47,8 +48,9 @@ for e in "$inc"/cccl/*; do [ -e "$inc/$(basename "$e")" ] || ln -s "$e" "$inc/";
 for spec in "tiny 32 64" "resnet18 16 64" "resnet50 8 64"; do
   set -- $spec
   timeout 150 "$bin/trainer" check-devices --arch "$1" --batch-size "$2" --image-size "$3" \
-    > "$out/check_devices_$1.json" 2> "$out/check_devices_$1.err"
-  say "check-devices $1 (exit $?): $(tail -n1 "$out/check_devices_$1.err")"
+    > "$work/check_devices_$1.json" 2> "$work/check_devices_$1.err"
+  say "check-devices $1 (exit $?): $(tail -n1 "$work/check_devices_$1.err")"
+  cat "$work/check_devices_$1.json" >> "$out/check_devices.jsonl"
 done
 
 # 4. Training fed from the ring by the real loader on the demo data.
@@ -57,19 +59,19 @@ demo=/tmp/barlow-demo
 feed() { # name arch batch size steps [projector]
   local name=$1 arch=$2 batch=$3 size=$4 steps=$5 proj=${6:-8192-8192-8192} ring="barlow-gpu-$1"
   timeout 240 "$bin/loader" --dir "$demo" --shm "$ring" --steps "$steps" --batch-size "$batch" \
-    --image-size "$size" --workers "$(( $(nproc) - 2 ))" 2> "$out/${name}_loader.err" &
+    --image-size "$size" --workers "$(( $(nproc) - 2 ))" 2> "$work/${name}_loader.err" &
   local lp=$!
   timeout 240 "$bin/trainer" --shm "$ring" --wait 60 --device cuda --arch "$arch" --projector "$proj" \
-    --steps "$steps" --print-freq 1 --no-progress > "$out/$name.jsonl" 2> "$out/${name}_trainer.err"
+    --steps "$steps" --print-freq 1 --no-progress > "$work/$name.jsonl" 2> "$work/${name}_trainer.err"
   local rc=$?
   wait $lp
-  say "$name (trainer exit $rc): $(grep 'done:' "$out/${name}_trainer.err" | tail -n1)"
+  say "$name (trainer exit $rc): $(grep 'done:' "$work/${name}_trainer.err" | tail -n1)"
   # steady state: median compute_ms of the steps after the first two
   say "$name steady ms/step: $(python3 -c 'import json,sys,statistics
 v=[json.loads(l)["compute_ms"] for l in open(sys.argv[1]) if l.startswith("{")][2:]
 w=[json.loads(l)["wait_ms"] for l in open(sys.argv[1]) if l.startswith("{")][2:]
-print(f"compute {statistics.median(v):.1f}, wait {statistics.median(w):.1f}" if v else "no steps")' "$out/$name.jsonl" 2>&1)"
-  say "$name loader: $(grep 'done:' "$out/${name}_loader.err" | tail -n1)"
+print(f"compute {statistics.median(v):.1f}, wait {statistics.median(w):.1f}" if v else "no steps")' "$work/$name.jsonl" 2>&1)"
+  say "$name loader: $(grep 'done:' "$work/${name}_loader.err" | tail -n1)"
 }
 feed smoke tiny 64 64 30 128-128
 [ "${1:-}" = "--quick" ] && exit 0
@@ -81,7 +83,7 @@ for spec in "resnet18 128" "resnet50 96" "resnet50 256"; do
   set -- $spec
   for prec in fp32 tf32; do
     timeout 120 python3 scripts/gpu/torch_bt.py --arch "$1" --batch "$2" --precision "$prec" --steps 10 \
-      >> "$out/pytorch.jsonl" 2>> "$out/pytorch.err"
+      >> "$out/pytorch.jsonl" 2>> "$work/pytorch.err"
     say "pytorch $1 b$2 $prec: $(tail -n1 "$out/pytorch.jsonl")"
   done
 done

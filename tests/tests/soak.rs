@@ -36,7 +36,13 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
@@ -139,7 +145,9 @@ fn loader_rss_stays_flat_over_ten_epochs() {
         samples.len(),
         elapsed.as_secs_f64()
     );
-    println!("epoch  samples  RSS at end (MiB)  max RSS (MiB)  peak VmHWM (MiB)  end / epoch-1 end");
+    println!(
+        "epoch  samples  RSS at end (MiB)  max RSS (MiB)  peak VmHWM (MiB)  end / epoch-1 end"
+    );
     for &(e, n, end, max, hwm) in &table {
         println!(
             "{e:>5}  {n:>7}  {:>16.1}  {:>13.1}  {:>16.1}  {:>17.3}",

@@ -377,6 +377,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
             .unwrap_or(arch.default_projector()),
     )?;
     let path = ring_path(&args.shm)?;
+    if args.resume {
+        print_resume_hint(args.checkpoint_dir.as_deref(), &args.shm);
+    }
     eprintln!(
         "trainer: waiting up to {:.0}s for the ring {}",
         args.wait,
@@ -533,4 +536,24 @@ fn print_summary(s: &SessionSummary) {
         100.0 * s.stall_fraction(),
         if s.stall_fraction() > 0.3 { " (input-bound: the loader needs more cores)" } else { " (compute-bound)" },
     );
+}
+
+/// Before attaching on `--resume`: the loader command that continues the data stream exactly where
+/// the checkpoint left it (a loader started from step 0 works too; its batches up to the
+/// checkpoint are skipped, at the cost of decoding them again).
+fn print_resume_hint(checkpoint_dir: Option<&std::path::Path>, shm: &str) {
+    let Some(dir) = checkpoint_dir else { return };
+    let path = dir.join(trainer::checkpoint::CHECKPOINT_FILE);
+    let Ok(bytes) = std::fs::read(&path) else { return };
+    let Ok(st) = trainer::checkpoint::read_state(&bytes) else { return };
+    if let Some(last) = st.loader_step {
+        eprintln!(
+            "trainer: resuming after the loader's step {last}; start (or restart) the loader with\n  \
+             loader --shm {shm} --seed {} --batch-size {} --image-size {} --start-step {} [your other options]",
+            st.loader_seed,
+            st.batch_size,
+            st.image_hw.0,
+            last + 1
+        );
+    }
 }

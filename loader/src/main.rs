@@ -56,6 +56,9 @@ struct MeasureArgs {
     /// ImageNet-style folder [default: the built-in demo dataset].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// A packed dataset (`datasets pack`) instead of a folder.
+    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    pack: Option<PathBuf>,
     /// Worker threads [default: one per core].
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -115,6 +118,10 @@ struct Args {
     /// ImageNet-style folder: DIR/<class>/<image>.JPEG (classes sorted by name get labels 0..K-1).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// A packed dataset made by `datasets pack --dir DIR --out FILE` (same samples, order and
+    /// labels as DIR; read through a memory map, no file opened per image).
+    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    pack: Option<PathBuf>,
     /// Ring name in /dev/shm (1-64 of [A-Za-z0-9._-]) or an absolute file path. A comma-separated
     /// list feeds one ring per local trainer (ring i gets rank --rank + i of --world-size).
     #[arg(long, default_value = "barlow", value_delimiter = ',')]
@@ -166,6 +173,11 @@ struct Args {
     /// Write the files that could not be used, one `path<TAB>reason` per line, to FILE.
     #[arg(long)]
     bad_files: Option<PathBuf>,
+    /// At the end, print the summary as one JSON object on stdout (fields: batches, pairs,
+    /// seconds, pairs_per_s, batches_consumed, skipped_files, bad_files [{file, reason}],
+    /// interrupted, producer_wait, consumer_wait, verdict).
+    #[arg(long)]
+    json: bool,
     /// JSON file overriding the augmentation's probabilities and ranges, per view, e.g.
     /// {"view_b": {"solarize_p": 0.1}}; missing fields keep the paper's values.
     #[arg(long, value_name = "FILE.json")]
@@ -229,21 +241,8 @@ fn run(args: Args) -> anyhow::Result<i32> {
         .map(|name| ring_path(name))
         .collect::<Result<Vec<_>, _>>()?;
     let shards = ring_shards(&args)?;
-    let dir = match &args.dir {
-        Some(dir) => dir.clone(),
-        None => {
-            let dir = datasets::demo::default_demo_dir();
-            eprintln!(
-                "loader: no --dir given, using the built-in demo dataset in {}",
-                dir.display()
-            );
-            datasets::demo::ensure_demo(&dir)?
-        }
-    };
-    let source = FolderSource::open(&dir)?;
-    for (path, why) in &source.folder.skipped {
-        eprintln!("loader: skipping {}: {why}", path.display());
-    }
+    let (source, dir, classes) = open_source(args.dir.as_deref(), args.pack.as_deref())?;
+    let source = &*source;
     let cfg = PipelineConfig {
         batch_size: args.batch_size,
         image_size: args.image_size,
@@ -253,7 +252,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         max_pixels: args.max_pixels,
         throttle: Duration::from_millis(args.throttle_ms),
     };
-    let pipeline = Pipeline::new(&source, cfg)?;
+    let pipeline = Pipeline::new(source, cfg)?;
     let steps_per_epoch = pipeline.steps_per_epoch(shards[0]);
     if steps_per_epoch == 0 {
         anyhow::bail!(
@@ -294,8 +293,8 @@ fn run(args: Args) -> anyhow::Result<i32> {
     eprintln!(
         "loader: {} images in {} classes from {}; global steps {}..{} of batch {} ({} per epoch) into {} ring(s) ({} slots, {:.1} MiB each) with {} workers",
         source.len(),
-        source.folder.classes.len(),
-        dir.display(),
+        classes,
+        dir,
         steps.start,
         steps.end,
         args.batch_size,
@@ -365,10 +364,54 @@ fn run(args: Args) -> anyhow::Result<i32> {
     }
     drop(watch);
     let consumed: u64 = feeds.iter().map(|f| f.producer.consumed()).sum();
-    print_summary(&report, &source, consumed);
-    print_verdict(&feeds, report.elapsed);
+    print_summary(&report, source, consumed);
+    let (verdict, producer_wait, consumer_wait) = run_verdict(&feeds, report.elapsed);
+    eprintln!(
+        "loader: verdict: {verdict} (loader waited for free slots {:.0}% of the time, trainer waited for batches {:.0}%): {}",
+        100.0 * producer_wait,
+        100.0 * consumer_wait,
+        verdict.advice()
+    );
+    if args.json {
+        let secs = report.elapsed.as_secs_f64();
+        let bad: Vec<_> = report.bad_files.iter().map(|b| serde_json::json!({"file": b.name, "reason": b.reason})).collect();
+        let summary = serde_json::json!({
+            "batches": report.batches,
+            "pairs": report.pairs,
+            "seconds": secs,
+            "pairs_per_s": report.pairs as f64 / secs.max(1e-9),
+            "batches_consumed": consumed,
+            "skipped_files": report.bad_files.len(),
+            "bad_files": bad,
+            "interrupted": interrupted,
+            "producer_wait": producer_wait,
+            "consumer_wait": consumer_wait,
+            "verdict": verdict.as_str(),
+        });
+        println!("{summary}");
+    }
     drop(feeds); // removes the ring files
     Ok(if interrupted { 130 } else { 0 })
+}
+
+/// The samples to read: `--pack FILE`, else the folder `--dir` (or the built-in demo dataset);
+/// with a description for messages and the number of classes.
+fn open_source(
+    dir: Option<&std::path::Path>,
+    pack: Option<&std::path::Path>,
+) -> anyhow::Result<(Box<dyn SampleSource>, String, usize)> {
+    if let Some(pack) = pack {
+        let source = loader::pack::PackSource::open(pack)?;
+        let classes = source.classes();
+        return Ok((Box::new(source), pack.display().to_string(), classes));
+    }
+    let dir = dataset_dir(dir)?;
+    let source = FolderSource::open(&dir)?;
+    for (path, why) in &source.folder.skipped {
+        eprintln!("loader: skipping {}: {why}", path.display());
+    }
+    let classes = source.folder.classes.len();
+    Ok((Box::new(source), dir.display().to_string(), classes))
 }
 
 /// The folder to read: `--dir`, or the built-in demo dataset (made on first use).
@@ -392,8 +435,8 @@ fn measure_command(
     report: Option<&std::path::Path>,
 ) -> anyhow::Result<i32> {
     let stop = install_stop_handler()?;
-    let dir = dataset_dir(args.dir.as_deref())?;
-    let source = FolderSource::open(&dir)?;
+    let (source, dir, _) = open_source(args.dir.as_deref(), args.pack.as_deref())?;
+    let source = &*source;
     let cfg = PipelineConfig {
         batch_size: args.batch_size,
         image_size: args.image_size,
@@ -403,7 +446,7 @@ fn measure_command(
         max_pixels: DEFAULT_MAX_PIXELS,
         throttle: Duration::ZERO,
     };
-    let pipeline = Pipeline::new(&source, cfg)?;
+    let pipeline = Pipeline::new(source, cfg)?;
     let geometry = Geometry {
         slots: 4,
         batch_size: args.batch_size as u32,
@@ -418,7 +461,7 @@ fn measure_command(
     eprintln!(
         "loader: measuring {} images from {} with {} workers for {}s after {} warm-up batches",
         source.len(),
-        dir.display(),
+        dir,
         pipeline.workers(),
         args.seconds,
         args.warmup
@@ -431,7 +474,7 @@ fn measure_command(
     let m = measure(&pipeline, &info, &mcfg, &stop)?;
     if args.json {
         let mut v = serde_json::to_value(&m)?;
-        v["source"] = dir.display().to_string().into();
+        v["source"] = dir.clone().into();
         // The field names ../shared/peers/bench.py reads from an extra peer.
         v["peer"] = "barlow".into();
         v["cpu_cores_busy"] = m.busy_cores.into();
@@ -444,7 +487,7 @@ fn measure_command(
         print!("{}", loader::measure::table(&m, target));
     }
     if let Some(path) = report {
-        let html = loader::report::html_report(&m, &dir.display().to_string(), target)?;
+        let html = loader::report::html_report(&m, &dir, target)?;
         std::fs::write(path, html)
             .with_context(|| format!("writing the report {}", path.display()))?;
         eprintln!("loader: report written to {}", path.display());
@@ -483,8 +526,9 @@ fn write_bad_files(
         .with_context(|| format!("writing {}", file.display()))
 }
 
-/// Who held the run back, from the time each side spent waiting (summed over rings).
-fn print_verdict(feeds: &[RingFeed], elapsed: Duration) {
+/// Who held the run back, from the time each side spent waiting (summed over rings):
+/// (verdict, loader's waiting fraction, trainer's waiting fraction).
+fn run_verdict(feeds: &[RingFeed], elapsed: Duration) -> (shared::Verdict, f64, f64) {
     let secs = elapsed.as_secs_f64().max(1e-9) * feeds.len().max(1) as f64;
     let waited =
         |i: usize| feeds.iter().map(|f| f.producer.stats().get(i)).sum::<u64>() as f64 / 1e9 / secs;
@@ -493,12 +537,7 @@ fn print_verdict(feeds: &[RingFeed], elapsed: Duration) {
         waited(shared::stat::CONSUMER_WAIT_NS),
     );
     let verdict = shared::Verdict::judge(consumer_wait, producer_wait, None, true);
-    eprintln!(
-        "loader: verdict: {verdict} (loader waited for free slots {:.0}% of the time, trainer waited for batches {:.0}%): {}",
-        100.0 * producer_wait,
-        100.0 * consumer_wait,
-        verdict.advice()
-    );
+    (verdict, producer_wait, consumer_wait)
 }
 
 fn print_summary(report: &RunReport, source: &dyn SampleSource, consumed: u64) {

@@ -29,8 +29,10 @@ fn run_pair(
             "16",
             "--steps",
             "30",
+            "--json",
         ])
         .args(loader_extra)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -57,6 +59,12 @@ fn run_pair(
     let trainer = wait_with_deadline(trainer, LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
     assert!(loader.status.success() && trainer.status.success());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&loader.stdout).expect("loader --json prints its summary");
+    assert_eq!(summary["batches"], 30);
+    let verdict = summary["verdict"].as_str().unwrap().to_string();
+    let stderr = String::from_utf8_lossy(&loader.stderr);
+    assert!(stderr.contains(&format!("verdict: {verdict}")), "the JSON and the text agree: {stderr}");
     assert!(
         stat.status.success(),
         "{}",

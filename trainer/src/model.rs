@@ -508,9 +508,12 @@ impl<D: Device<f32>> BarlowModel<D> {
         };
         let za = backbone_forward(&self.backbone, &mut self.store, xa, true).map_err(err)?;
         let za = projector_forward(&self.proj, &mut self.store, za, true).map_err(err)?;
-        let (za, tape) = za.split_tape();
+        // View B records on a tape of its own: both embeddings must stay taped into the loss,
+        // whose batch standardisation of each view has to be recorded for gradients to reach
+        // that view's branch. (Moving A's tape onto B left A untaped: its branch got no gradient
+        // through the loss.) The loss merges the two tapes.
         let xb = Fmap {
-            x: b.x.put_tape(tape),
+            x: b.x.traced(Gradients::leaky()),
             b: b.b,
             h: b.h,
             w: b.w,
@@ -687,6 +690,82 @@ mod tests {
         opt.step(&mut m.store, &g.grads, 1.0, 0.1).unwrap();
         for (p, b) in m.store.params.iter().zip(&before) {
             assert_ne!(&p.t.as_vec(), b, "{} did not change", p.name);
+        }
+    }
+
+    /// The whole model's gradient against central finite differences, for parameters on both
+    /// sides of the loss: the first conv (used by both views), a BatchNorm gamma, and the
+    /// projector. Each check is a directional derivative along a fixed pseudo-random direction
+    /// over the whole tensor, which averages out the ReLU kinks that make single-entry finite
+    /// differences noisy. Catches a view whose branch gets no gradient, and a BatchNorm whose
+    /// backward treats the batch mean as a constant (both were bugs).
+    #[test]
+    fn model_gradient_matches_finite_differences() {
+        let dev = Cpu::default();
+        let (n, h, w) = (6, 16, 16);
+        let (a, b) = random_views(n, h, w, 11);
+        let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD);
+        let mut m = BarlowModel::new(&dev, Arch::Tiny, &[16, 16], 5);
+        // zero-initialised BN gammas would hide whole paths: give every gamma a generic value
+        for i in 0..m.store.params.len() {
+            let p = &m.store.params[i];
+            if p.kind == Kind::Bias && p.name.ends_with("weight") {
+                let len = p.len();
+                m.store.set(i, (0..len).map(|k| 0.5 + 0.1 * (k % 7) as f32).collect()).unwrap();
+            }
+        }
+        let loss_at = |m: &mut BarlowModel<Cpu>| {
+            let (va, vb) = views();
+            m.loss_and_grads(va, vb, 0.0051).unwrap().loss as f64
+        };
+        let (va, vb) = views();
+        let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+        let find = |kind: Kind| {
+            m.store.params.iter().find(|p| p.name.starts_with("backbone.") && p.kind == kind).unwrap().name.clone()
+        };
+        let (first_conv, first_bn) = (find(Kind::Weight), find(Kind::Bias));
+        let perturbed = |m: &mut BarlowModel<Cpu>, i: usize, values: Vec<f32>| {
+            m.store.set(i, values).unwrap();
+            loss_at(m)
+        };
+        // Backbone: a directional derivative over the whole tensor along a fixed pseudo-random
+        // direction (single entries of the first layers sit on too many ReLU kinks); eps small
+        // enough that few kinks are crossed (the differences converge to the analytic values from
+        // both sides as eps shrinks) and large against f32 rounding.
+        for name in [first_conv.as_str(), first_bn.as_str()] {
+            let i = m.store.index_of(name).unwrap();
+            let analytic = g.grads.get(&m.store.params[i].t).as_vec();
+            let base = m.store.params[i].t.as_vec();
+            let dir: Vec<f32> = (0..base.len()).map(|k| ((k * 7919 + 13) % 17) as f32 / 8.0 - 1.0).collect();
+            let along = |t: f32| base.iter().zip(&dir).map(|(x, d)| x + t * d).collect::<Vec<f32>>();
+            let eps = 3e-4f32;
+            let numeric = (perturbed(&mut m, i, along(eps)) - perturbed(&mut m, i, along(-eps))) / (2.0 * eps as f64);
+            perturbed(&mut m, i, base.clone());
+            let an: f64 = analytic.iter().zip(&dir).map(|(g, d)| (*g as f64) * (*d as f64)).sum();
+            assert!(
+                (numeric - an).abs() <= 0.1 * numeric.abs().max(an.abs()),
+                "{name}: directional derivative analytic {an}, finite difference {numeric}"
+            );
+        }
+        // Projector: single entries, central differences.
+        for name in ["projector.0.weight", "projector.1.weight", "projector.3.weight"] {
+            let i = m.store.index_of(name).unwrap();
+            let analytic = g.grads.get(&m.store.params[i].t).as_vec();
+            let base = m.store.params[i].t.as_vec();
+            for k in [0, base.len() / 3, base.len() - 1] {
+                let eps = 1e-2f32;
+                let mut plus = base.clone();
+                plus[k] += eps;
+                let mut minus = base.clone();
+                minus[k] -= eps;
+                let numeric = (perturbed(&mut m, i, plus) - perturbed(&mut m, i, minus)) / (2.0 * eps as f64);
+                perturbed(&mut m, i, base.clone());
+                let an = analytic[k] as f64;
+                assert!(
+                    (numeric - an).abs() <= 0.02 * numeric.abs().max(an.abs()) + 1e-4,
+                    "{name}[{k}]: analytic {an}, finite difference {numeric}"
+                );
+            }
         }
     }
 

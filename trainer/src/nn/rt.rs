@@ -230,10 +230,10 @@ pub fn batch_norm<D: Device<f32>, T: Tape<f32, D>>(
     let (c, n) = shape;
     if train {
         let mean = x.retaped::<T>().try_mean::<(usize,), Axis<1>>()?;
-        let centered = x.try_sub(
-            mean.retaped::<T>()
-                .try_broadcast_like::<_, Axis<1>>(&shape)?,
-        )?;
+        let mean_value = mean.retaped::<NoneTape>();
+        // `mean` keeps its own tape (the backward of the mean) and hands it to `centered`: the
+        // gradient must flow through the batch mean too, not treat it as a constant.
+        let centered = x.try_sub(mean.try_broadcast_like::<_, Axis<1>>(&shape)?)?;
         let var = centered
             .retaped::<T>()
             .try_square()?
@@ -244,14 +244,13 @@ pub fn batch_norm<D: Device<f32>, T: Tape<f32, D>>(
             } else {
                 1.0
             };
-            rm.try_axpy(1.0 - momentum, &mean.retaped::<NoneTape>(), momentum)?;
+            rm.try_axpy(1.0 - momentum, &mean_value, momentum)?;
             rv.try_axpy(
                 1.0 - momentum,
                 &var.retaped::<NoneTape>(),
                 momentum * unbias,
             )?;
         }
-        drop(mean);
         let inv_std = var.try_add(eps as f32)?.try_sqrt()?.try_recip()?;
         let scale = match affine {
             Some((gamma, _)) => inv_std.try_mul(gamma.retaped::<T>())?,

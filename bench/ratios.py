@@ -1,5 +1,8 @@
 """Ratios of barlow's loader to its peers from a bench.py results file (per CPU-second medians,
-the steady number on a shared machine), and the loader's scaling from 1 to 2 workers."""
+the steady number on a shared machine), and the loader's scaling from 1 to 2 workers.
+
+Peers: `barlow` (loader bench --dir), `barlow-pack` (loader bench --pack), `pillow...` (the
+official pipeline), `dali-full...` (DALI CPU, full decode)."""
 import json
 import statistics
 import sys
@@ -11,15 +14,30 @@ for line in open(sys.argv[1]):
     rows[(r["peer"], r.get("workers", r.get("threads")))].append(r)
 
 
+def vals(peer, w, key):
+    exact = peer.startswith("barlow")
+    return [r[key] for (p, ww), v in rows.items()
+            if (p == peer if exact else p.startswith(peer)) and ww == w for r in v if key in r]
+
+
 def med(peer, w, key):
-    rs = [r[key] for (p, ww), v in rows.items() if p.startswith(peer) and ww == w for r in v]
-    return statistics.median(rs) if rs else float("nan")
+    v = vals(peer, w, key)
+    return statistics.median(v) if v else float("nan")
 
 
-print("| workers | barlow pairs/CPU-s | Pillow official | DALI CPU | barlow / Pillow | barlow / DALI |")
-print("|---|---|---|---|---|---|")
+print("| workers | barlow pairs/CPU-s | barlow --pack | Pillow official | DALI CPU | barlow / Pillow | --pack / Pillow | barlow / DALI |")
+print("|---|---|---|---|---|---|---|---|")
 for w in (1, 2):
-    b, p, d = med("barlow", w, "pairs_per_cpu_s"), med("pillow", w, "pairs_per_cpu_s"), med("dali-full", w, "pairs_per_cpu_s")
-    print(f"| {w} | {b:.0f} | {p:.0f} | {d:.0f} | {b / p:.1f}x | {b / d:.1f}x |")
-s1, s2 = med("barlow", 1, "pairs_per_s"), med("barlow", 2, "pairs_per_s")
-print(f"\nbarlow pairs/s: {s1:.0f} with 1 worker, {s2:.0f} with 2 ({s2 / s1:.2f}x)")
+    b, k = med("barlow", w, "pairs_per_cpu_s"), med("barlow-pack", w, "pairs_per_cpu_s")
+    p, d = med("pillow", w, "pairs_per_cpu_s"), med("dali-full", w, "pairs_per_cpu_s")
+    print(f"| {w} | {b:.0f} | {k:.0f} | {p:.0f} | {d:.0f} | {b / p:.1f}x | {k / p:.1f}x | {b / d:.1f}x |")
+print("\n| peer | pairs/s W=1 | pairs/s W=2 | W2/W1 | busy cores W=2 | runs |")
+print("|---|---|---|---|---|---|")
+for peer in ("barlow", "barlow-pack", "pillow", "dali-full"):
+    s1, s2 = med(peer, 1, "pairs_per_s"), med(peer, 2, "pairs_per_s")
+    c2 = med(peer, 2, "cpu_cores_busy")
+    n = len(vals(peer, 1, "pairs_per_s")) + len(vals(peer, 2, "pairs_per_s"))
+    print(f"| {peer} | {s1:.0f} | {s2:.0f} | {s2 / s1:.2f}x | {c2:.2f} | {n} |")
+rss = [r["peak_rss_bytes"] for v in rows.values() for r in v if "peak_rss_bytes" in r]
+if rss:
+    print(f"\nbarlow peak RSS: {max(rss) / 2**20:.0f} MiB max over runs (ring {rows and max(r.get('ring_bytes', 0) for v in rows.values() for r in v) / 2**20:.0f} MiB)")

@@ -1,9 +1,12 @@
 //! The built-in demo dataset: procedurally drawn JPEGs with learnable class structure.
 //!
-//! Each class is a distinct combination of a *shape family* (discs, stripes, rectangles, ...) and
-//! a *colour family* (a 36° hue band). Within a class every image varies position, scale, count,
-//! rotation, background, exact colours and size, and carries a little pixel noise, so a
-//! self-supervised model has something real to learn and no two images are identical.
+//! Each class is a *shape family* (discs, stripes, rectangles, ...); from class 10 on, a class adds
+//! a second, sparser family on top. Within a class every image varies position, scale, count,
+//! rotation, background and size, and carries a little pixel noise, so a self-supervised model has
+//! something real to learn and no two images are identical. Colours are drawn per image over the
+//! whole hue circle in every class, so colour carries no class information: the paper's colour
+//! jitter (hue +-0.1) and random grayscale teach a model to ignore colour, and a demo whose classes
+//! were colour bands (demo-v1) made a trained model look worse than a random one.
 //!
 //! Generation is parallel (rayon) and deterministic: image `(class, index)` is drawn from a
 //! `Pcg64` seeded from `(seed, class, index)`, so the same options give byte-identical files.
@@ -34,19 +37,15 @@ pub const SHAPE_FAMILIES: [&str; 10] = [
     "blobs",
 ];
 
-/// Colour families (hue bands centred on `36° * i`); see [`class_colour_family`].
-pub const COLOUR_FAMILIES: [&str; 10] = [
-    "red", "orange", "yellow", "lime", "green", "cyan", "azure", "blue", "violet", "magenta",
-];
-
-/// Most classes the demo can draw with distinct (shape, colour) combinations.
-pub const MAX_CLASSES: usize = SHAPE_FAMILIES.len() * COLOUR_FAMILIES.len();
+/// Most classes the demo can draw: the 10 single shape families, then every ordered pair of a
+/// shape family with a different second family (see [`class_second_family`]).
+pub const MAX_CLASSES: usize = SHAPE_FAMILIES.len() * SHAPE_FAMILIES.len();
 
 /// JPEG quality of the demo images (with 4:2:0 chroma subsampling).
 pub const JPEG_QUALITY: u8 = 90;
 
 /// Version tag of the demo content; part of [`default_demo_dir`].
-pub const DEMO_VERSION: &str = "demo-v1";
+pub const DEMO_VERSION: &str = "demo-v2";
 
 /// Name of the marker file that [`ensure_demo`] places in a finished demo directory.
 pub const COMPLETE_MARKER: &str = ".complete";
@@ -117,24 +116,22 @@ pub fn class_shape_family(class: usize) -> usize {
     class % SHAPE_FAMILIES.len()
 }
 
-/// Index into [`COLOUR_FAMILIES`] for a class; `(shape, colour)` pairs are distinct for the
-/// first [`MAX_CLASSES`] classes.
-pub fn class_colour_family(class: usize) -> usize {
-    let n = COLOUR_FAMILIES.len();
-    (class_shape_family(class) * 7 + class / SHAPE_FAMILIES.len()) % n
+/// Index into [`SHAPE_FAMILIES`] of the second family drawn (sparser, smaller) on top of the
+/// first: none for classes 0..10, then `(shape + class / 10) % 10`, so the `(shape, second)` pairs
+/// are distinct for the first [`MAX_CLASSES`] classes.
+pub fn class_second_family(class: usize) -> Option<usize> {
+    let n = SHAPE_FAMILIES.len();
+    let t = class / n;
+    (t % n != 0).then(|| (class_shape_family(class) + t) % n)
 }
 
-/// Folder name of a class: `n00_discs`, `n01_stripes`, ...; from class 10 on the colour is
-/// appended (`n10_discs_orange`). Sorted names follow label order.
+/// Folder name of a class: `n00_discs`, `n01_stripes`, ...; from class 10 on the second family
+/// is appended (`n10_discs_stripes`). Sorted names follow label order.
 pub fn class_name(class: usize) -> String {
     let shape = SHAPE_FAMILIES[class_shape_family(class)];
-    if class < SHAPE_FAMILIES.len() {
-        format!("n{class:02}_{shape}")
-    } else {
-        format!(
-            "n{class:02}_{shape}_{}",
-            COLOUR_FAMILIES[class_colour_family(class)]
-        )
+    match class_second_family(class) {
+        None => format!("n{class:02}_{shape}"),
+        Some(f) => format!("n{class:02}_{shape}_{}", SHAPE_FAMILIES[f]),
     }
 }
 
@@ -185,31 +182,40 @@ fn readme_text(opts: &DemoOptions) -> String {
     s.push_str(
         ")\n\nProcedurally drawn JPEG images written by `datasets demo`, laid out like ImageNet:\n",
     );
-    s.push_str("<root>/<class>/<class>_<nnnn>.JPEG. Each class combines one shape family with one colour\n");
     s.push_str(
-        "family (hue band); position, scale, count, rotation, background, colours and size vary\n",
+        "<root>/<class>/<class>_<nnnn>.JPEG. A class is a shape family (classes 10 and up add a\n",
     );
     s.push_str(
-        "within a class, plus a little noise. It is a smoke-test dataset for self-supervised\n",
+        "second, sparser family on top); position, scale, count, rotation, background, size and\n",
     );
-    s.push_str("pretraining, not real photographs.\n\n");
+    s.push_str("colours vary within a class, plus a little noise. Hues are random over the whole circle in\n");
+    s.push_str(
+        "every class, so colour says nothing about the class: only structure does (the paper's\n",
+    );
+    s.push_str(
+        "colour jitter and grayscale teach invariance to colour). It is a smoke-test dataset for\n",
+    );
+    s.push_str("self-supervised pretraining, not real photographs.\n\n");
     s.push_str(&format!(
         "classes: {}  images per class: {}  sides: {}..={} px  seed: {}  jpeg quality: {} (4:2:0)\n\n",
         opts.classes, opts.per_class, opts.min_side, opts.max_side, opts.seed, JPEG_QUALITY
     ));
     for c in 0..opts.classes {
-        s.push_str(&format!(
-            "{}: {} in {}\n",
-            class_name(c),
-            SHAPE_FAMILIES[class_shape_family(c)],
-            COLOUR_FAMILIES[class_colour_family(c)]
-        ));
+        let shape = SHAPE_FAMILIES[class_shape_family(c)];
+        match class_second_family(c) {
+            None => s.push_str(&format!("{}: {shape}\n", class_name(c))),
+            Some(f) => s.push_str(&format!(
+                "{}: {shape} with {}\n",
+                class_name(c),
+                SHAPE_FAMILIES[f]
+            )),
+        }
     }
     s
 }
 
 /// `$BARLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/barlow`, else `$HOME/.cache/barlow`, else
-/// `<tmp>/barlow`; then `/demo-v1`. Empty variables count as unset.
+/// `<tmp>/barlow`; then `/demo-v2` ([`DEMO_VERSION`]). Empty variables count as unset.
 pub fn default_demo_dir() -> PathBuf {
     let var = |k: &str| {
         std::env::var_os(k)
@@ -491,11 +497,12 @@ impl Canvas {
     }
 }
 
-/// Draws one image of `class`: a background, then the class's shape family in its colour family.
+/// Draws one image of `class`: a background, then the class's shape family (and, from class 10
+/// on, its second family drawn sparser on top). Hues are drawn per image over the full circle, so
+/// colour carries no class information: only structure does.
 fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
     let (w, h) = (canvas.w as f32, canvas.h as f32);
-    let s = w.min(h);
-    let hue0 = class_colour_family(class) as f32 * 36.0 + uni(rng, -10.0, 10.0);
+    let hue0 = uni(rng, 0.0, 360.0);
 
     // Background: a low-saturation gradient, dark or light, of any hue.
     let dark = rng.gen_bool(0.5);
@@ -529,10 +536,24 @@ fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
         }
     }
 
-    // A colour from the class's hue band, varied per shape.
+    draw_family(canvas, rng, class_shape_family(class), hue0, 1.0);
+    if let Some(second) = class_second_family(class) {
+        // The second family in a contrasting hue, sparser and smaller.
+        let hue1 = hue0 + uni(rng, 90.0, 270.0);
+        draw_family(canvas, rng, second, hue1, 0.6);
+    }
+}
+
+/// Draws one shape family with colours around `hue0`; `scale` < 1 draws smaller, fewer shapes.
+fn draw_family(canvas: &mut Canvas, rng: &mut Pcg64, family: usize, hue0: f32, scale: f32) {
+    let (w, h) = (canvas.w as f32, canvas.h as f32);
+    let s = w.min(h) * scale;
+    let fewer = |n: usize| ((n as f32 * scale).round() as usize).max(1);
+
+    // A colour near the image's hue, varied per shape.
     let colour = |rng: &mut Pcg64| {
         hsv(
-            hue0 + uni(rng, -5.0, 5.0),
+            hue0 + uni(rng, -15.0, 15.0),
             uni(rng, 0.55, 1.0),
             uni(rng, 0.5, 1.0),
         )
@@ -540,7 +561,7 @@ fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
     let centre = |rng: &mut Pcg64| (uni(rng, 0.1, 0.9) * w, uni(rng, 0.1, 0.9) * h);
     // Periodic patterns sometimes fill only a large disc region.
     let region = |rng: &mut Pcg64| -> Option<(f32, f32, f32)> {
-        rng.gen_bool(0.4).then(|| {
+        rng.gen_bool(if scale < 1.0 { 1.0 } else { 0.4 }).then(|| {
             (
                 uni(rng, 0.25, 0.75) * w,
                 uni(rng, 0.25, 0.75) * h,
@@ -553,10 +574,10 @@ fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
         None => 1.0,
     };
 
-    match class_shape_family(class) {
+    match family {
         0 => {
             // Discs.
-            let n = rng.gen_range(1..=6);
+            let n = fewer(rng.gen_range(1..=6));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let r = s * uni(rng, 0.08, 0.3) / (n as f32).sqrt();
@@ -582,7 +603,7 @@ fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
         }
         2 => {
             // Squares and rectangles.
-            let n = rng.gen_range(1..=5);
+            let n = fewer(rng.gen_range(1..=5));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let hx = s * uni(rng, 0.08, 0.25) / (n as f32).sqrt();
@@ -602,7 +623,7 @@ fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
         }
         3 => {
             // Triangles.
-            let n = rng.gen_range(1..=5);
+            let n = fewer(rng.gen_range(1..=5));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let r = s * uni(rng, 0.12, 0.34) / (n as f32).sqrt();
@@ -673,7 +694,7 @@ fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
         }
         6 => {
             // Crosses (plus signs).
-            let n = rng.gen_range(1..=4);
+            let n = fewer(rng.gen_range(1..=4));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let arm = s * uni(rng, 0.14, 0.32) / (n as f32).sqrt();
@@ -813,16 +834,17 @@ mod tests {
         assert_eq!(names, sorted);
         assert_eq!(names[0], "n00_discs");
         assert_eq!(names[1], "n01_stripes");
-        let mut combos: Vec<(usize, usize)> = (0..MAX_CLASSES)
-            .map(|c| (class_shape_family(c), class_colour_family(c)))
+        assert_eq!(names[10], "n10_discs_stripes");
+        assert_eq!(names[99], "n99_blobs_waves");
+        let mut combos: Vec<(usize, Option<usize>)> = (0..MAX_CLASSES)
+            .map(|c| (class_shape_family(c), class_second_family(c)))
             .collect();
+        assert!(combos.iter().all(|&(a, b)| Some(a) != b));
         combos.sort();
         combos.dedup();
         assert_eq!(combos.len(), MAX_CLASSES);
-        // The first ten classes differ in both shape and colour.
-        let mut first: Vec<usize> = (0..10).map(class_colour_family).collect();
-        first.sort();
-        assert_eq!(first, (0..10).collect::<Vec<_>>());
+        // The first ten classes are the ten shape families alone.
+        assert!((0..10).all(|c| class_second_family(c).is_none() && class_shape_family(c) == c));
     }
 
     #[test]
@@ -934,68 +956,151 @@ mod tests {
         }
     }
 
-    /// Mean hue direction per image, classified by the nearest class centroid (leave-one-out): the
-    /// classes must be far more separable than chance (0.1).
+    /// Leave-one-out nearest-centroid accuracy of (standardised) per-image features.
+    fn nearest_centroid_accuracy(feats: &[(Vec<f64>, usize)], k: usize) -> f64 {
+        let d = feats[0].0.len();
+        let n = feats.len() as f64;
+        let mean: Vec<f64> = (0..d)
+            .map(|j| feats.iter().map(|f| f.0[j]).sum::<f64>() / n)
+            .collect();
+        let sd: Vec<f64> = (0..d)
+            .map(|j| {
+                (feats
+                    .iter()
+                    .map(|f| (f.0[j] - mean[j]).powi(2))
+                    .sum::<f64>()
+                    / n)
+                    .sqrt()
+                    .max(1e-12)
+            })
+            .collect();
+        let z: Vec<(Vec<f64>, usize)> = feats
+            .iter()
+            .map(|(f, l)| ((0..d).map(|j| (f[j] - mean[j]) / sd[j]).collect(), *l))
+            .collect();
+        let mut correct = 0;
+        for (i, (f, label)) in z.iter().enumerate() {
+            let mut sums = vec![vec![0f64; d]; k];
+            let mut counts = vec![0usize; k];
+            for (j, (g, l)) in z.iter().enumerate() {
+                if i != j {
+                    for (s, v) in sums[*l].iter_mut().zip(g) {
+                        *s += v;
+                    }
+                    counts[*l] += 1;
+                }
+            }
+            let dist = |c: usize| -> f64 {
+                (0..d)
+                    .map(|j| (f[j] - sums[c][j] / counts[c] as f64).powi(2))
+                    .sum()
+            };
+            let best = (0..k).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
+            correct += (best == *label) as usize;
+        }
+        correct as f64 / z.len() as f64
+    }
+
+    /// Colour features: the chroma-weighted mean hue direction and the mean RGB.
+    fn colour_features(w: usize, h: usize, px: &[u8]) -> Vec<f64> {
+        let (mut a, mut b) = (0f64, 0f64);
+        let mut rgb = [0f64; 3];
+        for p in px.chunks_exact(3) {
+            let (r, g, bl) = (p[0] as f64, p[1] as f64, p[2] as f64);
+            let ca = r - 0.5 * (g + bl);
+            let cb = 0.866 * (g - bl);
+            let c = (ca * ca + cb * cb).sqrt();
+            a += ca * c;
+            b += cb * c;
+            rgb[0] += r;
+            rgb[1] += g;
+            rgb[2] += bl;
+        }
+        let n = (a * a + b * b).sqrt().max(1e-9);
+        let m = (w * h) as f64;
+        vec![a / n, b / n, rgb[0] / m, rgb[1] / m, rgb[2] / m]
+    }
+
+    /// Colour-blind structure features from the luma gradients: edge density, how strongly the
+    /// edge orientations concentrate on one axis or on two perpendicular axes (rotation
+    /// invariant), and the edge density at half resolution relative to full resolution (scale of
+    /// the pattern).
+    fn structure_features(w: usize, h: usize, px: &[u8]) -> Vec<f64> {
+        let luma: Vec<f64> = px
+            .chunks_exact(3)
+            .map(|p| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64)
+            .collect();
+        let grads = |img: &[f64], w: usize, h: usize| -> (f64, f64, [f64; 2], [f64; 2]) {
+            let (mut sum, mut strong, mut c2, mut c4) = (0f64, 0f64, [0f64; 2], [0f64; 2]);
+            for y in 1..h - 1 {
+                for x in 1..w - 1 {
+                    let gx = img[y * w + x + 1] - img[y * w + x - 1];
+                    let gy = img[(y + 1) * w + x] - img[(y - 1) * w + x];
+                    let m = (gx * gx + gy * gy).sqrt();
+                    sum += m;
+                    strong += (m > 40.0) as u8 as f64;
+                    let t = gy.atan2(gx);
+                    c2[0] += m * (2.0 * t).cos();
+                    c2[1] += m * (2.0 * t).sin();
+                    c4[0] += m * (4.0 * t).cos();
+                    c4[1] += m * (4.0 * t).sin();
+                }
+            }
+            (sum, strong, c2, c4)
+        };
+        let n = ((w - 2) * (h - 2)) as f64;
+        let (sum, strong, c2, c4) = grads(&luma, w, h);
+        let (hw, hh) = (w / 2, h / 2);
+        let half: Vec<f64> = (0..hw * hh)
+            .map(|i| {
+                let (x, y) = (2 * (i % hw), 2 * (i / hw));
+                (luma[y * w + x]
+                    + luma[y * w + x + 1]
+                    + luma[(y + 1) * w + x]
+                    + luma[(y + 1) * w + x + 1])
+                    / 4.0
+            })
+            .collect();
+        let (hsum, ..) = grads(&half, hw, hh);
+        let hn = ((hw - 2) * (hh - 2)) as f64;
+        let s = sum.max(1e-9);
+        vec![
+            sum / n,
+            strong / n,
+            (c2[0] * c2[0] + c2[1] * c2[1]).sqrt() / s,
+            (c4[0] * c4[0] + c4[1] * c4[1]).sqrt() / s,
+            (hsum / hn) / (sum / n).max(1e-9),
+        ]
+    }
+
+    /// Colour must say nothing about the class (hues are random in every class), while simple
+    /// colour-blind structure features must (chance is 0.1).
     #[test]
-    fn classes_are_separable_by_mean_colour() {
+    fn classes_differ_by_structure_not_colour() {
         let tmp = tempfile::tempdir().unwrap();
         let opts = DemoOptions {
             classes: 10,
             per_class: 20,
-            min_side: 48,
+            min_side: 64,
             max_side: 96,
             seed: 3,
         };
         write_demo(tmp.path(), &opts).unwrap();
         let folder = ImageFolder::scan(tmp.path()).unwrap();
-        let feats: Vec<([f64; 3], usize)> = folder
-            .samples
-            .iter()
-            .map(|s| {
-                let (_, _, px) = decode(&s.path);
-                // Mean chroma vector (opponent colour plane), weighted by chroma so saturated
-                // shapes count more than the greyish background; normalised to a hue direction.
-                let (mut a, mut b) = (0f64, 0f64);
-                for p in px.chunks_exact(3) {
-                    let (r, g, bl) = (p[0] as f64, p[1] as f64, p[2] as f64);
-                    let ca = r - 0.5 * (g + bl);
-                    let cb = 0.866 * (g - bl);
-                    let c = (ca * ca + cb * cb).sqrt();
-                    a += ca * c;
-                    b += cb * c;
-                }
-                let n = (a * a + b * b).sqrt().max(1e-9);
-                ([a / n, b / n, 0.0], s.label as usize)
-            })
-            .collect();
-        let k = opts.classes;
-        let mut correct = 0;
-        for (i, (f, label)) in feats.iter().enumerate() {
-            let mut sums = vec![[0f64; 3]; k];
-            let mut counts = vec![0usize; k];
-            for (j, (g, l)) in feats.iter().enumerate() {
-                if i != j {
-                    for d in 0..3 {
-                        sums[*l][d] += g[d];
-                    }
-                    counts[*l] += 1;
-                }
-            }
-            let best = (0..k)
-                .min_by(|&a, &b| {
-                    let dist = |c: usize| -> f64 {
-                        (0..3)
-                            .map(|d| (f[d] - sums[c][d] / counts[c] as f64).powi(2))
-                            .sum()
-                    };
-                    dist(a).partial_cmp(&dist(b)).unwrap()
-                })
-                .unwrap();
-            correct += (best == *label) as usize;
+        let (mut colour, mut structure) = (Vec::new(), Vec::new());
+        for s in &folder.samples {
+            let (w, h, px) = decode(&s.path);
+            colour.push((colour_features(w, h, &px), s.label as usize));
+            structure.push((structure_features(w, h, &px), s.label as usize));
         }
-        let acc = correct as f64 / feats.len() as f64;
-        eprintln!("nearest-centroid accuracy {acc}");
-        assert!(acc > 0.5, "nearest-centroid accuracy {acc}");
+        let colour_acc = nearest_centroid_accuracy(&colour, opts.classes);
+        let structure_acc = nearest_centroid_accuracy(&structure, opts.classes);
+        eprintln!("nearest-centroid accuracy: colour {colour_acc}, structure {structure_acc}");
+        assert!(colour_acc < 0.25, "colour predicts the class: {colour_acc}");
+        assert!(
+            structure_acc > 0.35,
+            "structure does not separate the classes: {structure_acc}"
+        );
     }
 
     #[test]

@@ -24,25 +24,65 @@ pub struct ViewMaker {
     resampler: Resampler,
     blur: BlurScratch,
     hwc: Vec<u8>,
+    /// Time spent per stage since the last [`ViewMaker::take_times`].
+    times: StageTimes,
+}
+
+/// Nanoseconds spent in each stage of making views.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Crop + bicubic resize.
+    pub crop_ns: u64,
+    /// Colour jitter and grayscale.
+    pub color_ns: u64,
+    /// Gaussian blur.
+    pub blur_ns: u64,
+    /// Flip + solarize + HWC -> CHW write into the destination.
+    pub write_ns: u64,
+}
+
+/// A stopwatch that hands out the time since its last lap.
+struct Lap(std::time::Instant);
+
+impl Lap {
+    fn start() -> Lap {
+        Lap(std::time::Instant::now())
+    }
+    fn lap(&mut self) -> u64 {
+        let now = std::time::Instant::now();
+        let ns = (now - self.0).as_nanos() as u64;
+        self.0 = now;
+        ns
+    }
 }
 
 impl ViewMaker {
     /// Makes the `size x size` view of `image` described by `params` (which must fit the image;
     /// see [`ViewParams::validate`]) and writes it as CHW u8 into `out` (`3 * size * size` bytes).
     pub fn make_view(&mut self, image: &RgbImage, params: &ViewParams, size: u32, out: &mut [u8]) {
-        let hwc = self.make_hwc(image, params, size);
-        let lut = if params.solarize {
-            color::solarize_lut(128)
-        } else {
-            IDENTITY
-        };
-        write_chw(hwc, size as usize, params.flip, &lut, out);
+        let lut = self.make_hwc(image, params, size);
+        let mut lap = Lap::start();
+        write_chw(&self.hwc, size as usize, params.flip, &lut, out);
+        self.times.write_ns += lap.lap();
     }
 
-    /// The view before flip and solarize, as interleaved RGB (HWC); borrowed from the scratch.
-    fn make_hwc(&mut self, image: &RgbImage, params: &ViewParams, size: u32) -> &[u8] {
+    /// The time spent per stage since the last call (and resets it).
+    pub fn take_times(&mut self) -> StageTimes {
+        std::mem::take(&mut self.times)
+    }
+
+    /// The view before flip, as interleaved RGB (HWC) in `self.hwc`, but for a per-sample table
+    /// still to be applied (returned; it includes solarize).
+    ///
+    /// Brightness and contrast are per-sample tables, so they are not applied where they occur but
+    /// composed into a pending table that the next op reads its input through (saturation, hue and
+    /// grayscale load through it; contrast takes its mean through it; blur applies it first) and
+    /// that the final write applies with solarize. The bytes are the same as applying each op in
+    /// turn, with fewer passes over the image.
+    fn make_hwc(&mut self, image: &RgbImage, params: &ViewParams, size: u32) -> [u8; 256] {
         let s = size as usize;
         let c = params.crop;
+        let mut lap = Lap::start();
         self.hwc.resize(3 * s * s, 0);
         self.resampler.resize_crop(
             &image.pixels,
@@ -52,24 +92,50 @@ impl ViewMaker {
             s,
             &mut self.hwc,
         );
+        self.times.crop_ns += lap.lap();
         let px = &mut self.hwc[..];
+        let mut pending = IDENTITY;
+        let mut table = [0u8; 256];
         if let Some(j) = &params.jitter {
             for op in j.order {
                 match op {
-                    JitterOp::Brightness => color::brightness(px, j.brightness),
-                    JitterOp::Contrast => color::contrast(px, j.contrast),
-                    JitterOp::Saturation => color::saturation(px, j.saturation),
-                    JitterOp::Hue => color::hue(px, j.hue),
+                    JitterOp::Brightness => {
+                        color::blend_table(0, j.brightness as f32, &mut table);
+                        pending = color::compose(&pending, &table);
+                    }
+                    JitterOp::Contrast => {
+                        let mean = color::contrast_mean_lut(px, &pending);
+                        color::blend_table(mean, j.contrast as f32, &mut table);
+                        pending = color::compose(&pending, &table);
+                    }
+                    JitterOp::Saturation => {
+                        color::saturation_lut(px, j.saturation, &pending);
+                        pending = IDENTITY;
+                    }
+                    JitterOp::Hue => {
+                        color::hue_lut(px, j.hue, &pending);
+                        pending = IDENTITY;
+                    }
                 }
             }
         }
         if params.grayscale {
-            color::grayscale(px);
+            color::grayscale_lut(px, &pending);
+            pending = IDENTITY;
         }
+        self.times.color_ns += lap.lap();
         if let Some(sigma) = params.blur_sigma {
+            if pending != IDENTITY {
+                color::apply_lut(px, &pending);
+                pending = IDENTITY;
+            }
             gaussian_blur(px, s, s, sigma, &mut self.blur);
         }
-        &self.hwc
+        self.times.blur_ns += lap.lap();
+        if params.solarize {
+            pending = color::compose(&pending, &color::solarize_lut(128));
+        }
+        pending
     }
 
     /// The view as interleaved RGB (HWC) u8, flip and solarize included (for PNG output).
@@ -81,14 +147,10 @@ impl ViewMaker {
         out: &mut Vec<u8>,
     ) {
         let s = size as usize;
-        let hwc = self.make_hwc(image, params, size);
+        let lut = self.make_hwc(image, params, size);
+        let hwc = &self.hwc;
         out.clear();
         out.resize(3 * s * s, 0);
-        let lut = if params.solarize {
-            color::solarize_lut(128)
-        } else {
-            IDENTITY
-        };
         for (y, row) in hwc.chunks_exact(3 * s).enumerate() {
             for x in 0..s {
                 let dx = if params.flip { s - 1 - x } else { x };
@@ -100,33 +162,56 @@ impl ViewMaker {
     }
 }
 
-const IDENTITY: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = i as u8;
-        i += 1;
-    }
-    t
-};
+use crate::color::IDENTITY;
 
-/// Interleaved RGB (HWC) -> planar CHW through `lut`, mirroring each row when `flip`.
-fn write_chw(hwc: &[u8], size: usize, flip: bool, lut: &[u8; 256], out: &mut [u8]) {
-    let plane = size * size;
-    assert_eq!(
-        out.len(),
-        3 * plane,
-        "destination must hold 3 x {size} x {size} bytes"
-    );
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (y, row) in hwc.chunks_exact(3 * size).enumerate() {
-        let base = y * size;
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            let dx = base + if flip { size - 1 - x } else { x };
-            r[dx] = lut[px[0] as usize];
-            g[dx] = lut[px[1] as usize];
-            b[dx] = lut[px[2] as usize];
+crate::simd::multiversion! {
+    /// Interleaved RGB (HWC) -> planar CHW through `lut`, mirroring each row when `flip`: each row
+    /// is de-interleaved (64 pixels at a time through fixed-size arrays, which vectorises), then
+    /// reversed in place if flipped, then passed through the table unless it is the identity.
+    fn write_chw(hwc: &[u8], size: usize, flip: bool, lut: &[u8; 256], out: &mut [u8]) {
+        const C: usize = 64;
+        let plane = size * size;
+        assert_eq!(
+            out.len(),
+            3 * plane,
+            "destination must hold 3 x {size} x {size} bytes"
+        );
+        let identity = lut == &IDENTITY;
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (y, row) in hwc.chunks_exact(3 * size).enumerate() {
+            let span = y * size..(y + 1) * size;
+            let (rr, gr, br) = (&mut r[span.clone()], &mut g[span.clone()], &mut b[span]);
+            let mut x = 0;
+            while x + C <= size {
+                let px: &[u8; 3 * C] = row[3 * x..3 * (x + C)].try_into().unwrap();
+                let (ro, go, bo): (&mut [u8; C], &mut [u8; C], &mut [u8; C]) = (
+                    (&mut rr[x..x + C]).try_into().unwrap(),
+                    (&mut gr[x..x + C]).try_into().unwrap(),
+                    (&mut br[x..x + C]).try_into().unwrap(),
+                );
+                for i in 0..C {
+                    ro[i] = px[3 * i];
+                    go[i] = px[3 * i + 1];
+                    bo[i] = px[3 * i + 2];
+                }
+                x += C;
+            }
+            for i in x..size {
+                rr[i] = row[3 * i];
+                gr[i] = row[3 * i + 1];
+                br[i] = row[3 * i + 2];
+            }
+            for p in [rr, gr, br] {
+                if flip {
+                    p.reverse();
+                }
+                if !identity {
+                    for v in p.iter_mut() {
+                        *v = lut[*v as usize];
+                    }
+                }
+            }
         }
     }
 }

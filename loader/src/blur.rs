@@ -38,43 +38,98 @@ impl BoxWeights {
     }
 }
 
-/// One box pass over a line of `n` RGB pixels: `src` and `dst` are contiguous (3n bytes).
-fn box_line(src: &[u8], dst: &mut [u8], n: usize, w: BoxWeights) {
-    let r = w.radius;
-    let last = n - 1;
-    let px = |i: isize, c: usize| -> u32 {
-        let i = i.clamp(0, last as isize) as usize;
-        src[3 * i + c] as u32
+/// One box pass along the *line index* of `nlines` lines of `len` bytes each (`src` -> `dst`):
+/// output line `y` is Pillow's `ImagingLineBoxBlur` at position `y`, for every byte of the line at
+/// once (edges replicated). Run over the rows of an image it blurs columns; run over the rows of
+/// the transposed image it blurs rows. Each inner loop is element-wise over a contiguous line, so it
+/// vectorises; `acc` holds the running window sums (one u32 per byte of a line).
+#[inline(always)]
+fn box_lines(
+    src: &[u8],
+    dst: &mut [u8],
+    nlines: usize,
+    len: usize,
+    w: BoxWeights,
+    acc: &mut [u32],
+) {
+    let r = w.radius as isize;
+    let last = nlines as isize - 1;
+    let line = |i: isize| -> &[u8] {
+        let i = i.clamp(0, last) as usize;
+        &src[i * len..(i + 1) * len]
     };
-    // Window sum for x = 0: indices -r..=r, clamped.
-    let mut acc = [0u32; 3];
-    for (c, a) in acc.iter_mut().enumerate() {
-        for k in -(r as isize)..=(r as isize) {
-            *a += px(k, c);
+    let acc = &mut acc[..len];
+    acc.fill(0);
+    for k in -r..=r {
+        for (a, &v) in acc.iter_mut().zip(line(k)) {
+            *a += v as u32;
         }
     }
-    for x in 0..n {
-        let xi = x as isize;
-        for c in 0..3 {
-            if x > 0 {
-                acc[c] = acc[c] + px(xi + r as isize, c) - px(xi - r as isize - 1, c);
+    let (ww, fw) = (w.ww, w.fw);
+    for (y, out) in dst.chunks_exact_mut(len).take(nlines).enumerate() {
+        let y = y as isize;
+        let (before, after) = (line(y - r - 1), line(y + r + 1));
+        if y > 0 {
+            let add = line(y + r);
+            for ((a, &p), &m) in acc.iter_mut().zip(add).zip(before) {
+                *a = a.wrapping_add(p as u32).wrapping_sub(m as u32);
             }
-            let bulk = acc[c].wrapping_mul(w.ww).wrapping_add(
-                (px(xi - r as isize - 1, c) + px(xi + r as isize + 1, c)).wrapping_mul(w.fw),
-            );
-            dst[3 * x + c] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
+        }
+        for (((o, &a), &b), &c) in out.iter_mut().zip(acc.iter()).zip(before).zip(after) {
+            let bulk = a
+                .wrapping_mul(ww)
+                .wrapping_add((b as u32 + c as u32).wrapping_mul(fw));
+            *o = (bulk.wrapping_add(1 << 23) >> 24) as u8;
         }
     }
 }
 
-/// Per-worker line buffers for [`gaussian_blur`].
+crate::simd::multiversion! {
+    /// The six passes: rows (on the transposed image, `t`/`u`), then columns, ending in `pixels`.
+    fn six_passes(pixels: &mut [u8], t: &mut [u8], u: &mut [u8], acc: &mut [u32], width: usize, height: usize, w: BoxWeights) {
+        let (row_len, col_len) = (3 * height, 3 * width);
+        transpose_rgb(pixels, width, height, t);
+        box_lines(t, u, width, row_len, w, acc);
+        box_lines(u, t, width, row_len, w, acc);
+        box_lines(t, u, width, row_len, w, acc);
+        transpose_rgb(u, height, width, pixels);
+        box_lines(pixels, t, height, col_len, w, acc);
+        box_lines(t, u, height, col_len, w, acc);
+        box_lines(u, pixels, height, col_len, w, acc);
+    }
+}
+
+/// Pixel-level transpose of an RGB image: `src` is `height` rows of `width` pixels, `dst` becomes
+/// `width` rows of `height` pixels. Tiled for the cache.
+#[inline(always)]
+fn transpose_rgb(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
+    const T: usize = 16;
+    for y0 in (0..height).step_by(T) {
+        for x0 in (0..width).step_by(T) {
+            for y in y0..(y0 + T).min(height) {
+                let row = &src[3 * y * width..3 * (y + 1) * width];
+                for x in x0..(x0 + T).min(width) {
+                    let d = 3 * (x * height + y);
+                    dst[d..d + 3].copy_from_slice(&row[3 * x..3 * x + 3]);
+                }
+            }
+        }
+    }
+}
+
+/// Per-worker buffers for [`gaussian_blur`].
 #[derive(Default)]
 pub struct BlurScratch {
-    a: Vec<u8>,
-    b: Vec<u8>,
+    t: Vec<u8>,
+    u: Vec<u8>,
+    acc: Vec<u32>,
 }
 
 /// Pillow's `GaussianBlur(sigma)` (3 passes) on an RGB image of `width x height`, in place.
+///
+/// Pillow blurs rows (three passes), transposes, blurs rows again and transposes back. Here the
+/// image is transposed first so that the row passes, like the column passes, run along the line
+/// index and vectorise across a whole line; the bytes are the same.
 pub fn gaussian_blur(
     pixels: &mut [u8],
     width: usize,
@@ -89,31 +144,19 @@ pub fn gaussian_blur(
         return;
     }
     let w = BoxWeights::new(radius);
-    let line = 3 * width.max(height);
-    scratch.a.resize(line, 0);
-    scratch.b.resize(line, 0);
-    let (a, b) = (&mut scratch.a, &mut scratch.b);
-    // Rows.
-    for row in pixels.chunks_exact_mut(3 * width) {
-        box_line(row, &mut a[..3 * width], width, w);
-        box_line(&a[..3 * width], &mut b[..3 * width], width, w);
-        box_line(&b[..3 * width], row, width, w);
-    }
-    // Columns (Pillow transposes and blurs rows; gathering a column is the same).
-    let stride = 3 * width;
-    for x in 0..width {
-        for y in 0..height {
-            a[3 * y..3 * y + 3]
-                .copy_from_slice(&pixels[y * stride + 3 * x..y * stride + 3 * x + 3]);
-        }
-        box_line(&a[..3 * height], &mut b[..3 * height], height, w);
-        box_line(&b[..3 * height], &mut a[..3 * height], height, w);
-        box_line(&a[..3 * height], &mut b[..3 * height], height, w);
-        for y in 0..height {
-            pixels[y * stride + 3 * x..y * stride + 3 * x + 3]
-                .copy_from_slice(&b[3 * y..3 * y + 3]);
-        }
-    }
+    let n = 3 * width * height;
+    scratch.t.resize(n, 0);
+    scratch.u.resize(n, 0);
+    scratch.acc.resize(3 * width.max(height), 0);
+    six_passes(
+        pixels,
+        &mut scratch.t,
+        &mut scratch.u,
+        &mut scratch.acc,
+        width,
+        height,
+        w,
+    );
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! barlow's loader: decode (zune-jpeg) -> two augmented views -> shared-memory ring.
 //!
-//! Data flow: a [`source::SampleSource`] yields encoded bytes; [`decode`] turns them into RGB as
+//! Data flow: a [`source::SampleSource`] (a folder, or a [`pack`] file) yields encoded bytes; [`decode`] turns them into RGB as
 //! Pillow's `convert('RGB')` would; [`augment`] makes each view with the paper's pipeline
 //! ([`params`] says what is drawn; [`resample`], [`color`] and [`blur`] are the Pillow-exact ops)
 //! straight into a ring slot; [`pipeline`] drives epochs, batches and the worker pool;
@@ -16,12 +16,14 @@ pub mod decode;
 pub mod guard;
 pub mod keyed_rng;
 pub mod measure;
+pub mod pack;
 pub mod params;
 pub mod pipeline;
 pub mod preview;
 pub mod report;
 pub mod resample;
 pub mod sampler;
+pub(crate) mod simd;
 pub mod source;
 pub mod stat;
 pub mod watch;

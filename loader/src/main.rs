@@ -20,7 +20,7 @@ use shared::{ring_path, Geometry, Producer, RingInfo};
 /// Decode images and write two augmented views per image into a shared-memory ring for
 /// `trainer --shm NAME`.
 ///
-/// Without --dir, it uses barlow's built-in demo dataset (made once in ~/.cache/barlow/demo-v1).
+/// Without --dir, it uses barlow's built-in demo dataset (made once in ~/.cache/barlow/demo-v2).
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -374,7 +374,11 @@ fn run(args: Args) -> anyhow::Result<i32> {
     );
     if args.json {
         let secs = report.elapsed.as_secs_f64();
-        let bad: Vec<_> = report.bad_files.iter().map(|b| serde_json::json!({"file": b.name, "reason": b.reason})).collect();
+        let bad: Vec<_> = report
+            .bad_files
+            .iter()
+            .map(|b| serde_json::json!({"file": b.name, "reason": b.reason}))
+            .collect();
         let summary = serde_json::json!({
             "batches": report.batches,
             "pairs": report.pairs,
@@ -476,7 +480,12 @@ fn measure_command(
         let mut v = serde_json::to_value(&m)?;
         v["source"] = dir.clone().into();
         // The field names ../shared/peers/bench.py reads from an extra peer.
-        v["peer"] = "barlow".into();
+        v["peer"] = if args.pack.is_some() {
+            "barlow-pack"
+        } else {
+            "barlow"
+        }
+        .into();
         v["cpu_cores_busy"] = m.busy_cores.into();
         if let Some(t) = target {
             v["target_pairs_per_s"] = t.into();

@@ -33,8 +33,8 @@ pub const STAGES: [(&str, usize); 7] = [
     ("decode", stat::DECODE_NS),
     ("crop+resize", stat::CROP_NS),
     ("colour", stat::COLOR_NS),
-    ("blur+solarize", stat::BLUR_NS),
-    ("write", stat::WRITE_NS),
+    ("blur", stat::BLUR_NS),
+    ("write+solarize", stat::WRITE_NS),
     ("wait for slot", stat::PRODUCER_WAIT_NS),
 ];
 

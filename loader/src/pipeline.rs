@@ -288,7 +288,13 @@ impl<'s> Pipeline<'s> {
                     .maker
                     .make_view(&scratch.image, &params, self.cfg.image_size, out);
             }
-            clock.lap(stat::CROP_NS);
+            let t = scratch.maker.take_times();
+            if let Some(stats) = stats {
+                stats.add(stat::CROP_NS, t.crop_ns);
+                stats.add(stat::COLOR_NS, t.color_ns);
+                stats.add(stat::BLUR_NS, t.blur_ns);
+                stats.add(stat::WRITE_NS, t.write_ns);
+            }
             true
         })
     }

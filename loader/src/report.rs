@@ -149,7 +149,8 @@ fn line_chart(points: &[(f64, f64)], y_desc: &str, y_max: Option<f64>) -> anyhow
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let t_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-3);
-        let y_max = y_max.unwrap_or_else(|| points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1);
+        let y_max =
+            y_max.unwrap_or_else(|| points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1);
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(30)

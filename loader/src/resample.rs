@@ -30,6 +30,24 @@ struct Taps {
     len: Vec<usize>,
     weights: Vec<i32>,
     scratch: Vec<f64>,
+    groups: Groups,
+}
+
+/// The horizontal taps regrouped for the AVX-512 pass: four consecutive output pixels per group,
+/// their channels in 16 i32 lanes (R, G, B and an unused lane per pixel). Tap `k` of a group reads
+/// one 64-byte window at source pixel `base + k` and permutes pixel `start[j] - base` of it (that
+/// is, source pixel `start[j] + k`) into pixel `j`'s lanes; groups whose pixels are too far apart for one window are left to the
+/// per-pixel pass.
+#[derive(Default)]
+struct Groups {
+    /// Per group: first source pixel, number of taps (0 = use the per-pixel pass), offset of its
+    /// weights in `weights` (16 per tap).
+    base: Vec<usize>,
+    taps: Vec<usize>,
+    at: Vec<usize>,
+    /// Byte permutation (window byte for each of the 16 lanes), per group.
+    index: Vec<[u8; 16]>,
+    weights: Vec<i32>,
 }
 
 impl Taps {
@@ -71,6 +89,52 @@ impl Taps {
             self.len.push(n);
         }
     }
+
+    /// Fills [`Groups`] from the taps (for the horizontal pass).
+    fn compute_groups(&mut self) {
+        let g = &mut self.groups;
+        g.base.clear();
+        g.taps.clear();
+        g.at.clear();
+        g.index.clear();
+        g.weights.clear();
+        for first in (0..self.start.len()).step_by(4) {
+            let base = self.start[first];
+            let full = first + 4 <= self.start.len();
+            let spread_ok = full && self.start[first + 3] - base <= 20;
+            let taps = if spread_ok {
+                (first..first + 4).map(|j| self.len[j]).max().unwrap_or(0)
+            } else {
+                0
+            };
+            let mut index = [0u8; 16];
+            g.base.push(base);
+            g.taps.push(taps);
+            g.at.push(g.weights.len());
+            if taps > 0 {
+                for j in 0..4 {
+                    let o = self.start[first + j] - base;
+                    for c in 0..3 {
+                        index[4 * j + c] = (3 * o + c) as u8;
+                    }
+                }
+                // Tap k of the group is the window at base + k, in which pixel j's own tap k
+                // (source pixel start[j] + k) is at pixel start[j] - base.
+                for k in 0..taps {
+                    for j in 0..4 {
+                        let xx = first + j;
+                        let w = if k < self.len[xx] {
+                            self.weights[xx * self.ksize + k]
+                        } else {
+                            0
+                        };
+                        g.weights.extend_from_slice(&[w, w, w, 0]);
+                    }
+                }
+            }
+            g.index.push(index);
+        }
+    }
 }
 
 #[inline(always)]
@@ -84,6 +148,7 @@ pub struct Resampler {
     horiz: Taps,
     vert: Taps,
     temp: Vec<u8>,
+    acc: Vec<i32>,
 }
 
 impl Resampler {
@@ -123,11 +188,21 @@ impl Resampler {
         }
         if need_h {
             self.horiz.compute(cw, out_w);
+            self.horiz.compute_groups();
         }
         let src_off = cy * stride + cx * 3;
         if vertical_first {
             self.temp.resize(out_h * cw * 3, 0);
-            vertical(&self.vert, src, stride, src_off, 0, cw, &mut self.temp);
+            vertical(
+                &self.vert,
+                src,
+                stride,
+                src_off,
+                0,
+                cw,
+                &mut self.temp,
+                &mut self.acc,
+            );
             horizontal(&self.horiz, &self.temp, cw * 3, 0, out_h, out);
             return;
         }
@@ -136,7 +211,7 @@ impl Resampler {
             return;
         }
         if !need_h {
-            vertical(&self.vert, src, stride, src_off, 0, cw, out);
+            vertical(&self.vert, src, stride, src_off, 0, cw, out, &mut self.acc);
             return;
         }
         // Horizontal pass over only the rows the vertical pass reads, then the vertical pass.
@@ -155,56 +230,229 @@ impl Resampler {
             rows,
             &mut self.temp,
         );
-        vertical(&self.vert, &self.temp, out_w * 3, 0, y_first, out_w, out);
+        vertical(
+            &self.vert,
+            &self.temp,
+            out_w * 3,
+            0,
+            y_first,
+            out_w,
+            out,
+            &mut self.acc,
+        );
     }
 }
 
 /// Horizontal pass: `rows` rows of `input` (row r at `off + r * stride`) -> `out` (rows x taps).
 fn horizontal(k: &Taps, input: &[u8], stride: usize, off: usize, rows: usize, out: &mut [u8]) {
-    let out_w = k.start.len();
-    for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
-        let row = &input[off + r * stride..];
-        for xx in 0..out_w {
-            let (xmin, n) = (k.start[xx], k.len[xx]);
-            let w = &k.weights[xx * k.ksize..xx * k.ksize + n];
-            let mut ss = [1i32 << (PRECISION_BITS - 1); 3];
-            for (x, &wx) in w.iter().enumerate() {
-                let p = &row[(xmin + x) * 3..(xmin + x) * 3 + 3];
-                ss[0] += p[0] as i32 * wx;
-                ss[1] += p[1] as i32 * wx;
-                ss[2] += p[2] as i32 * wx;
-            }
-            dst_row[xx * 3] = clip8(ss[0]);
-            dst_row[xx * 3 + 1] = clip8(ss[1]);
-            dst_row[xx * 3 + 2] = clip8(ss[2]);
-        }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::AVX512
+        && std::arch::is_x86_feature_detected!("avx512vbmi")
+    {
+        // SAFETY: the CPU supports AVX-512 F/BW/VL and VBMI (checked just above).
+        unsafe { horizontal_avx512(k, input, stride, off, rows, out) };
+        return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::AVX2 {
+        // SAFETY: the CPU supports AVX2 (`level` checked it).
+        unsafe { horizontal_avx2(k, input, stride, off, rows, out) };
+        return;
+    }
+    horizontal_scalar(k, input, stride, off, rows, out);
 }
 
-/// Vertical pass over `width` pixels per row: output row yy reads input rows
-/// `start[yy] - row_shift ..` (row r at `off + r * stride`).
-fn vertical(
+fn horizontal_scalar(
     k: &Taps,
     input: &[u8],
     stride: usize,
     off: usize,
-    row_shift: usize,
-    width: usize,
+    rows: usize,
     out: &mut [u8],
 ) {
-    for (yy, dst_row) in out
-        .chunks_exact_mut(width * 3)
-        .enumerate()
-        .take(k.start.len())
-    {
-        let (ymin, n) = (k.start[yy] - row_shift, k.len[yy]);
-        let w = &k.weights[yy * k.ksize..yy * k.ksize + n];
-        for (xx, d) in dst_row.iter_mut().enumerate() {
-            let mut ss = 1i32 << (PRECISION_BITS - 1);
-            for (y, &wy) in w.iter().enumerate() {
-                ss += input[off + (ymin + y) * stride + xx] as i32 * wy;
+    let out_w = k.start.len();
+    for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
+        let row = &input[off + r * stride..];
+        for xx in 0..out_w {
+            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel_scalar(k, row, xx));
+        }
+    }
+}
+
+#[inline(always)]
+fn h_pixel_scalar(k: &Taps, row: &[u8], xx: usize) -> [u8; 3] {
+    let (xmin, n) = (k.start[xx], k.len[xx]);
+    let w = &k.weights[xx * k.ksize..xx * k.ksize + n];
+    let mut ss = [1i32 << (PRECISION_BITS - 1); 3];
+    for (x, &wx) in w.iter().enumerate() {
+        let p = &row[(xmin + x) * 3..(xmin + x) * 3 + 3];
+        ss[0] += p[0] as i32 * wx;
+        ss[1] += p[1] as i32 * wx;
+        ss[2] += p[2] as i32 * wx;
+    }
+    [clip8(ss[0]), clip8(ss[1]), clip8(ss[2])]
+}
+
+/// The horizontal pass with one output pixel's three channels in the lanes of an SSE register: each
+/// tap loads 4 bytes (R, G, B and the next pixel's R, whose lane is ignored), widens them to i32,
+/// multiplies by the tap's weight and adds; the same integer sums as the scalar pass.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn horizontal_avx2(
+    k: &Taps,
+    input: &[u8],
+    stride: usize,
+    off: usize,
+    rows: usize,
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let out_w = k.start.len();
+    for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
+        let row = &input[off + r * stride..];
+        // Pixels whose 4-byte load stays inside `row`.
+        let safe = row.len().saturating_sub(1) / 3;
+        for xx in 0..out_w {
+            let (xmin, n) = (k.start[xx], k.len[xx]);
+            if xmin + n > safe {
+                dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel_scalar(k, row, xx));
+                continue;
             }
-            *d = clip8(ss);
+            let w = &k.weights[xx * k.ksize..xx * k.ksize + n];
+            let base = row.as_ptr().add(xmin * 3);
+            let mut acc = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+            for (x, &wx) in w.iter().enumerate() {
+                // SAFETY: xmin + x < safe, so bytes 3 * (xmin + x) .. + 4 lie inside `row`.
+                let v = _mm_cvtsi32_si128((base.add(3 * x) as *const i32).read_unaligned());
+                let v = _mm_cvtepu8_epi32(v);
+                acc = _mm_add_epi32(acc, _mm_mullo_epi32(v, _mm_set1_epi32(wx)));
+            }
+            let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
+            let v = _mm_packus_epi16(_mm_packs_epi32(v, v), _mm_setzero_si128());
+            let bytes = (_mm_cvtsi128_si32(v) as u32).to_le_bytes();
+            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&bytes[..3]);
+        }
+    }
+}
+
+/// The horizontal pass four output pixels at a time (see [`Groups`]): per tap, one masked 64-byte
+/// load, one byte permutation, a widening to 16 i32 lanes, a multiply and an add. Same sums as the
+/// scalar pass; groups it cannot take go through [`horizontal_avx2`]'s per-pixel code.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
+unsafe fn horizontal_avx512(
+    k: &Taps,
+    input: &[u8],
+    stride: usize,
+    off: usize,
+    rows: usize,
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let out_w = k.start.len();
+    let g = &k.groups;
+    let half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+    let zero = _mm512_setzero_si512();
+    // Keeps bytes 0-2, 4-6, 8-10, 12-14 (the RGB of four pixels), packed into the low 12 bytes.
+    let compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+    for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
+        let row = &input[off + r * stride..];
+        let safe = row.len().saturating_sub(1) / 3;
+        for (gi, &taps) in g.taps.iter().enumerate() {
+            let first = 4 * gi;
+            if taps == 0 {
+                for xx in first..(first + 4).min(out_w) {
+                    let px = if k.start[xx] + k.len[xx] > safe {
+                        h_pixel_scalar(k, row, xx)
+                    } else {
+                        h_pixel_sse(k, row, xx)
+                    };
+                    dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&px);
+                }
+                continue;
+            }
+            let index =
+                _mm512_castsi128_si512(_mm_loadu_si128(g.index[gi].as_ptr() as *const __m128i));
+            let weights = g.weights.as_ptr().add(g.at[gi]);
+            let mut acc = half;
+            for t in 0..taps {
+                let at = (g.base[gi] + t) * 3;
+                let avail = row.len().saturating_sub(at).min(64);
+                let mask: u64 = if avail >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << avail) - 1
+                };
+                // SAFETY: the mask covers only bytes inside `row`.
+                let window =
+                    _mm512_maskz_loadu_epi8(mask, row.as_ptr().add(at.min(row.len())) as *const i8);
+                let bytes = _mm512_permutexvar_epi8(index, window);
+                let v = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(bytes));
+                let w = _mm512_loadu_si512(weights.add(16 * t) as *const _);
+                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, w));
+            }
+            let v = _mm512_max_epi32(_mm512_srai_epi32::<{ PRECISION_BITS }>(acc), zero);
+            let bytes = _mm_shuffle_epi8(_mm512_cvtusepi32_epi8(v), compact);
+            // SAFETY: 12 bytes at xx * 3 lie inside the row (the group is full: 4 pixels).
+            _mm_mask_storeu_epi8(
+                dst_row.as_mut_ptr().add(first * 3) as *mut i8,
+                0x0FFF,
+                bytes,
+            );
+        }
+    }
+}
+
+/// One output pixel of the horizontal pass with SSE4.1 (its 4-byte loads must stay in `row`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn h_pixel_sse(k: &Taps, row: &[u8], xx: usize) -> [u8; 3] {
+    use std::arch::x86_64::*;
+    let (xmin, n) = (k.start[xx], k.len[xx]);
+    let w = &k.weights[xx * k.ksize..xx * k.ksize + n];
+    let base = row.as_ptr().add(xmin * 3);
+    let mut acc = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+    for (x, &wx) in w.iter().enumerate() {
+        let v = _mm_cvtsi32_si128((base.add(3 * x) as *const i32).read_unaligned());
+        let v = _mm_cvtepu8_epi32(v);
+        acc = _mm_add_epi32(acc, _mm_mullo_epi32(v, _mm_set1_epi32(wx)));
+    }
+    let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
+    let v = _mm_packus_epi16(_mm_packs_epi32(v, v), _mm_setzero_si128());
+    let b = (_mm_cvtsi128_si32(v) as u32).to_le_bytes();
+    [b[0], b[1], b[2]]
+}
+
+crate::simd::multiversion! {
+    /// Vertical pass over `width` pixels per row: output row yy reads input rows
+    /// `start[yy] - row_shift ..` (row r at `off + r * stride`). Each tap adds a whole input row
+    /// (times its weight) into a row of i32 sums, so the inner loop is element-wise and vectorises.
+    fn vertical(
+        k: &Taps,
+        input: &[u8],
+        stride: usize,
+        off: usize,
+        row_shift: usize,
+        width: usize,
+        out: &mut [u8],
+        acc: &mut Vec<i32>,
+    ) {
+        let len = width * 3;
+        acc.resize(len, 0);
+        let acc = &mut acc[..len];
+        for (yy, dst_row) in out.chunks_exact_mut(len).enumerate().take(k.start.len()) {
+            let (ymin, n) = (k.start[yy] - row_shift, k.len[yy]);
+            let w = &k.weights[yy * k.ksize..yy * k.ksize + n];
+            acc.fill(1i32 << (PRECISION_BITS - 1));
+            for (y, &wy) in w.iter().enumerate() {
+                let row = &input[off + (ymin + y) * stride..off + (ymin + y) * stride + len];
+                for (a, &p) in acc.iter_mut().zip(row) {
+                    *a += p as i32 * wy;
+                }
+            }
+            for (d, &a) in dst_row.iter_mut().zip(acc.iter()) {
+                *d = clip8(a);
+            }
         }
     }
 }
@@ -212,6 +460,32 @@ fn vertical(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vector_horizontal_passes_equal_the_scalar_pass() {
+        let (w, h) = (700usize, 3usize);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) >> 3) as u8).collect();
+        let mut taps = Taps::default();
+        for (cw, out_w) in [
+            (700usize, 224usize),
+            (100, 224),
+            (7, 224),
+            (224, 224),
+            (650, 97),
+            (30, 5),
+            (699, 13),
+        ] {
+            taps.compute(cw, out_w);
+            taps.compute_groups();
+            for x0 in [0, w - cw] {
+                let mut a = vec![0u8; h * out_w * 3];
+                let mut b = vec![0u8; h * out_w * 3];
+                horizontal_scalar(&taps, &src, w * 3, x0 * 3, h, &mut a);
+                horizontal(&taps, &src, w * 3, x0 * 3, h, &mut b);
+                assert_eq!(a, b, "{cw} -> {out_w} at {x0}");
+            }
+        }
+    }
 
     #[test]
     fn flat_stays_flat_when_shrinking_and_enlarging() {

@@ -99,7 +99,13 @@ pub fn signal(child: &Child, signal: i32) {
 
 /// An encoded JPEG of a smooth test pattern.
 pub fn jpeg(width: u16, height: u16, color: jpeg_encoder::ColorType, progressive: bool) -> Vec<u8> {
-    jpeg_sampled(width, height, color, progressive, jpeg_encoder::SamplingFactor::R_4_2_0)
+    jpeg_sampled(
+        width,
+        height,
+        color,
+        progressive,
+        jpeg_encoder::SamplingFactor::R_4_2_0,
+    )
 }
 
 /// Like [`jpeg`], with the chroma sampling given.
@@ -177,11 +183,23 @@ pub fn bad_corpus(dir: &Path) -> BadCorpus {
         true,
     );
     // An Adobe CMYK JPEG written by Pillow (the loader's golden), and a YCCK one: decoded.
-    put("cmyk.JPEG", include_bytes!("../../loader/tests/golden/cmyk.jpg"), true);
-    put("ycck.JPEG", &jpeg(40, 40, ColorType::CmykAsYcck, false), true);
+    put(
+        "cmyk.JPEG",
+        include_bytes!("../../loader/tests/golden/cmyk.jpg"),
+        true,
+    );
+    put(
+        "ycck.JPEG",
+        &jpeg(40, 40, ColorType::CmykAsYcck, false),
+        true,
+    );
     // A CMYK file from the jpeg-encoder crate trips an internal assertion of zune-jpeg 0.4: the
     // panic must be caught and the file reported, never crash the loader.
-    put("cmyk_zune_crash.JPEG", &jpeg(40, 40, ColorType::Cmyk, false), false);
+    put(
+        "cmyk_zune_crash.JPEG",
+        &jpeg(40, 40, ColorType::Cmyk, false),
+        false,
+    );
     let mut png_bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut png_bytes, 32, 24);

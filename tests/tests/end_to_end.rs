@@ -209,7 +209,14 @@ fn printed_steps(stdout: &[u8]) -> Vec<u64> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|l| l.split("\"step\":").nth(1))
-        .map(|rest| rest.split([',', '}']).next().unwrap().trim().parse().unwrap())
+        .map(|rest| {
+            rest.split([',', '}'])
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -223,26 +230,62 @@ fn a_resumed_trainer_says_how_to_restart_the_loader_and_continues_from_its_check
         let loader = Command::new(bin("loader"))
             .arg("--dir")
             .arg(&data)
-            .args(["--shm", &ring, "--batch-size", "8", "--image-size", "32", "--seed", "3"])
+            .args([
+                "--shm",
+                &ring,
+                "--batch-size",
+                "8",
+                "--image-size",
+                "32",
+                "--seed",
+                "3",
+            ])
             .args(loader_args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut trainer = Command::new(bin("trainer"));
-        trainer.args(["--shm", &ring, "--wait", "60", "--print-freq", "1", "--epochs", "5"]).arg("--checkpoint-dir").arg(&ckpt);
+        trainer
+            .args([
+                "--shm",
+                &ring,
+                "--wait",
+                "60",
+                "--print-freq",
+                "1",
+                "--epochs",
+                "5",
+            ])
+            .arg("--checkpoint-dir")
+            .arg(&ckpt);
         if resume {
             trainer.arg("--resume");
         }
         let out = run_with_deadline(&mut trainer, LIMIT);
         let loader = wait_with_deadline(loader, LIMIT);
-        assert!(loader.status.success(), "{}", String::from_utf8_lossy(&loader.stderr));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            loader.status.success(),
+            "{}",
+            String::from_utf8_lossy(&loader.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     };
     let first = train("first", &["--steps", "6"], false);
     assert_eq!(printed_steps(&first.stdout), (0..6).collect::<Vec<_>>());
     let second = train("second", &["--steps", "10", "--start-step", "6"], true);
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(err.contains("--seed 3") && err.contains("--start-step 6"), "the hint names the loader command: {err}");
-    assert_eq!(printed_steps(&second.stdout), (6..10).collect::<Vec<_>>(), "{err}");
+    assert!(
+        err.contains("--seed 3") && err.contains("--start-step 6"),
+        "the hint names the loader command: {err}"
+    );
+    assert_eq!(
+        printed_steps(&second.stdout),
+        (6..10).collect::<Vec<_>>(),
+        "{err}"
+    );
 }

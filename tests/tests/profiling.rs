@@ -64,7 +64,10 @@ fn run_pair(
     assert_eq!(summary["batches"], 30);
     let verdict = summary["verdict"].as_str().unwrap().to_string();
     let stderr = String::from_utf8_lossy(&loader.stderr);
-    assert!(stderr.contains(&format!("verdict: {verdict}")), "the JSON and the text agree: {stderr}");
+    assert!(
+        stderr.contains(&format!("verdict: {verdict}")),
+        "the JSON and the text agree: {stderr}"
+    );
     assert!(
         stat.status.success(),
         "{}",
@@ -158,8 +161,12 @@ fn profile_stages_add_up_and_the_report_is_valid_html_with_one_svg_per_plot() {
     assert!((cores - 500.0 / per_core).abs() < 1e-6);
 
     let html = std::fs::read_to_string(&report).unwrap();
-    let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
-    let doc = roxmltree::Document::parse_with_options(&html, options).expect("the report is well-formed");
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc =
+        roxmltree::Document::parse_with_options(&html, options).expect("the report is well-formed");
     let svgs = doc
         .descendants()
         .filter(|n| n.tag_name().name() == "svg")

@@ -544,8 +544,12 @@ fn print_summary(s: &SessionSummary) {
 fn print_resume_hint(checkpoint_dir: Option<&std::path::Path>, shm: &str) {
     let Some(dir) = checkpoint_dir else { return };
     let path = dir.join(trainer::checkpoint::CHECKPOINT_FILE);
-    let Ok(bytes) = std::fs::read(&path) else { return };
-    let Ok(st) = trainer::checkpoint::read_state(&bytes) else { return };
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let Ok(st) = trainer::checkpoint::read_state(&bytes) else {
+        return;
+    };
     if let Some(last) = st.loader_step {
         eprintln!(
             "trainer: resuming after the loader's step {last}; start (or restart) the loader with\n  \

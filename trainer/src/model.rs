@@ -711,7 +711,9 @@ mod tests {
             let p = &m.store.params[i];
             if p.kind == Kind::Bias && p.name.ends_with("weight") {
                 let len = p.len();
-                m.store.set(i, (0..len).map(|k| 0.5 + 0.1 * (k % 7) as f32).collect()).unwrap();
+                m.store
+                    .set(i, (0..len).map(|k| 0.5 + 0.1 * (k % 7) as f32).collect())
+                    .unwrap();
             }
         }
         let loss_at = |m: &mut BarlowModel<Cpu>| {
@@ -721,7 +723,13 @@ mod tests {
         let (va, vb) = views();
         let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
         let find = |kind: Kind| {
-            m.store.params.iter().find(|p| p.name.starts_with("backbone.") && p.kind == kind).unwrap().name.clone()
+            m.store
+                .params
+                .iter()
+                .find(|p| p.name.starts_with("backbone.") && p.kind == kind)
+                .unwrap()
+                .name
+                .clone()
         };
         let (first_conv, first_bn) = (find(Kind::Weight), find(Kind::Bias));
         let perturbed = |m: &mut BarlowModel<Cpu>, i: usize, values: Vec<f32>| {
@@ -736,19 +744,35 @@ mod tests {
             let i = m.store.index_of(name).unwrap();
             let analytic = g.grads.get(&m.store.params[i].t).as_vec();
             let base = m.store.params[i].t.as_vec();
-            let dir: Vec<f32> = (0..base.len()).map(|k| ((k * 7919 + 13) % 17) as f32 / 8.0 - 1.0).collect();
-            let along = |t: f32| base.iter().zip(&dir).map(|(x, d)| x + t * d).collect::<Vec<f32>>();
+            let dir: Vec<f32> = (0..base.len())
+                .map(|k| ((k * 7919 + 13) % 17) as f32 / 8.0 - 1.0)
+                .collect();
+            let along = |t: f32| {
+                base.iter()
+                    .zip(&dir)
+                    .map(|(x, d)| x + t * d)
+                    .collect::<Vec<f32>>()
+            };
             let eps = 3e-4f32;
-            let numeric = (perturbed(&mut m, i, along(eps)) - perturbed(&mut m, i, along(-eps))) / (2.0 * eps as f64);
+            let numeric = (perturbed(&mut m, i, along(eps)) - perturbed(&mut m, i, along(-eps)))
+                / (2.0 * eps as f64);
             perturbed(&mut m, i, base.clone());
-            let an: f64 = analytic.iter().zip(&dir).map(|(g, d)| (*g as f64) * (*d as f64)).sum();
+            let an: f64 = analytic
+                .iter()
+                .zip(&dir)
+                .map(|(g, d)| (*g as f64) * (*d as f64))
+                .sum();
             assert!(
                 (numeric - an).abs() <= 0.1 * numeric.abs().max(an.abs()),
                 "{name}: directional derivative analytic {an}, finite difference {numeric}"
             );
         }
         // Projector: single entries, central differences.
-        for name in ["projector.0.weight", "projector.1.weight", "projector.3.weight"] {
+        for name in [
+            "projector.0.weight",
+            "projector.1.weight",
+            "projector.3.weight",
+        ] {
             let i = m.store.index_of(name).unwrap();
             let analytic = g.grads.get(&m.store.params[i].t).as_vec();
             let base = m.store.params[i].t.as_vec();
@@ -758,7 +782,8 @@ mod tests {
                 plus[k] += eps;
                 let mut minus = base.clone();
                 minus[k] -= eps;
-                let numeric = (perturbed(&mut m, i, plus) - perturbed(&mut m, i, minus)) / (2.0 * eps as f64);
+                let numeric =
+                    (perturbed(&mut m, i, plus) - perturbed(&mut m, i, minus)) / (2.0 * eps as f64);
                 perturbed(&mut m, i, base.clone());
                 let an = analytic[k] as f64;
                 assert!(

@@ -1,0 +1,94 @@
+//! Runtime CPU dispatch for the pixel kernels.
+//!
+//! The kernels are plain, branch-free Rust over contiguous slices and small fixed-size arrays,
+//! written so that LLVM vectorises them. The default x86-64 target only promises SSE2, so
+//! [`multiversion!`] compiles each kernel three times (baseline, AVX2, AVX-512) and picks the best
+//! copy the CPU supports at run time. No fast-math: float kernels round exactly as written (Rust
+//! never contracts `a * b + c` into an FMA), so every copy gives the same bytes.
+//!
+//! `BARLOW_SIMD=scalar|avx2|avx512` caps the level (to measure what each one buys).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Baseline target (SSE2 on x86-64).
+pub const SCALAR: u8 = 1;
+/// AVX2 (and SSE4.1).
+pub const AVX2: u8 = 2;
+/// AVX-512 F/BW/VL/DQ.
+pub const AVX512: u8 = 3;
+
+static LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// The instruction set level the kernels use (detected once).
+#[inline]
+pub fn level() -> u8 {
+    match LEVEL.load(Ordering::Relaxed) {
+        0 => {
+            let l = detect();
+            LEVEL.store(l, Ordering::Relaxed);
+            l
+        }
+        l => l,
+    }
+}
+
+fn detect() -> u8 {
+    let cap = match std::env::var("BARLOW_SIMD").as_deref() {
+        Ok("scalar") => SCALAR,
+        Ok("avx2") => AVX2,
+        _ => AVX512,
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let cpu = if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") {
+            AVX512
+        } else if has!("avx2") {
+            AVX2
+        } else {
+            SCALAR
+        };
+        cpu.min(cap)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = cap;
+        SCALAR
+    }
+}
+
+/// Defines `fn NAME(args) -> R { body }` compiled for the baseline target, AVX2 and AVX-512, and
+/// dispatched at run time on [`level`].
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                match $crate::simd::level() {
+                    // SAFETY: `level` only reports what the CPU supports.
+                    $crate::simd::AVX512 => return unsafe { avx512($($arg),*) },
+                    $crate::simd::AVX2 => return unsafe { avx2($($arg),*) },
+                    _ => {}
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+
+pub(crate) use multiversion;

@@ -253,3 +253,10 @@ pub fn bad_corpus(dir: &Path) -> BadCorpus {
     }
     BadCorpus { root, good, bad }
 }
+
+/// `trainer --shm RING --wait 60 --dry-run --digest`: drains a ring and prints one hash per batch.
+pub fn digest_trainer(ring: &str) -> Command {
+    let mut cmd = Command::new(bin("trainer"));
+    cmd.args(["--shm", ring, "--wait", "60", "--dry-run", "--digest"]);
+    cmd
+}

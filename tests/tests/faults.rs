@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use barlow_tests::{
-    bad_corpus, bin, make_demo, ring_in, run_with_deadline, signal, wait_with_deadline,
+    bad_corpus, bin, digest_trainer, make_demo, ring_in, run_with_deadline, signal,
+    wait_with_deadline,
 };
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -34,17 +35,7 @@ fn bad_inputs_are_skipped_counted_and_named_never_a_panic() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let trainer = run_with_deadline(
-        Command::new(bin("trainer")).args([
-            "--shm",
-            &ring,
-            "--wait",
-            "60",
-            "--dry-run",
-            "--digest",
-        ]),
-        LIMIT,
-    );
+    let trainer = run_with_deadline(&mut digest_trainer(&ring), LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
     let err = String::from_utf8_lossy(&loader.stderr);
     assert!(
@@ -226,17 +217,7 @@ fn a_killed_trainer_is_noticed_and_a_new_one_continues_losing_nothing() {
         "loader used {idle_cpu:.2} CPU-s in 2 s while the ring was full"
     );
 
-    let second = run_with_deadline(
-        Command::new(bin("trainer")).args([
-            "--shm",
-            &ring,
-            "--wait",
-            "60",
-            "--dry-run",
-            "--digest",
-        ]),
-        LIMIT,
-    );
+    let second = run_with_deadline(&mut digest_trainer(&ring), LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
     let err = String::from_utf8_lossy(&loader.stderr);
     assert!(loader.status.success(), "{err}");

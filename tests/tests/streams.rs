@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use barlow_tests::{bin, make_demo, ring_in, run_with_deadline, wait_with_deadline};
+use barlow_tests::{
+    bin, digest_trainer, make_demo, ring_in, run_with_deadline, wait_with_deadline,
+};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -22,17 +24,7 @@ fn digests(data: &Path, tmp: &Path, tag: &str, loader_args: &[&str]) -> Vec<Stri
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = run_with_deadline(
-        Command::new(bin("trainer")).args([
-            "--shm",
-            &ring,
-            "--wait",
-            "60",
-            "--dry-run",
-            "--digest",
-        ]),
-        LIMIT,
-    );
+    let out = run_with_deadline(&mut digest_trainer(&ring), LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
     assert!(
         loader.status.success(),
@@ -196,17 +188,7 @@ fn launcher_environment_sets_the_shard() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = run_with_deadline(
-        Command::new(bin("trainer")).args([
-            "--shm",
-            &ring,
-            "--wait",
-            "60",
-            "--dry-run",
-            "--digest",
-        ]),
-        LIMIT,
-    );
+    let out = run_with_deadline(&mut digest_trainer(&ring), LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
     let err = String::from_utf8_lossy(&loader.stderr);
     assert!(err.contains("rank 1 of 4"), "{err}");

@@ -260,3 +260,21 @@ pub fn digest_trainer(ring: &str) -> Command {
     cmd.args(["--shm", ring, "--wait", "60", "--dry-run", "--digest"]);
     cmd
 }
+
+/// `loader --dir DATA --shm RING`: a loader feeding one ring; add the run's own options.
+pub fn loader_feeding(data: &Path, ring: &str) -> Command {
+    let mut cmd = Command::new(bin("loader"));
+    cmd.arg("--dir").arg(data).args(["--shm", ring]);
+    cmd
+}
+
+/// Every value of the JSON field `key` in a process's stdout, one JSON object per line (lines
+/// that are not JSON objects holding it are skipped).
+pub fn json_field<T: serde::de::DeserializeOwned>(stdout: &[u8], key: &str) -> Vec<T> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get(key).cloned())
+        .map(|v| serde_json::from_value(v).unwrap_or_else(|e| panic!("{key}: {e}")))
+        .collect()
+}

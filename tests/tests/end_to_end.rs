@@ -4,36 +4,20 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use barlow_tests::{bin, make_demo, ring_in, run_with_deadline, signal, wait_with_deadline};
+use barlow_tests::{
+    bin, json_field, loader_feeding, make_demo, ring_in, run_with_deadline, signal,
+    wait_with_deadline,
+};
 
 const LIMIT: Duration = Duration::from_secs(600);
-
-fn losses(stdout: &[u8]) -> Vec<f64> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|l| l.split("\"loss\":").nth(1))
-        .map(|rest| {
-            rest.split([',', '}'])
-                .next()
-                .unwrap()
-                .trim()
-                .parse::<f64>()
-                .expect("loss is a number")
-        })
-        .collect()
-}
 
 #[test]
 fn loader_and_trainer_train_on_demo_data_and_the_loss_falls() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 4, 16);
     let ring = ring_in(tmp.path(), "e2e");
-    let loader = Command::new(bin("loader"))
-        .args(["--dir"])
-        .arg(&data)
+    let loader = loader_feeding(&data, &ring)
         .args([
-            "--shm",
-            &ring,
             "--steps",
             "24",
             "--batch-size",
@@ -59,7 +43,7 @@ fn loader_and_trainer_train_on_demo_data_and_the_loss_falls() {
         "loader failed: {}",
         String::from_utf8_lossy(&loader.stderr)
     );
-    let losses = losses(&trainer.stdout);
+    let losses = json_field::<f64>(&trainer.stdout, "loss");
     assert_eq!(
         losses.len(),
         24,
@@ -87,12 +71,8 @@ fn trainer_reports_a_killed_loader_instead_of_hanging() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 8);
     let ring = ring_in(tmp.path(), "kill");
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&data)
+    let loader = loader_feeding(&data, &ring)
         .args([
-            "--shm",
-            &ring,
             "--steps",
             "100000",
             "--batch-size",
@@ -142,19 +122,8 @@ fn loader_removes_its_ring_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 8);
     let ring = ring_in(tmp.path(), "term");
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&data)
-        .args([
-            "--shm",
-            &ring,
-            "--steps",
-            "1000",
-            "--batch-size",
-            "4",
-            "--image-size",
-            "32",
-        ])
+    let loader = loader_feeding(&data, &ring)
+        .args(["--steps", "1000", "--batch-size", "4", "--image-size", "32"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -204,22 +173,6 @@ fn clear_errors_for_a_missing_folder_and_a_bad_ring_name() {
     );
 }
 
-/// The `step` fields of the trainer's JSON lines.
-fn printed_steps(stdout: &[u8]) -> Vec<u64> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|l| l.split("\"step\":").nth(1))
-        .map(|rest| {
-            rest.split([',', '}'])
-                .next()
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn a_resumed_trainer_says_how_to_restart_the_loader_and_continues_from_its_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -227,19 +180,8 @@ fn a_resumed_trainer_says_how_to_restart_the_loader_and_continues_from_its_check
     let ckpt = tmp.path().join("run");
     let train = |tag: &str, loader_args: &[&str], resume: bool| {
         let ring = ring_in(tmp.path(), tag);
-        let loader = Command::new(bin("loader"))
-            .arg("--dir")
-            .arg(&data)
-            .args([
-                "--shm",
-                &ring,
-                "--batch-size",
-                "8",
-                "--image-size",
-                "32",
-                "--seed",
-                "3",
-            ])
+        let loader = loader_feeding(&data, &ring)
+            .args(["--batch-size", "8", "--image-size", "32", "--seed", "3"])
             .args(loader_args)
             .stderr(Stdio::piped())
             .spawn()
@@ -276,7 +218,10 @@ fn a_resumed_trainer_says_how_to_restart_the_loader_and_continues_from_its_check
         out
     };
     let first = train("first", &["--steps", "6"], false);
-    assert_eq!(printed_steps(&first.stdout), (0..6).collect::<Vec<_>>());
+    assert_eq!(
+        json_field::<u64>(&first.stdout, "step"),
+        (0..6).collect::<Vec<_>>()
+    );
     let second = train("second", &["--steps", "10", "--start-step", "6"], true);
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -284,7 +229,7 @@ fn a_resumed_trainer_says_how_to_restart_the_loader_and_continues_from_its_check
         "the hint names the loader command: {err}"
     );
     assert_eq!(
-        printed_steps(&second.stdout),
+        json_field::<u64>(&second.stdout, "step"),
         (6..10).collect::<Vec<_>>(),
         "{err}"
     );

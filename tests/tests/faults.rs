@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use barlow_tests::{
-    bad_corpus, bin, digest_trainer, make_demo, ring_in, run_with_deadline, signal,
+    bad_corpus, bin, digest_trainer, loader_feeding, make_demo, ring_in, run_with_deadline, signal,
     wait_with_deadline,
 };
 
@@ -17,19 +17,8 @@ fn bad_inputs_are_skipped_counted_and_named_never_a_panic() {
     let corpus = bad_corpus(tmp.path());
     let ring = ring_in(tmp.path(), "bad");
     let report = tmp.path().join("bad-files.tsv");
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&corpus.root)
-        .args([
-            "--shm",
-            &ring,
-            "--batch-size",
-            "4",
-            "--image-size",
-            "16",
-            "--epochs",
-            "3",
-        ])
+    let loader = loader_feeding(&corpus.root, &ring)
+        .args(["--batch-size", "4", "--image-size", "16", "--epochs", "3"])
         .arg("--bad-files")
         .arg(&report)
         .stderr(Stdio::piped())
@@ -84,12 +73,7 @@ fn a_folder_without_usable_images_is_a_clear_error() {
         std::fs::write(root.join("cls").join(format!("{i}.JPEG")), b"junk").unwrap();
     }
     let out = run_with_deadline(
-        Command::new(bin("loader")).arg("--dir").arg(&root).args([
-            "--shm",
-            &ring_in(tmp.path(), "none"),
-            "--batch-size",
-            "2",
-        ]),
+        loader_feeding(&root, &ring_in(tmp.path(), "none")).args(["--batch-size", "2"]),
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(1));
@@ -125,13 +109,7 @@ fn a_file_that_is_not_a_ring_is_refused_and_left_alone() {
         String::from_utf8_lossy(&out.stderr)
     );
     let data = make_demo(tmp.path(), 2, 4);
-    let out = run_with_deadline(
-        Command::new(bin("loader"))
-            .arg("--dir")
-            .arg(&data)
-            .args(["--shm", &shm]),
-        LIMIT,
-    );
+    let out = run_with_deadline(&mut loader_feeding(&data, &shm), LIMIT);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         std::fs::read(&path).unwrap(),
@@ -165,12 +143,8 @@ fn a_killed_trainer_is_noticed_and_a_new_one_continues_losing_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 8);
     let ring = ring_in(tmp.path(), "retrainer");
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&data)
+    let loader = loader_feeding(&data, &ring)
         .args([
-            "--shm",
-            &ring,
             "--batch-size",
             "4",
             "--image-size",

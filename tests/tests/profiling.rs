@@ -3,7 +3,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use barlow_tests::{bin, make_demo, ring_in, run_with_deadline, wait_with_deadline};
+use barlow_tests::{
+    bin, loader_feeding, make_demo, ring_in, run_with_deadline, wait_with_deadline,
+};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -17,12 +19,8 @@ fn run_pair(
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 16);
     let ring = ring_in(tmp.path(), tag);
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&data)
+    let loader = loader_feeding(&data, &ring)
         .args([
-            "--shm",
-            &ring,
             "--batch-size",
             "4",
             "--image-size",

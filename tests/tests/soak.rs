@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use barlow_tests::{bin, make_demo, ring_in, wait_with_deadline};
+use barlow_tests::{bin, loader_feeding, make_demo, ring_in, wait_with_deadline};
 use shared::Observer;
 
 const EPOCHS: u64 = 10;
@@ -64,10 +64,8 @@ fn loader_rss_stays_flat_over_ten_epochs() {
     let loader_log = tmp.path().join("loader.stderr");
     let trainer_log = tmp.path().join("trainer.stderr");
     let started = Instant::now();
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&data)
-        .args(["--shm", &ring, "--epochs", &EPOCHS.to_string()])
+    let loader = loader_feeding(&data, &ring)
+        .args(["--epochs", &EPOCHS.to_string()])
         .args(["--batch-size", "16", "--image-size", "64"])
         .stdout(Stdio::null())
         .stderr(File::create(&loader_log).unwrap())

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use barlow_tests::{
-    bin, digest_trainer, make_demo, ring_in, run_with_deadline, wait_with_deadline,
+    bin, digest_trainer, loader_feeding, make_demo, ring_in, run_with_deadline, wait_with_deadline,
 };
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -15,10 +15,8 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// trainer's `step <n> <hash>` lines (without the total).
 fn digests(data: &Path, tmp: &Path, tag: &str, loader_args: &[&str]) -> Vec<String> {
     let ring = ring_in(tmp, tag);
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(data)
-        .args(["--shm", &ring, "--batch-size", "8", "--image-size", "24"])
+    let loader = loader_feeding(data, &ring)
+        .args(["--batch-size", "8", "--image-size", "24"])
         .args(loader_args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -107,19 +105,8 @@ fn one_loader_feeds_two_rings_each_with_its_own_shard() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 16); // 32 images: 16 per rank, 2 steps per epoch at batch 8
     let (r0, r1) = (ring_in(tmp.path(), "r0"), ring_in(tmp.path(), "r1"));
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&data)
-        .args([
-            "--shm",
-            &format!("{r0},{r1}"),
-            "--batch-size",
-            "8",
-            "--image-size",
-            "24",
-            "--epochs",
-            "1",
-        ])
+    let loader = loader_feeding(&data, &format!("{r0},{r1}"))
+        .args(["--batch-size", "8", "--image-size", "24", "--epochs", "1"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -168,19 +155,8 @@ fn launcher_environment_sets_the_shard() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 8);
     let ring = ring_in(tmp.path(), "env");
-    let loader = Command::new(bin("loader"))
-        .arg("--dir")
-        .arg(&data)
-        .args([
-            "--shm",
-            &ring,
-            "--batch-size",
-            "4",
-            "--image-size",
-            "16",
-            "--epochs",
-            "1",
-        ])
+    let loader = loader_feeding(&data, &ring)
+        .args(["--batch-size", "4", "--image-size", "16", "--epochs", "1"])
         .env("SLURM_PROCID", "1")
         .env("SLURM_NTASKS", "4")
         .env_remove("RANK")

@@ -306,7 +306,6 @@ unsafe fn horizontal_avx2(
     rows: usize,
     out: &mut [u8],
 ) {
-    use std::arch::x86_64::*;
     let out_w = k.start.len();
     for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
         let row = &input[off + r * stride..];
@@ -318,19 +317,8 @@ unsafe fn horizontal_avx2(
                 dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel_scalar(k, row, xx));
                 continue;
             }
-            let w = &k.weights[xx * k.ksize..xx * k.ksize + n];
-            let base = row.as_ptr().add(xmin * 3);
-            let mut acc = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
-            for (x, &wx) in w.iter().enumerate() {
-                // SAFETY: xmin + x < safe, so bytes 3 * (xmin + x) .. + 4 lie inside `row`.
-                let v = _mm_cvtsi32_si128((base.add(3 * x) as *const i32).read_unaligned());
-                let v = _mm_cvtepu8_epi32(v);
-                acc = _mm_add_epi32(acc, _mm_mullo_epi32(v, _mm_set1_epi32(wx)));
-            }
-            let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
-            let v = _mm_packus_epi16(_mm_packs_epi32(v, v), _mm_setzero_si128());
-            let bytes = (_mm_cvtsi128_si32(v) as u32).to_le_bytes();
-            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&bytes[..3]);
+            // SAFETY: xmin + n <= safe, so every tap's 4-byte load lies inside `row`.
+            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel_sse(k, row, xx));
         }
     }
 }
@@ -406,6 +394,7 @@ unsafe fn horizontal_avx512(
 /// One output pixel of the horizontal pass with SSE4.1 (its 4-byte loads must stay in `row`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn h_pixel_sse(k: &Taps, row: &[u8], xx: usize) -> [u8; 3] {
     use std::arch::x86_64::*;
     let (xmin, n) = (k.start[xx], k.len[xx]);

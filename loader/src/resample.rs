@@ -7,6 +7,8 @@
 //! cropped image, so the result is the same as cropping first, with no copy.
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+/// Output pixels per group of the AVX-512 horizontal pass (3 channels each in 16 lanes).
+const GROUP: usize = 5;
 const SUPPORT: f64 = 2.0;
 
 fn bicubic(x: f64) -> f64 {
@@ -33,8 +35,8 @@ struct Taps {
     groups: Groups,
 }
 
-/// The horizontal taps regrouped for the AVX-512 pass: four consecutive output pixels per group,
-/// their channels in 16 i32 lanes (R, G, B and an unused lane per pixel). Tap `k` of a group reads
+/// The horizontal taps regrouped for the AVX-512 pass: [`GROUP`] consecutive output pixels per
+/// group, their channels in 15 of 16 i32 lanes (R, G, B per pixel, the last lane unused). Tap `k` of a group reads
 /// one 64-byte window at source pixel `base + k` and permutes pixel `start[j] - base` of it (that
 /// is, source pixel `start[j] + k`) into pixel `j`'s lanes; groups whose pixels are too far apart for one window are left to the
 /// per-pixel pass.
@@ -98,12 +100,13 @@ impl Taps {
         g.at.clear();
         g.index.clear();
         g.weights.clear();
-        for first in (0..self.start.len()).step_by(4) {
+        for first in (0..self.start.len()).step_by(GROUP) {
             let base = self.start[first];
-            let full = first + 4 <= self.start.len();
-            let spread_ok = full && self.start[first + 3] - base <= 20;
+            let full = first + GROUP <= self.start.len();
+            // Every pixel's bytes (3 * offset + 2) must lie in the 64-byte window.
+            let spread_ok = full && self.start[first + GROUP - 1] - base <= 20;
             let taps = if spread_ok {
-                (first..first + 4).map(|j| self.len[j]).max().unwrap_or(0)
+                (first..first + GROUP).map(|j| self.len[j]).max().unwrap_or(0)
             } else {
                 0
             };
@@ -112,24 +115,25 @@ impl Taps {
             g.taps.push(taps);
             g.at.push(g.weights.len());
             if taps > 0 {
-                for j in 0..4 {
+                for j in 0..GROUP {
                     let o = self.start[first + j] - base;
                     for c in 0..3 {
-                        index[4 * j + c] = (3 * o + c) as u8;
+                        index[3 * j + c] = (3 * o + c) as u8;
                     }
                 }
                 // Tap k of the group is the window at base + k, in which pixel j's own tap k
                 // (source pixel start[j] + k) is at pixel start[j] - base.
                 for k in 0..taps {
-                    for j in 0..4 {
+                    for j in 0..GROUP {
                         let xx = first + j;
                         let w = if k < self.len[xx] {
                             self.weights[xx * self.ksize + k]
                         } else {
                             0
                         };
-                        g.weights.extend_from_slice(&[w, w, w, 0]);
+                        g.weights.extend_from_slice(&[w, w, w]);
                     }
+                    g.weights.push(0);
                 }
             }
             g.index.push(index);
@@ -323,9 +327,10 @@ unsafe fn horizontal_avx2(
     }
 }
 
-/// The horizontal pass four output pixels at a time (see [`Groups`]): per tap, one masked 64-byte
-/// load, one byte permutation, a widening to 16 i32 lanes, a multiply and an add. Same sums as the
-/// scalar pass; groups it cannot take go through [`horizontal_avx2`]'s per-pixel code.
+/// The horizontal pass [`GROUP`] output pixels at a time (see [`Groups`]) and two rows at a time
+/// (sharing the permutation and the weights): per tap and row, one masked 64-byte load, one byte
+/// permutation, a widening to 16 i32 lanes, a multiply and an add. Same sums as the scalar pass;
+/// groups it cannot take go through [`horizontal_avx2`]'s per-pixel code.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
 unsafe fn horizontal_avx512(
@@ -341,53 +346,86 @@ unsafe fn horizontal_avx512(
     let g = &k.groups;
     let half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
     let zero = _mm512_setzero_si512();
-    // Keeps bytes 0-2, 4-6, 8-10, 12-14 (the RGB of four pixels), packed into the low 12 bytes.
-    let compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
-    for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
-        let row = &input[off + r * stride..];
+    // The 64-byte window at byte `at` of `row`, bytes past the end of `row` read as zero.
+    let window = |row: &[u8], at: usize| -> __m512i {
+        let avail = row.len().saturating_sub(at).min(64);
+        let mask: u64 = if avail >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << avail) - 1
+        };
+        // SAFETY: the mask covers only bytes inside `row`.
+        _mm512_maskz_loadu_epi8(mask, row.as_ptr().add(at.min(row.len())) as *const i8)
+    };
+    // The per-pixel pass for a group the vector code cannot take.
+    let per_pixel = |row: &[u8], dst_row: &mut [u8], first: usize| {
         let safe = row.len().saturating_sub(1) / 3;
+        for xx in first..(first + GROUP).min(out_w) {
+            let px = if k.start[xx] + k.len[xx] > safe {
+                h_pixel_scalar(k, row, xx)
+            } else {
+                h_pixel_sse(k, row, xx)
+            };
+            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&px);
+        }
+    };
+    let finish = |acc: __m512i| -> __m128i {
+        let v = _mm512_max_epi32(_mm512_srai_epi32::<{ PRECISION_BITS }>(acc), zero);
+        _mm512_cvtusepi32_epi8(v)
+    };
+    let row_bytes = out_w * 3;
+    let mut r = 0;
+    while r < rows {
+        let pair = r + 1 < rows;
+        let (row0, row1) = (
+            &input[off + r * stride..],
+            &input[off + (r + pair as usize) * stride..],
+        );
+        let (dst0, rest) = out[r * row_bytes..].split_at_mut(row_bytes);
+        let dst1 = if pair { &mut rest[..row_bytes] } else { &mut [][..] };
         for (gi, &taps) in g.taps.iter().enumerate() {
-            let first = 4 * gi;
+            let first = GROUP * gi;
             if taps == 0 {
-                for xx in first..(first + 4).min(out_w) {
-                    let px = if k.start[xx] + k.len[xx] > safe {
-                        h_pixel_scalar(k, row, xx)
-                    } else {
-                        h_pixel_sse(k, row, xx)
-                    };
-                    dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&px);
+                per_pixel(row0, dst0, first);
+                if pair {
+                    per_pixel(row1, dst1, first);
                 }
                 continue;
             }
             let index =
                 _mm512_castsi128_si512(_mm_loadu_si128(g.index[gi].as_ptr() as *const __m128i));
             let weights = g.weights.as_ptr().add(g.at[gi]);
-            let mut acc = half;
+            let (mut acc0, mut acc1) = (half, half);
             for t in 0..taps {
                 let at = (g.base[gi] + t) * 3;
-                let avail = row.len().saturating_sub(at).min(64);
-                let mask: u64 = if avail >= 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << avail) - 1
-                };
-                // SAFETY: the mask covers only bytes inside `row`.
-                let window =
-                    _mm512_maskz_loadu_epi8(mask, row.as_ptr().add(at.min(row.len())) as *const i8);
-                let bytes = _mm512_permutexvar_epi8(index, window);
-                let v = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(bytes));
                 let w = _mm512_loadu_si512(weights.add(16 * t) as *const _);
-                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, w));
+                let v0 = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi8(
+                    index,
+                    window(row0, at),
+                )));
+                acc0 = _mm512_add_epi32(acc0, _mm512_mullo_epi32(v0, w));
+                if pair {
+                    let v1 = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(
+                        _mm512_permutexvar_epi8(index, window(row1, at)),
+                    ));
+                    acc1 = _mm512_add_epi32(acc1, _mm512_mullo_epi32(v1, w));
+                }
             }
-            let v = _mm512_max_epi32(_mm512_srai_epi32::<{ PRECISION_BITS }>(acc), zero);
-            let bytes = _mm_shuffle_epi8(_mm512_cvtusepi32_epi8(v), compact);
-            // SAFETY: 12 bytes at xx * 3 lie inside the row (the group is full: 4 pixels).
+            // SAFETY: the group is full, so its 15 bytes at first * 3 lie inside the row.
             _mm_mask_storeu_epi8(
-                dst_row.as_mut_ptr().add(first * 3) as *mut i8,
-                0x0FFF,
-                bytes,
+                dst0.as_mut_ptr().add(first * 3) as *mut i8,
+                0x7FFF,
+                finish(acc0),
             );
+            if pair {
+                _mm_mask_storeu_epi8(
+                    dst1.as_mut_ptr().add(first * 3) as *mut i8,
+                    0x7FFF,
+                    finish(acc1),
+                );
+            }
         }
+        r += 2;
     }
 }
 
@@ -473,6 +511,27 @@ mod tests {
                 horizontal(&taps, &src, w * 3, x0 * 3, h, &mut b);
                 assert_eq!(a, b, "{cw} -> {out_w} at {x0}");
             }
+        }
+    }
+
+    /// `cargo test --release -p loader horizontal_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn horizontal_speed() {
+        let (w, h) = (500usize, 400usize);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) >> 3) as u8).collect();
+        let mut taps = Taps::default();
+        for cw in [300usize, 500, 150] {
+            taps.compute(cw, 224);
+            taps.compute_groups();
+            let mut out = vec![0u8; h * 224 * 3];
+            let t = std::time::Instant::now();
+            let reps = 200;
+            for _ in 0..reps {
+                horizontal(&taps, &src, w * 3, 0, h, &mut out);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (reps * h * 224) as f64;
+            println!("horizontal {cw} -> 224: {ns:.2} ns per output pixel");
         }
     }
 

@@ -207,9 +207,7 @@ crate::simd::multiversion! {
                     p.reverse();
                 }
                 if !identity {
-                    for v in p.iter_mut() {
-                        *v = lut[*v as usize];
-                    }
+                    crate::lut::apply_in_place(p, lut);
                 }
             }
         }

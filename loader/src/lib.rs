@@ -15,6 +15,7 @@ pub mod color;
 pub mod decode;
 pub mod guard;
 pub mod keyed_rng;
+pub mod lut;
 pub mod measure;
 pub mod pack;
 pub mod params;

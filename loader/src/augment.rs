@@ -169,7 +169,7 @@ crate::simd::multiversion! {
     /// is de-interleaved (64 pixels at a time through fixed-size arrays, which vectorises), then
     /// reversed in place if flipped, then passed through the table unless it is the identity.
     fn write_chw(hwc: &[u8], size: usize, flip: bool, lut: &[u8; 256], out: &mut [u8]) {
-        const C: usize = 64;
+        const C: usize = crate::planar::BLOCK;
         let plane = size * size;
         assert_eq!(
             out.len(),
@@ -190,11 +190,7 @@ crate::simd::multiversion! {
                     (&mut gr[x..x + C]).try_into().unwrap(),
                     (&mut br[x..x + C]).try_into().unwrap(),
                 );
-                for i in 0..C {
-                    ro[i] = px[3 * i];
-                    go[i] = px[3 * i + 1];
-                    bo[i] = px[3 * i + 2];
-                }
+                crate::planar::deinterleave(px, ro, go, bo);
                 x += C;
             }
             for i in x..size {

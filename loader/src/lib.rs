@@ -20,6 +20,7 @@ pub mod measure;
 pub mod pack;
 pub mod params;
 pub mod pipeline;
+pub mod planar;
 pub mod preview;
 pub mod report;
 pub mod resample;

@@ -238,7 +238,15 @@ mod tests {
 
     #[test]
     fn transpose_moves_every_pixel() {
-        for (w, h) in [(1usize, 1usize), (5, 3), (17, 33), (224, 224), (40, 1), (3, 32), (1, 16)] {
+        for (w, h) in [
+            (1usize, 1usize),
+            (5, 3),
+            (17, 33),
+            (224, 224),
+            (40, 1),
+            (3, 32),
+            (1, 16),
+        ] {
             let src: Vec<u8> = (0..3 * w * h).map(|i| (i * 31 % 251) as u8).collect();
             let mut dst = vec![0u8; 3 * w * h];
             transpose_rgb(&src, w, h, &mut dst);
@@ -268,13 +276,19 @@ mod tests {
             px.copy_from_slice(&src);
             gaussian_blur(&mut px, w, h, 1.3, &mut scratch);
         }
-        println!("blur 224x224: {:.1} us", t.elapsed().as_secs_f64() * 1e6 / reps as f64);
+        println!(
+            "blur 224x224: {:.1} us",
+            t.elapsed().as_secs_f64() * 1e6 / reps as f64
+        );
         let mut dst = vec![0u8; 3 * w * h];
         let t = std::time::Instant::now();
         for _ in 0..reps {
             transpose(&src, w, h, &mut dst);
         }
-        println!("transpose 224x224: {:.1} us", t.elapsed().as_secs_f64() * 1e6 / reps as f64);
+        println!(
+            "transpose 224x224: {:.1} us",
+            t.elapsed().as_secs_f64() * 1e6 / reps as f64
+        );
     }
 
     #[test]

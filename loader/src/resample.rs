@@ -106,7 +106,10 @@ impl Taps {
             // Every pixel's bytes (3 * offset + 2) must lie in the 64-byte window.
             let spread_ok = full && self.start[first + GROUP - 1] - base <= 20;
             let taps = if spread_ok {
-                (first..first + GROUP).map(|j| self.len[j]).max().unwrap_or(0)
+                (first..first + GROUP)
+                    .map(|j| self.len[j])
+                    .max()
+                    .unwrap_or(0)
             } else {
                 0
             };
@@ -382,7 +385,11 @@ unsafe fn horizontal_avx512(
             &input[off + (r + pair as usize) * stride..],
         );
         let (dst0, rest) = out[r * row_bytes..].split_at_mut(row_bytes);
-        let dst1 = if pair { &mut rest[..row_bytes] } else { &mut [][..] };
+        let dst1 = if pair {
+            &mut rest[..row_bytes]
+        } else {
+            &mut [][..]
+        };
         for (gi, &taps) in g.taps.iter().enumerate() {
             let first = GROUP * gi;
             if taps == 0 {
@@ -405,9 +412,10 @@ unsafe fn horizontal_avx512(
                 )));
                 acc0 = _mm512_add_epi32(acc0, _mm512_mullo_epi32(v0, w));
                 if pair {
-                    let v1 = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(
-                        _mm512_permutexvar_epi8(index, window(row1, at)),
-                    ));
+                    let v1 = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi8(
+                        index,
+                        window(row1, at),
+                    )));
                     acc1 = _mm512_add_epi32(acc1, _mm512_mullo_epi32(v1, w));
                 }
             }

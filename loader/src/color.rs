@@ -184,11 +184,9 @@ pub fn saturation(pixels: &mut [u8], factor: f64) {
     saturation_lut(pixels, factor, &IDENTITY)
 }
 
-/// torchvision `adjust_hue` on a PIL RGB image: [`rgb_to_hsv`], shift, [`hsv_to_rgb`], computed in
-/// a branch-free form (every case computed, the right one selected) that vectorises, with the same
-/// float operations in the same order; `fmod`, `floor` and `round` (library calls on the baseline
-/// target) are replaced by their exact equivalents on the ranges that occur, and what hsv2rgb
-/// derives from h and s alone is looked up in 256-entry tables.
+/// torchvision `adjust_hue` on a PIL RGB image: [`rgb_to_hsv`], shift, [`hsv_to_rgb`], computed
+/// in exact integer arithmetic ([`hsv_exact`], [`rgb_exact`]) that gives Pillow's bytes for every
+/// input, in a branch-free form (every case computed, the right one selected) that vectorises.
 pub fn hue(pixels: &mut [u8], hue_factor: f64) {
     hue_lut(pixels, hue_factor, &IDENTITY)
 }
@@ -266,137 +264,199 @@ pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
 
 crate::simd::multiversion! {
     /// [`hue`] of the image with `lut` applied to every sample first.
+    ///
+    /// Computed in the exact integer form of [`hsv_exact`] and [`rgb_exact`], which gives
+    /// Pillow's bytes for every input (see there), branch-free so that it vectorises in 32-bit
+    /// lanes.
     pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
         let shift = hue_shift(hue_factor) as u32;
-        // What hsv2rgb derives from h and s alone, looked up instead of divided each time.
-        let mut sector = [0u32; 256];
-        let mut frac = [0f32; 256];
-        let mut fsat = [0f32; 256];
-        for k in 0..256 {
-            let hd = k as f32 as f64 * 6.0 / 255.0;
-            let i = hd.floor() as i32;
-            frac[k] = (hd - i as f32 as f64) as f32;
-            sector[k] = (i % 6) as u32;
-            fsat[k] = (k as f32 as f64 / 255.0) as f32;
-        }
         let (mut r, mut g, mut b) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
         let (mut or, mut og, mut ob) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
         for block in pixels.chunks_mut(3 * BLOCK) {
             load_block(block, lut, &mut r, &mut g, &mut b);
             for i in 0..BLOCK {
-                let (h, s, v) = hsv_block(r[i], g[i], b[i]);
-                let h = ((h + shift) & 255) as usize;
-                let (x, y, z) = rgb_block(sector[h], frac[h], fsat[s as usize], s, v);
-                or[i] = x as u8;
-                og[i] = y as u8;
-                ob[i] = z as u8;
+                let (h, s, v) = hsv_exact(r[i], g[i], b[i]);
+                let rgb = rgb_exact((h + shift) & 255, s, v);
+                or[i] = rgb as u8;
+                og[i] = (rgb >> 8) as u8;
+                ob[i] = (rgb >> 16) as u8;
             }
             store_block(block, &or, &og, &ob);
         }
     }
 }
 
-/// [`rgb_to_hsv`] without branches.
-#[inline(always)]
-fn hsv_block(r: u32, g: u32, b: u32) -> (u32, u32, u32) {
-    let maxc = r.max(g).max(b);
-    let minc = r.min(g).min(b);
-    let grey = maxc == minc;
-    let cr = if grey { 1 } else { maxc - minc } as f32;
-    let s = (maxc - minc) as f32 / (maxc.max(1)) as f32;
-    let rc = (maxc - r) as f32 / cr;
-    let gc = (maxc - g) as f32 / cr;
-    let bc = (maxc - b) as f32 / cr;
-    let h_r = bc - gc;
-    let h_g = (2.0 + rc as f64 - bc as f64) as f32;
-    let h_b = (4.0 + gc as f64 - rc as f64) as f32;
-    let h = if r == maxc {
-        h_r
-    } else if g == maxc {
-        h_g
-    } else {
-        h_b
-    };
-    // (h / 6 + 1) % 1 with h in [-1, 5]: x is in [5/6, 11/6], and x - 1 is exact for x >= 1.
-    let x = h as f64 / 6.0 + 1.0;
-    let x = if x >= 1.0 { x - 1.0 } else { x };
-    let h = x as f32;
-    let uh = f64_to_i32(h as f64 * 255.0).clamp(0, 255) as u32;
-    let us = f64_to_i32(s as f64 * 255.0).clamp(0, 255) as u32;
-    if grey {
-        (0, 0, maxc)
-    } else {
-        (uh, us, maxc)
-    }
-}
-
-/// `x as i32` (truncation) for `x` known to be in `0.0..=256.0` here, without the saturating
+/// `x as i32` (truncation) for `x` known to be in `0.0..=2^24` here, without the saturating
 /// cast's range checks, which keep LLVM from vectorising.
 #[inline(always)]
-fn f64_to_i32(x: f64) -> i32 {
-    debug_assert!((-1.0..=1e6).contains(&x));
+fn f32_to_i32(x: f32) -> i32 {
+    debug_assert!((-1.0..=16777216.0).contains(&x));
     // SAFETY: the callers' values are finite and far inside i32's range.
     unsafe { x.to_int_unchecked() }
 }
 
+/// `floor(num / den)` for `0 <= num < 2^24` and `1 <= den < 2^24` whose quotient is below 256 and
+/// is an integer or at least `2^-16` from the next one (true of every call here, where `den`
+/// is at most 65025 and the quotient is `k + j/den` with `j < den`): both operands are exact in
+/// f32, the correctly rounded quotient is within half an ulp (`2^-17` below 256) of the true one,
+/// so it never reaches the next integer, and an integer quotient is exact.
 #[inline(always)]
-fn f32_to_i32(x: f32) -> i32 {
-    debug_assert!((-1.0..=1e6).contains(&x));
-    // SAFETY: as above.
-    unsafe { x.to_int_unchecked() }
+fn floor_div(num: u32, den: u32) -> u32 {
+    f32_to_i32(num as i32 as f32 / den as i32 as f32) as u32
 }
 
-/// C's `round` for x >= 0: `trunc(x + 0.5)`, less one where `x + 0.5` rounded up to an integer.
+/// `floor(x / 255)` for `x <= 65535`: `32897 / 2^23 = (1 + 127 / 2^23) / 255`, and the excess,
+/// at most `65535 * 127 / (255 * 2^23) < 1/255`, never carries `x / 255` past the next integer.
 #[inline(always)]
-fn round_nonneg(x: f64) -> i32 {
-    let r = f64_to_i32(x + 0.5);
-    if r as f64 - x > 0.5 {
-        r - 1
-    } else {
-        r
-    }
+fn div255(x: u32) -> u32 {
+    (x * 32897) >> 23
 }
 
-/// [`hsv_to_rgb`] without branches, given the sector `i` (0..6), the fraction `f` and `fs` that
-/// it derives from h and s.
-#[inline(always)]
-fn rgb_block(i: u32, f: f32, fs: f32, s: u32, v: u32) -> (u32, u32, u32) {
-    let vf = v as f32 as f64;
-    let p = round_nonneg(vf * (1.0 - fs as f64)).clamp(0, 255) as u32;
-    let q = round_nonneg(vf * (1.0 - (fs * f) as f64)).clamp(0, 255) as u32;
-    let t = round_nonneg(vf * (1.0 - fs as f64 * (1.0 - f as f64))).clamp(0, 255) as u32;
-    let x = if i == 0 || i == 5 {
-        v
-    } else if i == 1 {
-        q
-    } else if i == 4 {
-        t
-    } else {
-        p
-    };
-    let y = if i == 0 {
-        t
-    } else if i == 1 || i == 2 {
-        v
-    } else if i == 3 {
-        q
-    } else {
-        p
-    };
-    let z = if i <= 1 {
-        p
-    } else if i == 2 {
-        t
-    } else if i <= 4 {
-        v
-    } else {
-        q
-    };
-    if s == 0 {
-        (v, v, v)
-    } else {
-        (x, y, z)
+/// `HUE_DOWN[k]` is 1 where Pillow's float chain gives hue `k - 1` for an exact hue of `k`;
+/// see [`hsv_exact`].
+const HUE_DOWN: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut k = 1;
+    while k <= 31 {
+        t[k] = 1;
+        k += 1;
     }
+    // Green is the maximum: hues 88..=104 step 4.
+    let mut k = 88;
+    while k <= 104 {
+        t[k] = 1;
+        k += 4;
+    }
+    // Blue is the maximum: odd hues 129..=149, then 153..=209 step 4, and 176 and 184.
+    let mut k = 129;
+    while k <= 149 {
+        t[k] = 1;
+        k += 2;
+    }
+    let mut k = 153;
+    while k <= 209 {
+        t[k] = 1;
+        k += 4;
+    }
+    t[176] = 1;
+    t[184] = 1;
+    t
+};
+
+/// [`HUE_DOWN`] as a 256-bit set, 32 hues per word.
+const HUE_DOWN_WORDS: [u32; 8] = {
+    let mut w = [0u32; 8];
+    let mut k = 0;
+    while k < 256 {
+        w[k / 32] |= HUE_DOWN[k] << (k % 32);
+        k += 1;
+    }
+    w
+};
+
+/// `HUE_DOWN[k]` for `k <= 255`, a bit test in [`HUE_DOWN_WORDS`] whose word is chosen with
+/// selects (a table lookup would be a slow gather).
+#[inline(always)]
+fn hue_down(k: u32) -> u32 {
+    const W: [u32; 8] = HUE_DOWN_WORDS;
+    let hi = k >> 5;
+    let pick = |w0: u32, w1: u32| if hi & 1 == 0 { w0 } else { w1 };
+    let w = if hi & 4 == 0 {
+        if hi & 2 == 0 {
+            pick(W[0], W[1])
+        } else {
+            pick(W[2], W[3])
+        }
+    } else if hi & 2 == 0 {
+        pick(W[4], W[5])
+    } else {
+        pick(W[6], W[7])
+    };
+    (w >> (k & 31)) & 1
+}
+
+/// [`rgb_to_hsv`] in exact integer arithmetic (branch-free).
+///
+/// Pillow computes `s = cr / maxc` in f32 and truncates `255 * s`; its hue is
+/// `trunc(255 * frac(h6 / 6))` where `h6` is the hue in sixths of the circle, reached through
+/// f32 divisions, an f32 or f64 subtraction, an f64 division, `+ 1 % 1` and a rounding to f32.
+/// In exact arithmetic, with `cr = maxc - minc`:
+/// - `S = floor(255 cr / maxc)`. Pillow's is always the same: a non-integer `255 cr / maxc` is
+///   at least `1/255` from the next integer, far more than any rounding, and where it is an
+///   integer `k`, `cr / maxc = k / 255`, whose binary expansion repeats the byte `k`, so the
+///   24-bit f32 rounds it up (the first dropped bit is `k`'s leading one) and the truncation
+///   gives `k` again.
+/// - `H = floor(255 N / (6 cr))` with `N = 6 cr frac(h6 / 6)`, an integer in `0..6 cr`:
+///   `g - b` (plus `6 cr` if negative) when red is the maximum, `2 cr + b - r` when green is,
+///   `4 cr + r - g` when blue is. A non-integer quotient is at least `1/1530` from the next
+///   integer, again far more than Pillow's roundings, so Pillow's hue is `H` there. Where the
+///   quotient is an integer `k`, the float chain can land just below it: the rational
+///   `N / 6cr = k / 255`, and so each float in the chain, depends on `k` alone (each `k` is
+///   reached by one of the three branches), and Pillow's hue is `k - HUE_DOWN[k]`.
+///
+/// The test `hsv_exact_matches_pillow_on_all_inputs` checks all 2^24 inputs.
+#[inline(always)]
+fn hsv_exact(r: u32, g: u32, b: u32) -> (u32, u32, u32) {
+    let maxc = r.max(g).max(b);
+    let cr = maxc - r.min(g).min(b);
+    let s = floor_div(255 * cr, maxc.max(1));
+    let (ri, gi, bi, ci) = (r as i32, g as i32, b as i32, cr as i32);
+    let gb = gi - bi;
+    let n = if r == maxc {
+        if gb < 0 {
+            gb + 6 * ci
+        } else {
+            gb
+        }
+    } else if g == maxc {
+        2 * ci + bi - ri
+    } else {
+        4 * ci + ri - gi
+    } as u32;
+    // A grey pixel (cr = 0) has n = 0, so h = 0 whatever the denominator.
+    let den = 6 * cr.max(1);
+    let k = floor_div(255 * n, den);
+    let down = if k * den == 255 * n {
+        hue_down(k)
+    } else {
+        0
+    };
+    (k - down, s, maxc)
+}
+
+/// [`hsv_to_rgb`] in exact integer arithmetic (branch-free).
+///
+/// Pillow's `hsv2rgb` takes the sector `i = floor(6h / 255)`, the fraction `f = frac(6h / 255)`
+/// and `fs = s / 255` (through f64 and f32 roundings) and rounds `v (1 - fs)`, `v (1 - fs f)`
+/// and `v (1 - fs (1 - f))` to the nearest integer. With `a = 6h - 255 i`, these are
+/// `v - round(v s c / 65025)` for `c` = 255, `a` and `255 - a`. The exact quotient
+/// `v s c / 65025` is never a half-integer (an odd denominator) and, for all 2^24 (h, s, v),
+/// Pillow's float roundings never move its value across one, so the exact rounding is Pillow's
+/// (the test `rgb_exact_matches_pillow_on_all_inputs` checks all 2^24 inputs):
+/// `round(y / 65025) = floor((y + 32512) / 65025)`, a [`floor_div`], and
+/// `round(y / 255) = floor((y + 127) / 255)`, a [`div255`].
+///
+/// Sector `i` outputs (v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q) for
+/// `i % 6 = 0..5`; `q` (`c = a`) occurs in odd sectors and `t` (`c = 255 - a`) in even ones, so
+/// only one of them is computed. `s = 0` gives `p = t = q = v`, Pillow's grey. Returns the pixel
+/// packed as `r | g << 8 | b << 16`.
+#[inline(always)]
+fn rgb_exact(h: u32, s: u32, v: u32) -> u32 {
+    let i = div255(6 * h); // 0..=6, 6 only for h = 255, where a = 0: sector 0.
+    let a = 6 * h - 255 * i;
+    // All ones in even sectors, zero in odd ones. The selects below are written as bit operations
+    // so that LLVM does not move them after the division and compute both sides.
+    let even = (i & 1).wrapping_sub(1);
+    let c = a ^ (even & 255); // 255 - a in even sectors
+    let w = v * s;
+    let p = v - div255(w + 127);
+    let o = v - floor_div(w * c + 32512, 65025);
+    // (r, g, b) is (v, o, p) rotated right by i / 2 places in even sectors, (o, v, p) in odd ones:
+    // a 24-bit rotation of the packed bytes (by 24, i.e. none, for i = 6).
+    let swap = (o ^ v) & !even;
+    let packed = (v ^ swap) | (o ^ swap) << 8 | p << 16;
+    let rot = (i >> 1) * 8;
+    (packed << rot | packed >> (24 - rot)) & 0xff_ffff
 }
 
 crate::simd::multiversion! {
@@ -484,5 +544,25 @@ mod tests {
         assert_eq!(rgb_to_hsv(9, 9, 9), (0, 0, 9));
         assert_eq!(hue_shift(-0.05), (256 - 12) as u8);
         assert_eq!(hue_shift(0.1), 25);
+    }
+
+    #[test]
+    fn hsv_exact_matches_pillow_on_all_inputs() {
+        for x in 0..1u32 << 24 {
+            let (r, g, b) = ((x >> 16) as u8, (x >> 8) as u8, x as u8);
+            let (h, s, v) = rgb_to_hsv(r, g, b);
+            let e = hsv_exact(r as u32, g as u32, b as u32);
+            assert_eq!(e, (h as u32, s as u32, v as u32), "rgb {r} {g} {b}");
+        }
+    }
+
+    #[test]
+    fn rgb_exact_matches_pillow_on_all_inputs() {
+        for x in 0..1u32 << 24 {
+            let (h, s, v) = ((x >> 16) as u8, (x >> 8) as u8, x as u8);
+            let (r, g, b) = hsv_to_rgb(h, s, v);
+            let e = rgb_exact(h as u32, s as u32, v as u32);
+            assert_eq!(e, u32::from_le_bytes([r, g, b, 0]), "hsv {h} {s} {v}");
+        }
     }
 }

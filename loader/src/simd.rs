@@ -19,9 +19,37 @@ pub const AVX512: u8 = 3;
 
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 
+#[cfg(test)]
+thread_local! {
+    /// The level [`at_level`] imposes on this thread (0: none).
+    static FORCED: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with this thread's kernels at `level` (test builds only, so that one test process can
+/// compare every level); `None`, without running `f`, where the CPU lacks the level.
+#[cfg(test)]
+pub(crate) fn at_level<R>(level: u8, f: impl FnOnce() -> R) -> Option<R> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FORCED.with(|l| l.set(0));
+        }
+    }
+    if level > cpu_level() {
+        return None;
+    }
+    FORCED.with(|l| l.set(level));
+    let _reset = Reset;
+    Some(f())
+}
+
 /// The instruction set level the kernels use (detected once).
 #[inline]
 pub fn level() -> u8 {
+    #[cfg(test)]
+    if let l @ 1.. = FORCED.with(|l| l.get()) {
+        return l;
+    }
     match LEVEL.load(Ordering::Relaxed) {
         0 => {
             let l = detect();
@@ -38,21 +66,24 @@ fn detect() -> u8 {
         Ok("avx2") => AVX2,
         _ => AVX512,
     };
+    cpu_level().min(cap)
+}
+
+/// The best level the CPU supports.
+fn cpu_level() -> u8 {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        let cpu = if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") {
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") {
             AVX512
         } else if has!("avx2") {
             AVX2
         } else {
             SCALAR
-        };
-        cpu.min(cap)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = cap;
         SCALAR
     }
 }

@@ -59,10 +59,23 @@ fn load_block(
     g: &mut [u32; BLOCK],
     b: &mut [u32; BLOCK],
 ) -> usize {
+    let identity = lut[255] == 255 && lut[0] == 0 && lut == &IDENTITY;
+    load_block_with(px, lut, identity, r, g, b)
+}
+
+/// [`load_block`] given whether `lut` is the identity (so that a kernel can check it once).
+#[inline(always)]
+fn load_block_with(
+    px: &[u8],
+    lut: &[u8; 256],
+    identity: bool,
+    r: &mut [u32; BLOCK],
+    g: &mut [u32; BLOCK],
+    b: &mut [u32; BLOCK],
+) -> usize {
     let n = px.len() / 3;
     // The identity table (the common case) is skipped so that the plain de-interleave vectorises;
     // a full block goes through a fixed-size array, which LLVM turns into byte shuffles.
-    let identity = lut[255] == 255 && lut[0] == 0 && lut == &IDENTITY;
     if identity && n == BLOCK {
         let px: &[u8; 3 * BLOCK] = px[..3 * BLOCK].try_into().unwrap();
         for i in 0..BLOCK {
@@ -101,6 +114,26 @@ fn store_block(px: &mut [u8], r: &[u8; BLOCK], g: &[u8; BLOCK], b: &[u8; BLOCK])
         p[0] = r[i];
         p[1] = g[i];
         p[2] = b[i];
+    }
+}
+
+/// [`store_block`] from 32-bit lanes (truncated to u8): the kernel's vector stores then match
+/// the loads here, which store-to-load forwarding needs.
+#[inline(always)]
+fn store_block32(px: &mut [u8], r: &[u32; BLOCK], g: &[u32; BLOCK], b: &[u32; BLOCK]) {
+    if px.len() == 3 * BLOCK {
+        let px: &mut [u8; 3 * BLOCK] = (&mut px[..3 * BLOCK]).try_into().unwrap();
+        for i in 0..BLOCK {
+            px[3 * i] = r[i] as u8;
+            px[3 * i + 1] = g[i] as u8;
+            px[3 * i + 2] = b[i] as u8;
+        }
+        return;
+    }
+    for (i, p) in px.chunks_exact_mut(3).enumerate() {
+        p[0] = r[i] as u8;
+        p[1] = g[i] as u8;
+        p[2] = b[i] as u8;
     }
 }
 
@@ -185,8 +218,8 @@ pub fn saturation(pixels: &mut [u8], factor: f64) {
 }
 
 /// torchvision `adjust_hue` on a PIL RGB image: [`rgb_to_hsv`], shift, [`hsv_to_rgb`], computed
-/// in exact integer arithmetic ([`hsv_exact`], [`rgb_exact`]) that gives Pillow's bytes for every
-/// input, in a branch-free form (every case computed, the right one selected) that vectorises.
+/// in an exact integer form that gives Pillow's bytes for every input, branch-free (every case
+/// computed, the right one selected) so that it vectorises; see [`hue_lut`].
 pub fn hue(pixels: &mut [u8], hue_factor: f64) {
     hue_lut(pixels, hue_factor, &IDENTITY)
 }
@@ -262,26 +295,239 @@ pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
     }
 }
 
+/// [`hue`] of the image with `lut` applied to every sample first.
+///
+/// Computed in the exact integer form of `hsv_exact` and `rgb_exact` (private; their comments
+/// say why it is exact), which gives Pillow's bytes for every input, checked on all 2^24 inputs
+/// of each: with AVX-512 by intrinsics, 16 pixels at a time (after a table lookup with VBMI
+/// byte permutes, or [`apply_lut`] without VBMI, where `lut` is not the identity), otherwise by
+/// a branch-free loop over blocks of pixels that LLVM vectorises.
+pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
+    let shift = hue_shift(hue_factor) as u32;
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::AVX512 {
+        // Whole pixels only, as everywhere else: bytes past the last one stay as they are.
+        let whole = pixels.len() / 3 * 3;
+        let pixels = &mut pixels[..whole];
+        if lut != &IDENTITY {
+            if std::arch::is_x86_feature_detected!("avx512vbmi") {
+                // SAFETY: the CPU has AVX-512 F/BW (level) and VBMI (just checked).
+                unsafe { avx512::lut(pixels, lut) };
+            } else {
+                apply_lut(pixels, lut);
+            }
+        }
+        // SAFETY: `level` only reports AVX-512 where the CPU has F/BW/VL/DQ.
+        unsafe { avx512::hue(pixels, shift) };
+        return;
+    }
+    hue_lut_vectorised(pixels, shift, lut);
+}
+
 crate::simd::multiversion! {
-    /// [`hue`] of the image with `lut` applied to every sample first.
-    ///
-    /// Computed in the exact integer form of [`hsv_exact`] and [`rgb_exact`], which gives
-    /// Pillow's bytes for every input (see there), branch-free so that it vectorises in 32-bit
-    /// lanes.
-    pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
-        let shift = hue_shift(hue_factor) as u32;
+    /// [`hue_lut`] without AVX-512 intrinsics: [`hsv_exact`] and [`rgb_exact`] over blocks of
+    /// de-interleaved pixels, which LLVM vectorises.
+    fn hue_lut_vectorised(pixels: &mut [u8], shift: u32, lut: &[u8; 256]) {
+        let identity = lut == &IDENTITY;
         let (mut r, mut g, mut b) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
-        let (mut or, mut og, mut ob) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
+        let (mut or, mut og, mut ob) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
         for block in pixels.chunks_mut(3 * BLOCK) {
-            load_block(block, lut, &mut r, &mut g, &mut b);
+            load_block_with(block, lut, identity, &mut r, &mut g, &mut b);
             for i in 0..BLOCK {
                 let (h, s, v) = hsv_exact(r[i], g[i], b[i]);
                 let rgb = rgb_exact((h + shift) & 255, s, v);
-                or[i] = rgb as u8;
-                og[i] = (rgb >> 8) as u8;
-                ob[i] = (rgb >> 16) as u8;
+                or[i] = rgb & 255;
+                og[i] = (rgb >> 8) & 255;
+                ob[i] = rgb >> 16;
             }
-            store_block(block, &or, &og, &ob);
+            store_block32(block, &or, &og, &ob);
+        }
+    }
+}
+
+/// [`hue_lut`] with AVX-512 intrinsics, 16 pixels at a time.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::HUE_DOWN_WORDS;
+    use std::arch::x86_64::*;
+
+    /// `floor(num / den)` as [`super::floor_div`] does it, lane by lane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn floor_div(num: __m512i, den: __m512i) -> __m512i {
+        _mm512_cvttps_epi32(_mm512_div_ps(
+            _mm512_cvtepi32_ps(num),
+            _mm512_cvtepi32_ps(den),
+        ))
+    }
+
+    /// `255 x`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn mul255(x: __m512i) -> __m512i {
+        _mm512_sub_epi32(_mm512_slli_epi32::<8>(x), x)
+    }
+
+    /// `floor(x / 255)` for `x <= 65535`, as [`super::div255`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn div255(x: __m512i) -> __m512i {
+        _mm512_srli_epi32::<23>(_mm512_mullo_epi32(x, _mm512_set1_epi32(32897)))
+    }
+
+    /// [`super::hsv_exact`], the shift and [`super::rgb_exact`] for 16 pixels, given and returned
+    /// as 48 interleaved RGB bytes (the top 16 bytes of the result are zero).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn hue16(px: __m512i, shift: __m512i) -> __m512i {
+        let zero = _mm512_setzero_si512();
+        let one = _mm512_set1_epi32(1);
+        let byte = _mm512_set1_epi32(255);
+        // De-interleave: each 128-bit lane gets the 12 bytes of its 4 pixels, then each pixel
+        // becomes a 32-bit lane r | g << 8 | b << 16.
+        let px = _mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0),
+            px,
+        );
+        let spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+        let px = _mm512_shuffle_epi8(px, _mm512_broadcast_i32x4(spread));
+        let r = _mm512_and_si512(px, byte);
+        let g = _mm512_and_si512(_mm512_srli_epi32::<8>(px), byte);
+        let b = _mm512_srli_epi32::<16>(px);
+
+        // hsv_exact.
+        let v = _mm512_max_epu32(_mm512_max_epu32(r, g), b);
+        let cr = _mm512_sub_epi32(v, _mm512_min_epu32(_mm512_min_epu32(r, g), b));
+        let s = floor_div(mul255(cr), _mm512_max_epu32(v, one));
+        let cr2 = _mm512_add_epi32(cr, cr);
+        let cr4 = _mm512_add_epi32(cr2, cr2);
+        let cr6 = _mm512_add_epi32(cr4, cr2);
+        let gb = _mm512_sub_epi32(g, b);
+        let n_r = _mm512_mask_add_epi32(gb, _mm512_cmplt_epi32_mask(gb, zero), gb, cr6);
+        let n_g = _mm512_add_epi32(cr2, _mm512_sub_epi32(b, r));
+        let n_b = _mm512_add_epi32(cr4, _mm512_sub_epi32(r, g));
+        let n = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(g, v), n_b, n_g);
+        let n = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(r, v), n, n_r);
+        let den = _mm512_max_epi32(cr6, _mm512_set1_epi32(6));
+        let num = mul255(n);
+        let k = floor_div(num, den);
+        let exact = _mm512_cmpeq_epi32_mask(_mm512_mullo_epi32(k, den), num);
+        // HUE_DOWN[k]: bit k % 32 of word k / 32, the word picked with a permute.
+        let [w0, w1, w2, w3, w4, w5, w6, w7] = HUE_DOWN_WORDS.map(|w| w as i32);
+        let words = _mm512_setr_epi32(w0, w1, w2, w3, w4, w5, w6, w7, 0, 0, 0, 0, 0, 0, 0, 0);
+        let word = _mm512_permutexvar_epi32(_mm512_srli_epi32::<5>(k), words);
+        let bit = _mm512_srlv_epi32(word, _mm512_and_si512(k, _mm512_set1_epi32(31)));
+        let down = _mm512_mask_test_epi32_mask(exact, bit, one);
+        let h = _mm512_mask_sub_epi32(k, down, k, one);
+        let h = _mm512_and_si512(_mm512_add_epi32(h, shift), byte);
+
+        // rgb_exact.
+        let h6 = _mm512_mullo_epi32(h, _mm512_set1_epi32(6));
+        let i = div255(h6);
+        let a = _mm512_sub_epi32(h6, mul255(i));
+        let odd = _mm512_test_epi32_mask(i, one);
+        let c = _mm512_mask_xor_epi32(a, !odd, a, byte);
+        let w = _mm512_mullo_epi32(v, s);
+        let p = _mm512_sub_epi32(v, div255(_mm512_add_epi32(w, _mm512_set1_epi32(127))));
+        let wc = _mm512_add_epi32(_mm512_mullo_epi32(w, c), _mm512_set1_epi32(32512));
+        let o = _mm512_sub_epi32(v, floor_div(wc, _mm512_set1_epi32(65025)));
+        let lo = _mm512_mask_blend_epi32(odd, v, o);
+        let mid = _mm512_mask_blend_epi32(odd, o, v);
+        let packed = _mm512_ternarylogic_epi32::<0xfe>(
+            lo,
+            _mm512_slli_epi32::<8>(mid),
+            _mm512_slli_epi32::<16>(p),
+        );
+        let rot = _mm512_slli_epi32::<2>(_mm512_and_si512(i, _mm512_set1_epi32(6)));
+        let rgb = _mm512_or_si512(
+            _mm512_sllv_epi32(packed, rot),
+            _mm512_srlv_epi32(packed, _mm512_sub_epi32(_mm512_set1_epi32(24), rot)),
+        );
+
+        // Interleave: the low 3 bytes of each lane, packed into the low 48 bytes.
+        let pack = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+        let rgb = _mm512_shuffle_epi8(rgb, _mm512_broadcast_i32x4(pack));
+        _mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 15, 15, 15),
+            rgb,
+        )
+    }
+
+    /// The hue shift on interleaved RGB pixels, in place.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn hue(pixels: &mut [u8], shift: u32) {
+        let shift = _mm512_set1_epi32(shift as i32);
+        let len = pixels.len() / 3 * 3;
+        let mut at = 0;
+        // Plain 64-byte loads and 32 + 16-byte stores while a whole 64 bytes are in bounds: a
+        // masked store followed by a load overlapping its 64-byte span (even masked off) stalls
+        // the load until the store retires, which would serialise the loop.
+        while at + 64 <= len {
+            // SAFETY: bytes at..at + 64 are in bounds; the stores write at..at + 48.
+            unsafe {
+                let ptr = pixels.as_mut_ptr().add(at);
+                let rgb = hue16(_mm512_loadu_si512(ptr as *const _), shift);
+                _mm256_storeu_si256(ptr as *mut _, _mm512_castsi512_si256(rgb));
+                _mm_storeu_si128(ptr.add(32) as *mut _, _mm512_extracti32x4_epi32::<2>(rgb));
+            }
+            at += 48;
+        }
+        while at < len {
+            let mask = u64::MAX >> (64 - (len - at).min(48));
+            // SAFETY: the mask covers bytes at..at + min(48, len - at); masked-off bytes are
+            // neither read nor written.
+            unsafe {
+                let ptr = pixels.as_mut_ptr().add(at) as *mut i8;
+                let px = _mm512_maskz_loadu_epi8(mask, ptr);
+                _mm512_mask_storeu_epi8(ptr, mask, hue16(px, shift));
+            }
+            at += 48;
+        }
+    }
+
+    /// The 256-entry table `t` (four 64-byte quarters) at each byte of `x`: entries 0..128 and
+    /// 128..256 by the low 7 bits, chosen by the top bit.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn look_up(t: &[__m512i; 4], x: __m512i) -> __m512i {
+        let lo = _mm512_permutex2var_epi8(t[0], x, t[1]);
+        let hi = _mm512_permutex2var_epi8(t[2], x, t[3]);
+        _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), lo, hi)
+    }
+
+    /// [`super::apply_lut`] with VBMI byte permutes, 64 samples at a time.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) unsafe fn lut(pixels: &mut [u8], lut: &[u8; 256]) {
+        let quarter = |q: &[u8]| -> __m512i {
+            let q: &[u8; 64] = q.try_into().unwrap();
+            // SAFETY: `__m512i` is 64 plain bytes, so any [u8; 64] is a valid one.
+            unsafe { std::mem::transmute(*q) }
+        };
+        let t = [0, 1, 2, 3].map(|q| quarter(&lut[64 * q..64 * (q + 1)]));
+        let mut at = 0;
+        while at + 64 <= pixels.len() {
+            // SAFETY: bytes at..at + 64 are in bounds.
+            unsafe {
+                let ptr = pixels.as_mut_ptr().add(at) as *mut __m512i;
+                _mm512_storeu_si512(ptr, look_up(&t, _mm512_loadu_si512(ptr)));
+            }
+            at += 64;
+        }
+        if at < pixels.len() {
+            let mask = u64::MAX >> (64 - (pixels.len() - at));
+            // SAFETY: the mask covers bytes at..pixels.len(); masked-off bytes are neither read
+            // nor written.
+            unsafe {
+                let ptr = pixels.as_mut_ptr().add(at) as *mut i8;
+                let x = _mm512_maskz_loadu_epi8(mask, ptr);
+                _mm512_mask_storeu_epi8(ptr, mask, look_up(&t, x));
+            }
         }
     }
 }
@@ -416,11 +662,7 @@ fn hsv_exact(r: u32, g: u32, b: u32) -> (u32, u32, u32) {
     // A grey pixel (cr = 0) has n = 0, so h = 0 whatever the denominator.
     let den = 6 * cr.max(1);
     let k = floor_div(255 * n, den);
-    let down = if k * den == 255 * n {
-        hue_down(k)
-    } else {
-        0
-    };
+    let down = if k * den == 255 * n { hue_down(k) } else { 0 };
     (k - down, s, maxc)
 }
 
@@ -563,6 +805,194 @@ mod tests {
             let (r, g, b) = hsv_to_rgb(h, s, v);
             let e = rgb_exact(h as u32, s as u32, v as u32);
             assert_eq!(e, u32::from_le_bytes([r, g, b, 0]), "hsv {h} {s} {v}");
+        }
+    }
+
+    /// [`HUE_DOWN`] is where Pillow's hue of a colour whose exact hue is an integer `k` is
+    /// `k - 1`: checked at one such colour per `k` (chroma 85, where `N = 2k`), and the bit test
+    /// of the kernels against the table.
+    #[test]
+    fn hue_down_is_where_pillow_rounds_an_integer_hue_down() {
+        // (An exact hue is below 255: N < 6 cr.)
+        for k in 0..255u32 {
+            let n = 2 * k as i32;
+            // The colour with max 85, min 0 and N = n (see `hsv_exact`), sector by sector.
+            let (r, g, b) = match n {
+                0..85 => (85, n, 0),
+                85..170 => (170 - n, 85, 0),
+                170..255 => (0, 85, n - 170),
+                255..340 => (0, 340 - n, 85),
+                340..425 => (n - 340, 0, 85),
+                _ => (85, 0, 510 - n),
+            };
+            let (h, _, _) = rgb_to_hsv(r as u8, g as u8, b as u8);
+            assert_eq!(h as u32, k - HUE_DOWN[k as usize], "hue {k}");
+            assert_eq!(hue_down(k), HUE_DOWN[k as usize], "hue {k}");
+        }
+    }
+
+    /// A hue factor whose torchvision shift is `shift`.
+    fn factor_for(shift: u8) -> f64 {
+        let signed = if shift < 128 {
+            shift as f64 + 0.5
+        } else {
+            shift as f64 - 256.5
+        };
+        let factor = signed / 255.0;
+        assert_eq!(hue_shift(factor), shift);
+        factor
+    }
+
+    /// Every `stride`-th 24-bit colour, as RGB pixels.
+    fn colours(stride: usize) -> Vec<u8> {
+        (0..1u32 << 24)
+            .step_by(stride)
+            .flat_map(|x| [(x >> 16) as u8, (x >> 8) as u8, x as u8])
+            .collect()
+    }
+
+    const LEVELS: [(&str, u8); 3] = [
+        ("scalar", crate::simd::SCALAR),
+        ("avx2", crate::simd::AVX2),
+        ("avx512", crate::simd::AVX512),
+    ];
+
+    /// Checks [`hue_lut`] with `lut`, at every level the CPU has, against Pillow's scalar
+    /// [`rgb_to_hsv`], shift, [`hsv_to_rgb`] on `pixels` for each of `shifts`.
+    fn check_hue(pixels: &[u8], lut: &[u8; 256], shifts: impl IntoIterator<Item = u8>) {
+        let hsv: Vec<(u8, u8, u8)> = pixels
+            .chunks_exact(3)
+            .map(|p| rgb_to_hsv(lut[p[0] as usize], lut[p[1] as usize], lut[p[2] as usize]))
+            .collect();
+        let mut work = vec![0u8; pixels.len()];
+        for shift in shifts {
+            let want: Vec<u8> = hsv
+                .iter()
+                .flat_map(|&(h, s, v)| {
+                    let (r, g, b) = hsv_to_rgb(h.wrapping_add(shift), s, v);
+                    [r, g, b]
+                })
+                .chain(pixels[pixels.len() / 3 * 3..].iter().copied())
+                .collect();
+            for (name, level) in LEVELS {
+                crate::simd::at_level(level, || {
+                    work.copy_from_slice(pixels);
+                    hue_lut(&mut work, factor_for(shift), lut);
+                    if work != want {
+                        let at = work.iter().zip(&want).position(|(a, b)| a != b).unwrap();
+                        let px = &pixels[at / 3 * 3..(at / 3 * 3 + 3).min(pixels.len())];
+                        panic!("{name}, shift {shift}: pixel {px:?} (byte {at}) differs");
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn hue_lut_matches_pillow_on_a_sample_of_colours_and_all_shifts() {
+        // A stride coprime to 256 reaches every value of each channel.
+        check_hue(&colours(1999), &IDENTITY, 0..=255);
+    }
+
+    /// All 2^24 colours at every shift, at every level (minutes in release: `cargo test
+    /// --release -p loader hue_lut_matches_pillow_on_all_colours -- --ignored`).
+    #[test]
+    #[ignore]
+    fn hue_lut_matches_pillow_on_all_colours() {
+        check_hue(&colours(1), &IDENTITY, 0..=255);
+    }
+
+    /// Some tables the jitter composes before hue (brightness, contrast) and a scrambling one.
+    fn tables() -> Vec<[u8; 256]> {
+        let mut dark = [0u8; 256];
+        blend_table(0, 0.6, &mut dark);
+        let mut flat = [0u8; 256];
+        blend_table(117, 0.7, &mut flat);
+        let mut bright = [0u8; 256];
+        blend_table(0, 1.4, &mut bright);
+        let scrambled: [u8; 256] = std::array::from_fn(|i| (i * 167 + 89) as u8);
+        vec![dark, flat, compose(&bright, &flat), scrambled]
+    }
+
+    #[test]
+    fn hue_lut_with_a_table_matches_pillow() {
+        let pixels = colours(4999);
+        for lut in tables() {
+            check_hue(&pixels, &lut, [0, 3, 200]);
+        }
+    }
+
+    #[test]
+    fn hue_lut_handles_every_length() {
+        // Lengths around the vector widths, some with bytes past the last whole pixel (which
+        // must stay as they are).
+        let pixels = colours(3001);
+        let lut = tables()[3];
+        for len in (0..=200).chain([3 * 999, 3 * 1000 + 1, 3 * 1024 + 2]) {
+            check_hue(&pixels[..len], &IDENTITY, [0, 25]);
+            check_hue(&pixels[..len], &lut, [230]);
+        }
+    }
+
+    /// The AVX-512 kernel without VBMI (the table applied first by [`apply_lut`]), and VBMI's
+    /// table lookup against [`apply_lut`], on CPUs that have them.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_table_paths_equal_apply_lut() {
+        use std::arch::is_x86_feature_detected as has;
+        if !(has!("avx512f") && has!("avx512bw")) {
+            return;
+        }
+        let pixels = colours(2999);
+        for lut in tables() {
+            for len in (0..=300).chain([pixels.len() - 1, pixels.len()]) {
+                if has!("avx512vbmi") {
+                    let mut want = pixels[..len].to_vec();
+                    apply_lut(&mut want, &lut);
+                    let mut got = pixels[..len].to_vec();
+                    // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked above).
+                    unsafe { avx512::lut(&mut got, &lut) };
+                    assert_eq!(got, want, "VBMI table, {len} bytes");
+                }
+                let mut want = pixels[..len].to_vec();
+                apply_lut(&mut want[..len / 3 * 3], &lut);
+                // SAFETY: the CPU has AVX-512 F and BW (checked above).
+                unsafe { avx512::hue(&mut want, 17) };
+                let mut reference = pixels[..len].to_vec();
+                crate::simd::at_level(crate::simd::SCALAR, || {
+                    hue_lut(&mut reference, factor_for(17), &lut)
+                });
+                assert_eq!(want, reference, "{len} bytes");
+            }
+        }
+    }
+
+    /// Nanoseconds per pixel of [`hue_lut`] at each level, with and without a table
+    /// (`cargo test --release -p loader hue_lut_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn hue_lut_speed() {
+        let side = 224;
+        let pixels: Vec<u8> = (0..3 * side * side)
+            .map(|i| ((i * 7919) >> 5) as u8)
+            .collect();
+        let mut work = pixels.clone();
+        for (name, level) in LEVELS {
+            for (what, lut) in [("identity", IDENTITY), ("table", tables()[1])] {
+                crate::simd::at_level(level, || {
+                    let mut best = f64::MAX;
+                    for _ in 0..20 {
+                        let t = std::time::Instant::now();
+                        for _ in 0..20 {
+                            work.copy_from_slice(&pixels);
+                            hue_lut(&mut work, -0.1, &lut);
+                        }
+                        best = best.min(t.elapsed().as_secs_f64() / 20.0);
+                    }
+                    let ns = best * 1e9 / (side * side) as f64;
+                    println!("{name:>6} {what:>8}: {ns:.2} ns/pixel (copy included)");
+                });
+            }
         }
     }
 }

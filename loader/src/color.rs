@@ -299,9 +299,9 @@ pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
 ///
 /// Computed in the exact integer form of `hsv_exact` and `rgb_exact` (private; their comments
 /// say why it is exact), which gives Pillow's bytes for every input, checked on all 2^24 inputs
-/// of each: with AVX-512 by intrinsics, 16 pixels at a time (after a table lookup with VBMI
-/// byte permutes, or [`apply_lut`] without VBMI, where `lut` is not the identity), otherwise by
-/// a branch-free loop over blocks of pixels that LLVM vectorises.
+/// of each: with AVX-512 by intrinsics, 16 pixels at a time (after [`crate::lut::apply_in_place`]
+/// where `lut` is not the identity), otherwise by a branch-free loop over blocks of pixels that
+/// LLVM vectorises.
 pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
     let shift = hue_shift(hue_factor) as u32;
     #[cfg(target_arch = "x86_64")]
@@ -310,12 +310,7 @@ pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
         let whole = pixels.len() / 3 * 3;
         let pixels = &mut pixels[..whole];
         if lut != &IDENTITY {
-            if std::arch::is_x86_feature_detected!("avx512vbmi") {
-                // SAFETY: the CPU has AVX-512 F/BW (level) and VBMI (just checked).
-                unsafe { avx512::lut(pixels, lut) };
-            } else {
-                apply_lut(pixels, lut);
-            }
+            crate::lut::apply_in_place(pixels, lut);
         }
         // SAFETY: `level` only reports AVX-512 where the CPU has F/BW/VL/DQ.
         unsafe { avx512::hue(pixels, shift) };
@@ -485,49 +480,6 @@ mod avx512 {
                 _mm512_mask_storeu_epi8(ptr, mask, hue16(px, shift));
             }
             at += 48;
-        }
-    }
-
-    /// The 256-entry table `t` (four 64-byte quarters) at each byte of `x`: entries 0..128 and
-    /// 128..256 by the low 7 bits, chosen by the top bit.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    fn look_up(t: &[__m512i; 4], x: __m512i) -> __m512i {
-        let lo = _mm512_permutex2var_epi8(t[0], x, t[1]);
-        let hi = _mm512_permutex2var_epi8(t[2], x, t[3]);
-        _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), lo, hi)
-    }
-
-    /// [`super::apply_lut`] with VBMI byte permutes, 64 samples at a time.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F, BW and VBMI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    pub(super) unsafe fn lut(pixels: &mut [u8], lut: &[u8; 256]) {
-        let quarter = |q: &[u8]| -> __m512i {
-            let q: &[u8; 64] = q.try_into().unwrap();
-            // SAFETY: `__m512i` is 64 plain bytes, so any [u8; 64] is a valid one.
-            unsafe { std::mem::transmute(*q) }
-        };
-        let t = [0, 1, 2, 3].map(|q| quarter(&lut[64 * q..64 * (q + 1)]));
-        let mut at = 0;
-        while at + 64 <= pixels.len() {
-            // SAFETY: bytes at..at + 64 are in bounds.
-            unsafe {
-                let ptr = pixels.as_mut_ptr().add(at) as *mut __m512i;
-                _mm512_storeu_si512(ptr, look_up(&t, _mm512_loadu_si512(ptr)));
-            }
-            at += 64;
-        }
-        if at < pixels.len() {
-            let mask = u64::MAX >> (64 - (pixels.len() - at));
-            // SAFETY: the mask covers bytes at..pixels.len(); masked-off bytes are neither read
-            // nor written.
-            unsafe {
-                let ptr = pixels.as_mut_ptr().add(at) as *mut i8;
-                let x = _mm512_maskz_loadu_epi8(mask, ptr);
-                _mm512_mask_storeu_epi8(ptr, mask, look_up(&t, x));
-            }
         }
     }
 }
@@ -931,39 +883,6 @@ mod tests {
         for len in (0..=200).chain([3 * 999, 3 * 1000 + 1, 3 * 1024 + 2]) {
             check_hue(&pixels[..len], &IDENTITY, [0, 25]);
             check_hue(&pixels[..len], &lut, [230]);
-        }
-    }
-
-    /// The AVX-512 kernel without VBMI (the table applied first by [`apply_lut`]), and VBMI's
-    /// table lookup against [`apply_lut`], on CPUs that have them.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx512_table_paths_equal_apply_lut() {
-        use std::arch::is_x86_feature_detected as has;
-        if !(has!("avx512f") && has!("avx512bw")) {
-            return;
-        }
-        let pixels = colours(2999);
-        for lut in tables() {
-            for len in (0..=300).chain([pixels.len() - 1, pixels.len()]) {
-                if has!("avx512vbmi") {
-                    let mut want = pixels[..len].to_vec();
-                    apply_lut(&mut want, &lut);
-                    let mut got = pixels[..len].to_vec();
-                    // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked above).
-                    unsafe { avx512::lut(&mut got, &lut) };
-                    assert_eq!(got, want, "VBMI table, {len} bytes");
-                }
-                let mut want = pixels[..len].to_vec();
-                apply_lut(&mut want[..len / 3 * 3], &lut);
-                // SAFETY: the CPU has AVX-512 F and BW (checked above).
-                unsafe { avx512::hue(&mut want, 17) };
-                let mut reference = pixels[..len].to_vec();
-                crate::simd::at_level(crate::simd::SCALAR, || {
-                    hue_lut(&mut reference, factor_for(17), &lut)
-                });
-                assert_eq!(want, reference, "{len} bytes");
-            }
         }
     }
 

@@ -370,6 +370,35 @@ mod avx512 {
         _mm512_srli_epi32::<23>(_mm512_mullo_epi32(x, _mm512_set1_epi32(32897)))
     }
 
+    /// For each sector `i` (0..=6), the bytes of `(v, o, p)` (0, 1, 2) that make `(r, g, b)`, as
+    /// in [`super::rgb_exact`], and a zeroing top byte: (v, o, p), (o, v, p), (p, v, o), (p, o, v),
+    /// (o, p, v), (v, p, o) and again (v, o, p).
+    const SECTOR_ORDER: __m512i = {
+        const fn order(r: u32, g: u32, b: u32) -> u32 {
+            r | g << 8 | b << 16 | 0x80 << 24
+        }
+        let t = [
+            order(0, 1, 2),
+            order(1, 0, 2),
+            order(2, 0, 1),
+            order(2, 1, 0),
+            order(1, 2, 0),
+            order(0, 2, 1),
+            order(0, 1, 2),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        // SAFETY: sixteen u32 are 64 plain bytes, like __m512i.
+        unsafe { std::mem::transmute::<[u32; 16], __m512i>(t) }
+    };
+
     /// [`super::hsv_exact`], the shift and [`super::rgb_exact`] for 16 pixels, given and returned
     /// as 48 interleaved RGB bytes (the top 16 bytes of the result are zero).
     #[inline]
@@ -426,18 +455,17 @@ mod avx512 {
         let p = _mm512_sub_epi32(v, div255(_mm512_add_epi32(w, _mm512_set1_epi32(127))));
         let wc = _mm512_add_epi32(_mm512_mullo_epi32(w, c), _mm512_set1_epi32(32512));
         let o = _mm512_sub_epi32(v, floor_div(wc, _mm512_set1_epi32(65025)));
-        let lo = _mm512_mask_blend_epi32(odd, v, o);
-        let mid = _mm512_mask_blend_epi32(odd, o, v);
-        let packed = _mm512_ternarylogic_epi32::<0xfe>(
-            lo,
-            _mm512_slli_epi32::<8>(mid),
+        // (v, o, p) as bytes 0, 1, 2 of each lane, put in the sector's order by a byte shuffle
+        // whose control is the sector's pattern (a dword permute of the table) plus the lane's
+        // byte offset within its 128 bits.
+        let vop = _mm512_ternarylogic_epi32::<0xfe>(
+            v,
+            _mm512_slli_epi32::<8>(o),
             _mm512_slli_epi32::<16>(p),
         );
-        let rot = _mm512_slli_epi32::<2>(_mm512_and_si512(i, _mm512_set1_epi32(6)));
-        let rgb = _mm512_or_si512(
-            _mm512_sllv_epi32(packed, rot),
-            _mm512_srlv_epi32(packed, _mm512_sub_epi32(_mm512_set1_epi32(24), rot)),
-        );
+        let order = _mm512_permutexvar_epi32(i, SECTOR_ORDER);
+        let offset = _mm512_set4_epi32(0x0c0c0c, 0x080808, 0x040404, 0);
+        let rgb = _mm512_shuffle_epi8(vop, _mm512_add_epi32(order, offset));
 
         // Interleave: the low 3 bytes of each lane, packed into the low 48 bytes.
         let pack = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);

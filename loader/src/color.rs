@@ -485,9 +485,9 @@ mod avx512 {
         let shift = _mm512_set1_epi32(shift as i32);
         let len = pixels.len() / 3 * 3;
         let mut at = 0;
-        // Plain 64-byte loads and 32 + 16-byte stores while a whole 64 bytes are in bounds: a
-        // masked store followed by a load overlapping its 64-byte span (even masked off) stalls
-        // the load until the store retires, which would serialise the loop.
+        // Plain 64-byte loads and 32 + 16-byte stores while a whole 64 bytes are in bounds:
+        // with a masked 48-byte load and store per step, each load overlapping the previous
+        // store's 64-byte span (in bytes masked off), the loop ran at half speed on Zen 4.
         while at + 64 <= len {
             // SAFETY: bytes at..at + 64 are in bounds; the stores write at..at + 48.
             unsafe {
@@ -539,7 +539,9 @@ fn div255(x: u32) -> u32 {
 }
 
 /// `HUE_DOWN[k]` is 1 where Pillow's float chain gives hue `k - 1` for an exact hue of `k`;
-/// see [`hsv_exact`].
+/// see [`hsv_exact`]. Found by comparing the exact hue with Pillow's on all 2^24 colours: they
+/// differ at 47352 colours, all with an integer exact hue, by one, at these 64 hues; the test
+/// `hue_down_is_where_pillow_rounds_an_integer_hue_down` rebuilds it from [`rgb_to_hsv`].
 const HUE_DOWN: [u32; 256] = {
     let mut t = [0u32; 256];
     let mut k = 1;

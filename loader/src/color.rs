@@ -74,14 +74,22 @@ fn load_block_with(
     b: &mut [u32; BLOCK],
 ) -> usize {
     let n = px.len() / 3;
-    // The identity table (the common case) is skipped so that the plain de-interleave vectorises;
-    // a full block goes through a fixed-size array, which LLVM turns into byte shuffles.
-    if identity && n == BLOCK {
-        let px: &[u8; 3 * BLOCK] = px[..3 * BLOCK].try_into().unwrap();
+    // A full block: the table applied 64 bytes at a time (`lut`), then split into planes
+    // (`planar`), then widened. The identity table (the common case) is skipped.
+    if n == BLOCK {
+        let mut looked_up = [0u8; 3 * BLOCK];
+        let px: &[u8; 3 * BLOCK] = if identity {
+            px[..3 * BLOCK].try_into().unwrap()
+        } else {
+            crate::lut::apply(&px[..3 * BLOCK], &mut looked_up, lut);
+            &looked_up
+        };
+        let (mut pr, mut pg, mut pb) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
+        crate::planar::deinterleave(px, &mut pr, &mut pg, &mut pb);
         for i in 0..BLOCK {
-            r[i] = px[3 * i] as u32;
-            g[i] = px[3 * i + 1] as u32;
-            b[i] = px[3 * i + 2] as u32;
+            r[i] = pr[i] as u32;
+            g[i] = pg[i] as u32;
+            b[i] = pb[i] as u32;
         }
     } else if identity {
         for (i, p) in px.chunks_exact(3).enumerate() {
@@ -733,9 +741,7 @@ pub fn compose(first: &[u8; 256], second: &[u8; 256]) -> [u8; 256] {
 
 /// Applies a 256-entry table to every sample.
 pub fn apply_lut(pixels: &mut [u8], lut: &[u8; 256]) {
-    for v in pixels.iter_mut() {
-        *v = lut[*v as usize];
-    }
+    crate::lut::apply_in_place(pixels, lut);
 }
 
 #[cfg(test)]

@@ -3,10 +3,16 @@
 //! Each class is a *shape family* (discs, stripes, rectangles, ...); from class 10 on, a class adds
 //! a second, sparser family on top. Within a class every image varies position, scale, count,
 //! rotation, background and size, and carries a little pixel noise, so a self-supervised model has
-//! something real to learn and no two images are identical. Colours are drawn per image over the
-//! whole hue circle in every class, so colour carries no class information: the paper's colour
-//! jitter (hue +-0.1) and random grayscale teach a model to ignore colour, and a demo whose classes
-//! were colour bands (demo-v1) made a trained model look worse than a random one.
+//! something real to learn and no two images are identical.
+//!
+//! What Barlow Twins learns is what two crops of one image share, so the demo keeps what they share
+//! down to the class (demo-v3): every shape gets its own random hue and the hue also turns across
+//! the image, so two crops do not share colours; the background brightness is drawn from one
+//! continuous range (not dark-or-light); shapes are dense (6-14 per image, patterns fill the whole
+//! image) so that a small crop still shows the family. On demo-v2 (one hue per image, sparse shapes,
+//! dark or light backgrounds) the views' shared colour and brightness were what a trained `tiny`
+//! encoded, and its k-NN accuracy stayed at the random-initialisation level (in PyTorch too, see
+//! `reference/README.md`); demo-v1's classes were colour bands, which colour jitter erases.
 //!
 //! Generation is parallel (rayon) and deterministic: image `(class, index)` is drawn from a
 //! `Pcg64` seeded from `(seed, class, index)`, so the same options give byte-identical files.
@@ -45,7 +51,7 @@ pub const MAX_CLASSES: usize = SHAPE_FAMILIES.len() * SHAPE_FAMILIES.len();
 pub const JPEG_QUALITY: u8 = 90;
 
 /// Version tag of the demo content; part of [`default_demo_dir`].
-pub const DEMO_VERSION: &str = "demo-v2";
+pub const DEMO_VERSION: &str = "demo-v3";
 
 /// Name of the marker file that [`ensure_demo`] places in a finished demo directory.
 pub const COMPLETE_MARKER: &str = ".complete";
@@ -188,13 +194,13 @@ fn readme_text(opts: &DemoOptions) -> String {
     s.push_str(
         "second, sparser family on top); position, scale, count, rotation, background, size and\n",
     );
-    s.push_str("colours vary within a class, plus a little noise. Hues are random over the whole circle in\n");
     s.push_str(
-        "every class, so colour says nothing about the class: only structure does (the paper's\n",
+        "colours vary within a class, plus a little noise. Every shape has a random hue and the hue\n",
     );
     s.push_str(
-        "colour jitter and grayscale teach invariance to colour). It is a smoke-test dataset for\n",
+        "turns across each image, so colour says nothing about the class or about which image a crop\n",
     );
+    s.push_str("came from: only structure does. It is a smoke-test dataset for\n");
     s.push_str("self-supervised pretraining, not real photographs.\n\n");
     s.push_str(&format!(
         "classes: {}  images per class: {}  sides: {}..={} px  seed: {}  jpeg quality: {} (4:2:0)\n\n",
@@ -215,7 +221,7 @@ fn readme_text(opts: &DemoOptions) -> String {
 }
 
 /// `$BARLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/barlow`, else `$HOME/.cache/barlow`, else
-/// `<tmp>/barlow`; then `/demo-v2` ([`DEMO_VERSION`]). Empty variables count as unset.
+/// `<tmp>/barlow`; then `/demo-v3` ([`DEMO_VERSION`]). Empty variables count as unset.
 pub fn default_demo_dir() -> PathBuf {
     let var = |k: &str| {
         std::env::var_os(k)
@@ -498,19 +504,13 @@ impl Canvas {
 }
 
 /// Draws one image of `class`: a background, then the class's shape family (and, from class 10
-/// on, its second family drawn sparser on top). Hues are drawn per image over the full circle, so
-/// colour carries no class information: only structure does.
+/// on, its second family drawn sparser on top), then turns the hue across the image. Colour
+/// carries no class information: only structure does.
 fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
     let (w, h) = (canvas.w as f32, canvas.h as f32);
-    let hue0 = uni(rng, 0.0, 360.0);
 
-    // Background: a low-saturation gradient, dark or light, of any hue.
-    let dark = rng.gen_bool(0.5);
-    let bg_v = if dark {
-        uni(rng, 0.05, 0.35)
-    } else {
-        uni(rng, 0.65, 0.95)
-    };
+    // Background: a low-saturation gradient of any hue and brightness.
+    let bg_v = uni(rng, 0.2, 0.8);
     let bg_h = uni(rng, 0.0, 360.0);
     let bg_a = hsv(bg_h, uni(rng, 0.0, 0.15), bg_v);
     let bg_b = hsv(
@@ -536,32 +536,61 @@ fn draw(canvas: &mut Canvas, rng: &mut Pcg64, class: usize) {
         }
     }
 
-    draw_family(canvas, rng, class_shape_family(class), hue0, 1.0);
+    draw_family(canvas, rng, class_shape_family(class), 1.0);
     if let Some(second) = class_second_family(class) {
-        // The second family in a contrasting hue, sparser and smaller.
-        let hue1 = hue0 + uni(rng, 90.0, 270.0);
-        draw_family(canvas, rng, second, hue1, 0.6);
+        // The second family sparser and smaller.
+        draw_family(canvas, rng, second, 0.6);
+    }
+    // Hue turning across the image (one to three turns along a random direction): two crops of one
+    // image do not share their colours, so colour is no cue that two views are the same image.
+    let turns = uni(rng, 1.0, 3.0);
+    let a = uni(rng, 0.0, 2.0 * PI);
+    let (ax, ay) = (
+        a.cos() * turns * 2.0 * PI / w,
+        a.sin() * turns * 2.0 * PI / h,
+    );
+    for (y, row) in canvas.px.chunks_exact_mut(canvas.w).enumerate() {
+        for (x, p) in row.iter_mut().enumerate() {
+            *p = rotate_hue(*p, x as f32 * ax + y as f32 * ay);
+        }
     }
 }
 
-/// Draws one shape family with colours around `hue0`; `scale` < 1 draws smaller, fewer shapes.
-fn draw_family(canvas: &mut Canvas, rng: &mut Pcg64, family: usize, hue0: f32, scale: f32) {
+/// Rotates the hue of an RGB colour by `theta` radians about the grey axis (clipped to 0..1).
+fn rotate_hue(p: [f32; 3], theta: f32) -> [f32; 3] {
+    let (c, s) = (theta.cos(), theta.sin());
+    let k = 1.0 / 3.0;
+    let r3 = (1.0f32 / 3.0).sqrt();
+    // Rodrigues' rotation about the grey axis (1, 1, 1) / sqrt(3).
+    let a = c + (1.0 - c) * k;
+    let b = k * (1.0 - c) - r3 * s;
+    let d = k * (1.0 - c) + r3 * s;
+    [
+        (a * p[0] + b * p[1] + d * p[2]).clamp(0.0, 1.0),
+        (d * p[0] + a * p[1] + b * p[2]).clamp(0.0, 1.0),
+        (b * p[0] + d * p[1] + a * p[2]).clamp(0.0, 1.0),
+    ]
+}
+
+/// Draws one shape family, each shape in a colour of its own; `scale` < 1 draws smaller, fewer
+/// shapes.
+fn draw_family(canvas: &mut Canvas, rng: &mut Pcg64, family: usize, scale: f32) {
     let (w, h) = (canvas.w as f32, canvas.h as f32);
     let s = w.min(h) * scale;
     let fewer = |n: usize| ((n as f32 * scale).round() as usize).max(1);
 
-    // A colour near the image's hue, varied per shape.
+    // A colour of any hue, drawn per shape.
     let colour = |rng: &mut Pcg64| {
         hsv(
-            hue0 + uni(rng, -15.0, 15.0),
+            uni(rng, 0.0, 360.0),
             uni(rng, 0.55, 1.0),
             uni(rng, 0.5, 1.0),
         )
     };
     let centre = |rng: &mut Pcg64| (uni(rng, 0.1, 0.9) * w, uni(rng, 0.1, 0.9) * h);
-    // Periodic patterns sometimes fill only a large disc region.
+    // Periodic patterns fill the image, or (second families) a large disc region.
     let region = |rng: &mut Pcg64| -> Option<(f32, f32, f32)> {
-        rng.gen_bool(if scale < 1.0 { 1.0 } else { 0.4 }).then(|| {
+        rng.gen_bool(if scale < 1.0 { 1.0 } else { 0.0 }).then(|| {
             (
                 uni(rng, 0.25, 0.75) * w,
                 uni(rng, 0.25, 0.75) * h,
@@ -577,7 +606,7 @@ fn draw_family(canvas: &mut Canvas, rng: &mut Pcg64, family: usize, hue0: f32, s
     match family {
         0 => {
             // Discs.
-            let n = fewer(rng.gen_range(1..=6));
+            let n = fewer(rng.gen_range(6..=14));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let r = s * uni(rng, 0.08, 0.3) / (n as f32).sqrt();
@@ -603,7 +632,7 @@ fn draw_family(canvas: &mut Canvas, rng: &mut Pcg64, family: usize, hue0: f32, s
         }
         2 => {
             // Squares and rectangles.
-            let n = fewer(rng.gen_range(1..=5));
+            let n = fewer(rng.gen_range(6..=12));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let hx = s * uni(rng, 0.08, 0.25) / (n as f32).sqrt();
@@ -623,7 +652,7 @@ fn draw_family(canvas: &mut Canvas, rng: &mut Pcg64, family: usize, hue0: f32, s
         }
         3 => {
             // Triangles.
-            let n = fewer(rng.gen_range(1..=5));
+            let n = fewer(rng.gen_range(6..=12));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let r = s * uni(rng, 0.12, 0.34) / (n as f32).sqrt();
@@ -694,7 +723,7 @@ fn draw_family(canvas: &mut Canvas, rng: &mut Pcg64, family: usize, hue0: f32, s
         }
         6 => {
             // Crosses (plus signs).
-            let n = fewer(rng.gen_range(1..=4));
+            let n = fewer(rng.gen_range(5..=10));
             for _ in 0..n {
                 let (cx, cy) = centre(rng);
                 let arm = s * uni(rng, 0.14, 0.32) / (n as f32).sqrt();

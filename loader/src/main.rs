@@ -20,7 +20,7 @@ use shared::{ring_path, Geometry, Producer, RingInfo};
 /// Decode images and write two augmented views per image into a shared-memory ring for
 /// `trainer --shm NAME`.
 ///
-/// Without --dir, it uses barlow's built-in demo dataset (made once in ~/.cache/barlow/demo-v2).
+/// Without --dir, it uses barlow's built-in demo dataset (made once in ~/.cache/barlow/demo-v3).
 #[derive(Parser, Debug)]
 #[command(
     version,

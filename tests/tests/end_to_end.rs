@@ -19,9 +19,9 @@ fn loader_and_trainer_train_on_demo_data_and_the_loss_falls() {
     let loader = loader_feeding(&data, &ring)
         .args([
             "--steps",
-            "24",
+            "32",
             "--batch-size",
-            "16",
+            "32",
             "--image-size",
             "32",
             "--workers",
@@ -46,7 +46,7 @@ fn loader_and_trainer_train_on_demo_data_and_the_loss_falls() {
     let losses = json_field::<f64>(&trainer.stdout, "loss");
     assert_eq!(
         losses.len(),
-        24,
+        32,
         "one loss per step; stdout:\n{}",
         String::from_utf8_lossy(&trainer.stdout)
     );
@@ -54,8 +54,9 @@ fn loader_and_trainer_train_on_demo_data_and_the_loss_falls() {
         losses.iter().all(|l| l.is_finite() && *l > 0.0),
         "{losses:?}"
     );
-    let head: f64 = losses[..4].iter().sum::<f64>() / 4.0;
-    let tail: f64 = losses[losses.len() - 4..].iter().sum::<f64>() / 4.0;
+    // Means over 8 steps: single steps are noisy (random crops of a 64-image dataset).
+    let head: f64 = losses[..8].iter().sum::<f64>() / 8.0;
+    let tail: f64 = losses[losses.len() - 8..].iter().sum::<f64>() / 8.0;
     assert!(
         tail < head * 0.9,
         "loss did not fall: first {head:.3}, last {tail:.3}: {losses:?}"

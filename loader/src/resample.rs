@@ -539,6 +539,14 @@ mod tests {
                 horizontal_scalar(&taps, &src, w * 3, x0 * 3, h, &mut a);
                 horizontal(&taps, &src, w * 3, x0 * 3, h, &mut b);
                 assert_eq!(a, b, "{cw} -> {out_w} at {x0}");
+                // The AVX2 pass too (what `horizontal` picks on CPUs without AVX-512 VBMI).
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    b.fill(0);
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    unsafe { horizontal_avx2(&taps, &src, w * 3, x0 * 3, h, &mut b) };
+                    assert_eq!(a, b, "AVX2: {cw} -> {out_w} at {x0}");
+                }
             }
         }
     }

@@ -103,9 +103,7 @@ crate::simd::multiversion! {
 #[inline(always)]
 fn transpose(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::AVX512
-        && std::arch::is_x86_feature_detected!("avx512vbmi")
-    {
+    if crate::simd::vbmi() {
         // SAFETY: the CPU supports AVX-512 F/BW and VBMI (checked just above).
         unsafe { transpose_rgb_avx512(src, width, height, dst) };
         return;

@@ -107,41 +107,30 @@ fn load_block_with(
     n
 }
 
+/// Interleaves up to [`BLOCK`] pixels back from three arrays, each value turned into a byte by
+/// `byte` (`u8` arrays as they are; kernels that compute in 32-bit lanes store from those, so that
+/// their vector stores match the loads here, which store-to-load forwarding needs).
 #[inline(always)]
-fn store_block(px: &mut [u8], r: &[u8; BLOCK], g: &[u8; BLOCK], b: &[u8; BLOCK]) {
+fn store_block<T: Copy>(
+    px: &mut [u8],
+    r: &[T; BLOCK],
+    g: &[T; BLOCK],
+    b: &[T; BLOCK],
+    byte: impl Fn(T) -> u8,
+) {
     if px.len() == 3 * BLOCK {
         let px: &mut [u8; 3 * BLOCK] = (&mut px[..3 * BLOCK]).try_into().unwrap();
         for i in 0..BLOCK {
-            px[3 * i] = r[i];
-            px[3 * i + 1] = g[i];
-            px[3 * i + 2] = b[i];
+            px[3 * i] = byte(r[i]);
+            px[3 * i + 1] = byte(g[i]);
+            px[3 * i + 2] = byte(b[i]);
         }
         return;
     }
     for (i, p) in px.chunks_exact_mut(3).enumerate() {
-        p[0] = r[i];
-        p[1] = g[i];
-        p[2] = b[i];
-    }
-}
-
-/// [`store_block`] from 32-bit lanes (truncated to u8): the kernel's vector stores then match
-/// the loads here, which store-to-load forwarding needs.
-#[inline(always)]
-fn store_block32(px: &mut [u8], r: &[u32; BLOCK], g: &[u32; BLOCK], b: &[u32; BLOCK]) {
-    if px.len() == 3 * BLOCK {
-        let px: &mut [u8; 3 * BLOCK] = (&mut px[..3 * BLOCK]).try_into().unwrap();
-        for i in 0..BLOCK {
-            px[3 * i] = r[i] as u8;
-            px[3 * i + 1] = g[i] as u8;
-            px[3 * i + 2] = b[i] as u8;
-        }
-        return;
-    }
-    for (i, p) in px.chunks_exact_mut(3).enumerate() {
-        p[0] = r[i] as u8;
-        p[1] = g[i] as u8;
-        p[2] = b[i] as u8;
+        p[0] = byte(r[i]);
+        p[1] = byte(g[i]);
+        p[2] = byte(b[i]);
     }
 }
 
@@ -207,7 +196,7 @@ crate::simd::multiversion! {
                 og[i] = blend_sat(l, g[i], alpha);
                 ob[i] = blend_sat(l, b[i], alpha);
             }
-            store_block(block, &or, &og, &ob);
+            store_block(block, &or, &og, &ob, |v| v);
         }
     }
 }
@@ -343,7 +332,7 @@ crate::simd::multiversion! {
                 og[i] = (rgb >> 8) & 255;
                 ob[i] = rgb >> 16;
             }
-            store_block32(block, &or, &og, &ob);
+            store_block(block, &or, &og, &ob, |v| v as u8);
         }
     }
 }
@@ -701,7 +690,7 @@ crate::simd::multiversion! {
             for i in 0..BLOCK {
                 l[i] = luma_u32(r[i], g[i], b[i]) as u8;
             }
-            store_block(block, &l, &l, &l);
+            store_block(block, &l, &l, &l, |v| v);
         }
     }
 }

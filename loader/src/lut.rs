@@ -9,8 +9,8 @@
 pub fn apply(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
     assert_eq!(src.len(), dst.len(), "table lookup needs equal lengths");
     #[cfg(target_arch = "x86_64")]
-    if vbmi() {
-        // SAFETY: the CPU supports AVX-512 F/BW and VBMI (checked by `vbmi`).
+    if crate::simd::vbmi() {
+        // SAFETY: the CPU supports AVX-512 F/BW and VBMI (checked by `simd::vbmi`).
         unsafe { apply_avx512(src.as_ptr(), dst.as_mut_ptr(), src.len(), lut) };
         return;
     }
@@ -22,7 +22,7 @@ pub fn apply(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
 /// `buf[i] = lut[buf[i]]`.
 pub fn apply_in_place(buf: &mut [u8], lut: &[u8; 256]) {
     #[cfg(target_arch = "x86_64")]
-    if vbmi() {
+    if crate::simd::vbmi() {
         let p = buf.as_mut_ptr();
         // SAFETY: as in `apply`; each 64-byte chunk is read before it is written.
         unsafe { apply_avx512(p, p, buf.len(), lut) };
@@ -31,12 +31,6 @@ pub fn apply_in_place(buf: &mut [u8], lut: &[u8; 256]) {
     for v in buf.iter_mut() {
         *v = lut[*v as usize];
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn vbmi() -> bool {
-    crate::simd::level() >= crate::simd::AVX512 && std::arch::is_x86_feature_detected!("avx512vbmi")
 }
 
 /// `len` bytes from `src` through `lut` into `dst` (which may equal `src`).

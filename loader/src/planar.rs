@@ -16,8 +16,8 @@ pub fn deinterleave(
     b: &mut [u8; BLOCK],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if vbmi() {
-        // SAFETY: the CPU supports AVX-512 F/BW and VBMI (checked by `vbmi`).
+    if crate::simd::vbmi() {
+        // SAFETY: the CPU supports AVX-512 F/BW and VBMI (checked by `simd::vbmi`).
         unsafe { deinterleave_avx512(px, [r, g, b]) };
         return;
     }
@@ -26,12 +26,6 @@ pub fn deinterleave(
         g[i] = px[3 * i + 1];
         b[i] = px[3 * i + 2];
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn vbmi() -> bool {
-    crate::simd::level() >= crate::simd::AVX512 && std::arch::is_x86_feature_detected!("avx512vbmi")
 }
 
 /// Byte indexes of channel `c` of the 64 pixels: within the first two registers (bytes 0-127)

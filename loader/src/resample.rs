@@ -253,9 +253,7 @@ impl Resampler {
 /// Horizontal pass: `rows` rows of `input` (row r at `off + r * stride`) -> `out` (rows x taps).
 fn horizontal(k: &Taps, input: &[u8], stride: usize, off: usize, rows: usize, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::AVX512
-        && std::arch::is_x86_feature_detected!("avx512vbmi")
-    {
+    if crate::simd::vbmi() {
         // SAFETY: the CPU supports AVX-512 F/BW/VL and VBMI (checked just above).
         unsafe { horizontal_avx512(k, input, stride, off, rows, out) };
         return;
@@ -316,17 +314,33 @@ unsafe fn horizontal_avx2(
     let out_w = k.start.len();
     for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
         let row = &input[off + r * stride..];
-        // Pixels whose 4-byte load stays inside `row`.
-        let safe = row.len().saturating_sub(1) / 3;
+        let safe = sse_safe(row);
         for xx in 0..out_w {
-            let (xmin, n) = (k.start[xx], k.len[xx]);
-            if xmin + n > safe {
-                dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel_scalar(k, row, xx));
-                continue;
-            }
-            // SAFETY: xmin + n <= safe, so every tap's 4-byte load lies inside `row`.
-            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel_sse(k, row, xx));
+            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel(k, row, safe, xx));
         }
+    }
+}
+
+/// How many leading pixels of `row` [`h_pixel_sse`]'s 4-byte loads may read.
+#[inline(always)]
+fn sse_safe(row: &[u8]) -> usize {
+    row.len().saturating_sub(1) / 3
+}
+
+/// One output pixel of the horizontal pass: [`h_pixel_sse`] where all its taps lie in the first
+/// `safe` pixels of `row` (see [`sse_safe`]), else [`h_pixel_scalar`]. Same bytes either way.
+/// Inlined into its AVX2 / AVX-512 callers (no target feature of its own, so that it can be).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn h_pixel(k: &Taps, row: &[u8], safe: usize, xx: usize) -> [u8; 3] {
+    if k.start[xx] + k.len[xx] > safe {
+        h_pixel_scalar(k, row, xx)
+    } else {
+        // SAFETY: every tap's 4-byte load lies inside `row`.
+        h_pixel_sse(k, row, xx)
     }
 }
 
@@ -362,14 +376,9 @@ unsafe fn horizontal_avx512(
     };
     // The per-pixel pass for a group the vector code cannot take.
     let per_pixel = |row: &[u8], dst_row: &mut [u8], first: usize| {
-        let safe = row.len().saturating_sub(1) / 3;
+        let safe = sse_safe(row);
         for xx in first..(first + GROUP).min(out_w) {
-            let px = if k.start[xx] + k.len[xx] > safe {
-                h_pixel_scalar(k, row, xx)
-            } else {
-                h_pixel_sse(k, row, xx)
-            };
-            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&px);
+            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel(k, row, safe, xx));
         }
     };
     let finish = |acc: __m512i| -> __m128i {

@@ -88,6 +88,14 @@ fn cpu_level() -> u8 {
     }
 }
 
+/// Whether the hand-written AVX-512 VBMI kernels may run: the CPU has VBMI (on top of the AVX-512
+/// subsets of [`AVX512`]) and [`level`] is not capped below AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn vbmi() -> bool {
+    level() >= AVX512 && std::arch::is_x86_feature_detected!("avx512vbmi")
+}
+
 /// Defines `fn NAME(args) -> R { body }` compiled for the baseline target, AVX2 and AVX-512, and
 /// dispatched at run time on [`level`].
 macro_rules! multiversion {

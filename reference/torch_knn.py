@@ -31,6 +31,8 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image, ImageFilter, ImageOps
 
+from official_bt import LARS, barlow_twins_loss, projector  # same folder
+
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
 
@@ -139,62 +141,18 @@ class BarlowTwins(nn.Module):
     def __init__(self, sizes=(64, 128, 128), lambd=0.0051):
         super().__init__()
         self.backbone = Tiny()
-        layers = []
-        for i in range(len(sizes) - 2):
-            layers += [nn.Linear(sizes[i], sizes[i + 1], bias=False), nn.BatchNorm1d(sizes[i + 1]), nn.ReLU(inplace=True)]
-        layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
-        self.projector = nn.Sequential(*layers)
+        self.projector = projector(sizes)
         self.bn = nn.BatchNorm1d(sizes[-1], affine=False)
         self.lambd = lambd
 
     def forward(self, y1, y2):
         z1 = self.projector(self.backbone(y1))
         z2 = self.projector(self.backbone(y2))
-        c = self.bn(z1).T @ self.bn(z2)
-        c.div_(y1.shape[0])
-        on_diag = torch.diagonal(c).add(-1).pow(2).sum()
-        off = c.flatten()[:-1].view(c.shape[0] - 1, c.shape[0] + 1)[:, 1:].flatten()
-        off_diag = off.pow(2).sum()
-        return on_diag + self.lambd * off_diag, on_diag.item(), off_diag.item()
+        loss, on_diag, off_diag = barlow_twins_loss(self.bn, z1, z2, self.lambd)
+        return loss, on_diag.item(), off_diag.item()
 
 
-# ---------------------------------------------------------------- optimizer (official LARS)
-class LARS(torch.optim.Optimizer):
-    def __init__(self, params, lr, weight_decay=0, momentum=0.9, eta=0.001,
-                 weight_decay_filter=False, lars_adaptation_filter=False):
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
-                        weight_decay_filter=weight_decay_filter,
-                        lars_adaptation_filter=lars_adaptation_filter)
-        super().__init__(params, defaults)
-
-    @staticmethod
-    def exclude_bias_and_norm(p):
-        return p.ndim == 1
-
-    @torch.no_grad()
-    def step(self):
-        for g in self.param_groups:
-            for p in g["params"]:
-                dp = p.grad
-                if dp is None:
-                    continue
-                if not g["weight_decay_filter"] or not self.exclude_bias_and_norm(p):
-                    dp = dp.add(p, alpha=g["weight_decay"])
-                if not g["lars_adaptation_filter"] or not self.exclude_bias_and_norm(p):
-                    param_norm = torch.norm(p)
-                    update_norm = torch.norm(dp)
-                    one = torch.ones_like(param_norm)
-                    q = torch.where(param_norm > 0.0,
-                                    torch.where(update_norm > 0, (g["eta"] * param_norm / update_norm), one), one)
-                    dp = dp.mul(q)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(g["momentum"]).add_(dp)
-                p.add_(mu, alpha=-g["lr"])
-
-
+# ---------------------------------------------------------------- schedule (official)
 def adjust_learning_rate(args, optimizer, steps_per_epoch, step):
     max_steps = args.epochs * steps_per_epoch
     warmup_steps = args.warmup_epochs * steps_per_epoch

@@ -11,65 +11,33 @@ Prints one JSON line: {"framework": "pytorch", "arch", "projector", "batch", "si
 """
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-
-class LARS(torch.optim.Optimizer):
-    """The official LARS: weight decay and trust-ratio adaptation for weights (ndim > 1) only."""
-
-    def __init__(self, params, lr, weight_decay=0, momentum=0.9, eta=0.001):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
-
-    @torch.no_grad()
-    def step(self):
-        for g in self.param_groups:
-            for p in g["params"]:
-                dp = p.grad
-                if dp is None:
-                    continue
-                if p.ndim != 1:
-                    dp = dp.add(p, alpha=g["weight_decay"])
-                    param_norm = torch.norm(p)
-                    update_norm = torch.norm(dp)
-                    one = torch.ones_like(param_norm)
-                    q = torch.where(param_norm > 0.0,
-                                    torch.where(update_norm > 0, (g["eta"] * param_norm / update_norm), one), one)
-                    dp = dp.mul(q)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(g["momentum"]).add_(dp)
-                p.add_(mu, alpha=-g["lr"])
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "reference"))
+from official_bt import LARS, barlow_twins_loss, projector  # noqa: E402
 
 
 class BarlowTwins(nn.Module):
-    def __init__(self, arch, projector, lambd=0.0051):
+    def __init__(self, arch, sizes, lambd=0.0051):
         super().__init__()
         self.lambd = lambd
         self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
         feat = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()
-        sizes = [feat] + [int(s) for s in projector.split("-")]
-        layers = []
-        for i in range(len(sizes) - 2):
-            layers += [nn.Linear(sizes[i], sizes[i + 1], bias=False), nn.BatchNorm1d(sizes[i + 1]), nn.ReLU(inplace=True)]
-        layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
-        self.projector = nn.Sequential(*layers)
+        sizes = [feat] + [int(s) for s in sizes.split("-")]
+        self.projector = projector(sizes)
         self.bn = nn.BatchNorm1d(sizes[-1], affine=False)
 
     def forward(self, y1, y2):
         z1 = self.projector(self.backbone(y1))
         z2 = self.projector(self.backbone(y2))
-        c = self.bn(z1).T @ self.bn(z2)
-        c.div_(y1.shape[0])
-        on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
-        off = c.flatten()[:-1].view(c.shape[0] - 1, c.shape[0] + 1)[:, 1:].flatten()
-        return on_diag + self.lambd * off.pow_(2).sum()
+        return barlow_twins_loss(self.bn, z1, z2, self.lambd)[0]
 
 
 def main():
@@ -90,7 +58,8 @@ def main():
     model = BarlowTwins(a.arch, a.projector).to(dev)
     weights = [p for p in model.parameters() if p.ndim != 1]
     biases = [p for p in model.parameters() if p.ndim == 1]
-    opt = LARS([{"params": weights}, {"params": biases}], lr=0.2 * a.batch / 256, weight_decay=1.5e-6)
+    opt = LARS([{"params": weights}, {"params": biases}], lr=0.2 * a.batch / 256, weight_decay=1.5e-6,
+               weight_decay_filter=True, lars_adaptation_filter=True)
     y1 = torch.randn(a.batch, 3, a.size, a.size, device=dev)
     y2 = torch.randn(a.batch, 3, a.size, a.size, device=dev)
 

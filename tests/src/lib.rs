@@ -72,6 +72,17 @@ pub fn wait_with_deadline(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Asserts that a finished process (`what`: its name, for the message) exited 0, showing its
+/// stderr otherwise.
+pub fn assert_succeeded(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Makes a small demo dataset (`classes` x `per_class` JPEGs) under `dir` with the real binary.
 pub fn make_demo(dir: &Path, classes: u32, per_class: u32) -> PathBuf {
     let out = dir.join("demo");

@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use barlow_tests::{
-    bin, json_field, loader_feeding, make_demo, ring_in, run_with_deadline, signal,
-    wait_with_deadline,
+    assert_succeeded, bin, json_field, loader_feeding, make_demo, ring_in, run_with_deadline,
+    signal, wait_with_deadline,
 };
 
 const LIMIT: Duration = Duration::from_secs(600);
@@ -38,11 +38,7 @@ fn loader_and_trainer_train_on_demo_data_and_the_loss_falls() {
     let loader = wait_with_deadline(loader, LIMIT);
     let trainer_err = String::from_utf8_lossy(&trainer.stderr);
     assert!(trainer.status.success(), "trainer failed: {trainer_err}");
-    assert!(
-        loader.status.success(),
-        "loader failed: {}",
-        String::from_utf8_lossy(&loader.stderr)
-    );
+    assert_succeeded("loader", &loader);
     let losses = json_field::<f64>(&trainer.stdout, "loss");
     assert_eq!(
         losses.len(),
@@ -206,16 +202,8 @@ fn a_resumed_trainer_says_how_to_restart_the_loader_and_continues_from_its_check
         }
         let out = run_with_deadline(&mut trainer, LIMIT);
         let loader = wait_with_deadline(loader, LIMIT);
-        assert!(
-            loader.status.success(),
-            "{}",
-            String::from_utf8_lossy(&loader.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded("loader", &loader);
+        assert_succeeded("trainer", &out);
         out
     };
     let first = train("first", &["--steps", "6"], false);

@@ -4,7 +4,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use barlow_tests::{
-    bin, loader_feeding, make_demo, ring_in, run_with_deadline, wait_with_deadline,
+    assert_succeeded, bin, loader_feeding, make_demo, ring_in, run_with_deadline,
+    wait_with_deadline,
 };
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -66,11 +67,7 @@ fn run_pair(
         stderr.contains(&format!("verdict: {verdict}")),
         "the JSON and the text agree: {stderr}"
     );
-    assert!(
-        stat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stat.stderr)
-    );
+    assert_succeeded("loader stat", &stat);
     let lines = String::from_utf8_lossy(&stat.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("stat --json prints JSON lines"))
@@ -136,11 +133,7 @@ fn profile_stages_add_up_and_the_report_is_valid_html_with_one_svg_per_plot() {
             .arg(&report),
         LIMIT,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded("loader profile", &out);
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let wall = m["wall_s"].as_f64().unwrap();
     let stages: f64 = m["stages"]
@@ -208,11 +201,7 @@ fn screenshot_if_chromium(report: &std::path::Path, dir: &std::path::Path) {
             .arg(format!("file://{}", report.display())),
         LIMIT,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded("chromium", &out);
     let bytes = std::fs::read(&png).expect("a screenshot");
     assert!(
         bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use barlow_tests::{
-    bin, digest_trainer, loader_feeding, make_demo, ring_in, run_with_deadline, wait_with_deadline,
+    assert_succeeded, bin, digest_trainer, loader_feeding, make_demo, ring_in, run_with_deadline,
+    wait_with_deadline,
 };
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -24,16 +25,8 @@ fn digests(data: &Path, tmp: &Path, tag: &str, loader_args: &[&str]) -> Vec<Stri
         .unwrap();
     let out = run_with_deadline(&mut digest_trainer(&ring), LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
-    assert!(
-        loader.status.success(),
-        "{}",
-        String::from_utf8_lossy(&loader.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded("loader", &loader);
+    assert_succeeded("trainer", &out);
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
@@ -133,11 +126,7 @@ fn one_loader_feeds_two_rings_each_with_its_own_shard() {
         "{err}"
     );
     for out in &outs {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded("trainer", out);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).lines().count(),
             3,

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use ::safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use anyhow::{anyhow, bail, Context, Result};
-use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::lars::{Lars, LarsConfig};
 use crate::model::{Arch, BarlowModel};
+use crate::nn::NnDevice;
 
 /// Metadata key of the JSON [`TrainState`].
 pub const STATE_KEY: &str = "barlow.state";
@@ -111,7 +111,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves the model, the optimizer state and `state` to `path`, atomically.
-pub fn save<D: Device<f32>>(
+pub fn save<D: NnDevice>(
     path: &Path,
     model: &BarlowModel<D>,
     opt: Option<&Lars<D>>,
@@ -156,7 +156,7 @@ pub fn read_state(bytes: &[u8]) -> Result<TrainState> {
 
 /// Loads a checkpoint onto `dev`: the model (arch and projector from the file), the LARS state
 /// and the training state.
-pub fn load<D: Device<f32>>(path: &Path, dev: &D) -> Result<(BarlowModel<D>, Lars<D>, TrainState)> {
+pub fn load<D: NnDevice>(path: &Path, dev: &D) -> Result<(BarlowModel<D>, Lars<D>, TrainState)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let ctx = || format!("loading checkpoint {}", path.display());
     let state = read_state(&bytes).with_context(ctx)?;
@@ -244,6 +244,7 @@ mod tests {
     use super::*;
     use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
     use crate::model::tests_support::random_views;
+    use dfdx::prelude::*;
 
     pub(crate) fn state(model: &BarlowModel<Cpu>, step: u64) -> TrainState {
         TrainState {

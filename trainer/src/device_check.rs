@@ -6,12 +6,12 @@
 //! compared too. Any architecture and projector can be checked.
 
 use anyhow::Context;
-use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::{Arch, BarlowModel};
+use crate::nn::NnDevice;
 use crate::params::Kind;
 
 /// The outcome of a comparison.
@@ -49,7 +49,7 @@ type StepResult = (
     Vec<String>,
 );
 
-fn one_step<D: Device<f32>>(
+fn one_step<D: NnDevice>(
     dev: &D,
     arch: Arch,
     projector: &[usize],
@@ -80,7 +80,7 @@ fn one_step<D: Device<f32>>(
 
 /// Runs the same step on `dev_a` and `dev_b` (weights and inputs from `seed`) and compares.
 #[allow(clippy::too_many_arguments)]
-pub fn compare_devices<A: Device<f32>, B: Device<f32>>(
+pub fn compare_devices<A: NnDevice, B: NnDevice>(
     dev_a: &A,
     dev_b: &B,
     arch: Arch,
@@ -143,6 +143,7 @@ pub fn compare_devices<A: Device<f32>, B: Device<f32>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dfdx::prelude::*;
 
     #[test]
     fn a_device_agrees_with_itself_and_the_check_sees_every_tensor() {

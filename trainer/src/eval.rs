@@ -11,7 +11,6 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use dfdx::prelude::*;
 use fast_image_resize as fir;
 use loader::decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
 use loader::source::{FolderSource, SampleSource};
@@ -19,6 +18,7 @@ use serde::Serialize;
 
 use crate::input::normalize_cm;
 use crate::model::BarlowModel;
+use crate::nn::NnDevice;
 
 /// Temperature of the similarity-weighted vote.
 pub const KNN_TEMPERATURE: f64 = 0.07;
@@ -114,7 +114,7 @@ pub fn load_folder(dir: &Path, size: usize) -> Result<EvalSet> {
 }
 
 /// Backbone features of every image (evaluation mode), L2-normalised, row-major `(n, F)`.
-pub fn embed_set<D: Device<f32>>(
+pub fn embed_set<D: NnDevice>(
     model: &mut BarlowModel<D>,
     set: &EvalSet,
     mean: [f32; 3],
@@ -203,7 +203,7 @@ pub struct EvalReport {
 }
 
 /// Embeds `set` with `model` and reports k-NN top-1.
-pub fn evaluate<D: Device<f32>>(
+pub fn evaluate<D: NnDevice>(
     model: &mut BarlowModel<D>,
     set: &EvalSet,
     mean: [f32; 3],

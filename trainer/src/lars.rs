@@ -19,7 +19,7 @@
 use anyhow::{anyhow, Result};
 use dfdx::prelude::*;
 
-use crate::nn::rt::Flat;
+use crate::nn::Flat;
 use crate::params::{Kind, Store};
 
 /// LARS hyper-parameters (the official defaults).

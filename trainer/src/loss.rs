@@ -9,84 +9,33 @@
 
 use dfdx::prelude::*;
 
+use crate::nn::NnDevice;
+
 /// BatchNorm1d epsilon (PyTorch default, used by the official `self.bn`).
 pub const BN_EPS: f64 = 1e-5;
 
 /// The official default off-diagonal weight.
 pub const DEFAULT_LAMBDA: f32 = 0.0051;
 
-/// Normalise each feature along the batch: `(z - mean) / sqrt(var + eps)`, with batch mean and
-/// biased variance (BatchNorm1d without affine, training mode).
-pub fn batch_standardize<const F: usize, D: Device<f32>, T: Tape<f32, D>>(
-    z: Tensor<(usize, Const<F>), f32, D, T>,
-) -> Result<Tensor<(usize, Const<F>), f32, D, T>, D::Err> {
-    let shape = *z.shape();
-    let mean = z.retaped::<T>().try_mean::<Rank1<F>, _>()?;
-    let centered = z.try_sub(mean.try_broadcast_like(&shape)?)?;
-    let var = centered
-        .retaped::<T>()
-        .try_square()?
-        .try_mean::<Rank1<F>, _>()?;
-    let std = var.try_add(BN_EPS as f32)?.try_sqrt()?;
-    centered.try_div(std.try_broadcast_like(&shape)?)
-}
-
-/// Barlow Twins loss of two `(N, F)` embeddings; a scalar on `z1`'s tape (merged with `z2`'s).
-///
-/// Panics when `N` differs between the views or `N < 2`.
-pub fn barlow_twins<const F: usize, D, T, R>(
-    z1: Tensor<(usize, Const<F>), f32, D, T>,
-    z2: Tensor<(usize, Const<F>), f32, D, R>,
-    lambd: f32,
-) -> Result<Tensor<Rank0, f32, D, T>, D::Err>
-where
-    D: Device<f32>,
-    T: Tape<f32, D> + Merge<R>,
-    R: Tape<f32, D>,
-{
-    let n = z1.shape().0;
-    assert_eq!(n, z2.shape().0, "both views need the same batch size");
-    assert!(n >= 2, "batch statistics need at least 2 samples");
-    let dev = z1.device().clone();
-    let a = batch_standardize(z1)?;
-    let b = batch_standardize(z2)?;
-    let c = a
-        .try_permute::<(Const<F>, usize), Axes2<1, 0>>()?
-        .try_matmul(b)?
-        .try_mul(1.0 / n as f32)?;
-    let mut eye = vec![0f32; F * F];
-    let mut wgt = vec![lambd; F * F];
-    for i in 0..F {
-        eye[i * F + i] = 1.0;
-        wgt[i * F + i] = 1.0;
-    }
-    let eye = dev.try_tensor_from_vec(eye, (Const::<F>, Const::<F>))?;
-    let wgt = dev.try_tensor_from_vec(wgt, (Const::<F>, Const::<F>))?;
-    c.try_sub(eye)?
-        .try_square()?
-        .try_mul(wgt)?
-        .try_sum::<Rank0, _>()
-}
-
 /// Standardise each row of a feature-major `(F, N)` tensor along the batch (axis 1):
 /// BatchNorm1d without affine parameters, training mode (the official `self.bn`).
-pub fn standardize_fm<D: Device<f32>, T: Tape<f32, D>>(
+pub fn standardize_fm<D: NnDevice, T: Tape<f32, D>>(
     z: Tensor<(usize, usize), f32, D, T>,
 ) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
-    crate::nn::rt::batch_norm(z, None, None, true, 0.0, BN_EPS)
+    crate::nn::ops::batch_norm(z, None, None, true, false, 0.0, BN_EPS)
 }
 
 /// Barlow Twins loss of two feature-major `(F, N)` embeddings (runtime `F`), as used by the
 /// models: `C = bn(z1) bn(z2)^T / N` (`F x F`), `loss = sum_i (1 - C_ii)^2 + lambd sum_{i!=j}
 /// C_ij^2`, computed as `lambd * sum(C^2) + sum((1 - d)^2) - lambd * sum(d^2)` with the diagonal
 /// `d_i = sum_k a_ik b_ik / N` taken directly (no `F x F` identity mask to build or upload).
-pub fn barlow_twins_fm<D, T, R>(
+pub fn barlow_twins<D, T, R>(
     z1: Tensor<(usize, usize), f32, D, T>,
     z2: Tensor<(usize, usize), f32, D, R>,
     lambd: f32,
 ) -> Result<Tensor<Rank0, f32, D, T>, D::Err>
 where
-    D: Device<f32>,
+    D: NnDevice,
     T: Tape<f32, D> + Merge<R>,
     R: Tape<f32, D>,
 {
@@ -181,23 +130,6 @@ mod tests {
         v.iter().map(|&x| x as f64).collect()
     }
 
-    #[test]
-    fn loss_matches_f64_reference() {
-        let dev: Cpu = Default::default();
-        for (seed, lambd) in [(1u64, 0.0051f32), (2, 0.1), (3, 1.0)] {
-            let (a, b) = sample(seed);
-            let want = barlow_twins_reference(&to64(&a), &to64(&b), N, F, lambd as f64);
-            let z1 = dev.tensor_from_vec(a, (N, Const::<F>));
-            let z2 = dev.tensor_from_vec(b, (N, Const::<F>));
-            let got = barlow_twins(z1.leaky_trace(), z2, lambd).unwrap().as_vec()[0] as f64;
-            let rel = (got - want).abs() / want.abs();
-            assert!(
-                rel < 1e-6,
-                "lambd {lambd}: got {got}, want {want}, rel {rel:e}"
-            );
-        }
-    }
-
     /// `(N, F)` row-major -> feature-major `(F, N)` tensor.
     fn fm(dev: &Cpu, v: &[f32]) -> Tensor<(usize, usize), f32, Cpu> {
         let mut t = vec![0f32; N * F];
@@ -215,7 +147,7 @@ mod tests {
         for (seed, lambd) in [(1u64, 0.0051f32), (2, 0.1), (3, 1.0)] {
             let (a, b) = sample(seed);
             let want = barlow_twins_reference(&to64(&a), &to64(&b), N, F, lambd as f64);
-            let got = barlow_twins_fm(fm(&dev, &a).leaky_trace(), fm(&dev, &b), lambd)
+            let got = barlow_twins(fm(&dev, &a).leaky_trace(), fm(&dev, &b), lambd)
                 .unwrap()
                 .as_vec()[0] as f64;
             let rel = (got - want).abs() / want.abs();
@@ -232,7 +164,7 @@ mod tests {
         let lambd = 0.1f32;
         let (a, b) = sample(6);
         let (z1, z2) = (fm(&dev, &a), fm(&dev, &b));
-        let loss = barlow_twins_fm(z1.leaky_trace(), z2.leaky_trace(), lambd).unwrap();
+        let loss = barlow_twins(z1.leaky_trace(), z2.leaky_trace(), lambd).unwrap();
         let grads = loss.backward();
         let (g1, g2) = (grads.get(&z1).as_vec(), grads.get(&z2).as_vec());
         let (a64, b64) = (to64(&a), to64(&b));
@@ -276,53 +208,5 @@ mod tests {
         let (a, _) = sample(4);
         let l = barlow_twins_reference(&to64(&a), &to64(&a), N, F, 0.0);
         assert!(l < 1e-6, "{l}");
-    }
-
-    #[test]
-    fn loss_gradient_matches_finite_differences() {
-        let dev: Cpu = Default::default();
-        let lambd = 0.1f32;
-        let (a, b) = sample(5);
-        let z1 = dev.tensor_from_vec(a.clone(), (N, Const::<F>));
-        let z2 = dev.tensor_from_vec(b.clone(), (N, Const::<F>));
-        // gradient w.r.t. both inputs, from one backward (z2 joins through the tape merge)
-        let loss = barlow_twins(z1.leaky_trace(), z2.leaky_trace(), lambd).unwrap();
-        let grads = loss.backward();
-        let (g1, g2) = (grads.get(&z1).as_vec(), grads.get(&z2).as_vec());
-
-        let (a64, b64) = (to64(&a), to64(&b));
-        let h = 1e-5;
-        for (which, g) in [(0, &g1), (1, &g2)] {
-            let mut max_err = 0f64;
-            let scale = g.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-            assert!(scale > 1e-3, "gradient suspiciously small");
-            for i in 0..N * F {
-                let (mut p, mut m) = if which == 0 {
-                    (a64.clone(), a64.clone())
-                } else {
-                    (b64.clone(), b64.clone())
-                };
-                p[i] += h;
-                m[i] -= h;
-                let (lp, lm) = if which == 0 {
-                    (
-                        barlow_twins_reference(&p, &b64, N, F, lambd as f64),
-                        barlow_twins_reference(&m, &b64, N, F, lambd as f64),
-                    )
-                } else {
-                    (
-                        barlow_twins_reference(&a64, &p, N, F, lambd as f64),
-                        barlow_twins_reference(&a64, &m, N, F, lambd as f64),
-                    )
-                };
-                let fd = (lp - lm) / (2.0 * h);
-                max_err = max_err.max((fd - g[i] as f64).abs());
-            }
-            assert!(
-                max_err < 1e-3 * scale,
-                "z{}: max |fd - grad| = {max_err:e} (scale {scale})",
-                which + 1
-            );
-        }
     }
 }

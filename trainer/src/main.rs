@@ -12,6 +12,7 @@ use trainer::dfdx::prelude::*;
 use trainer::dry_run::{dry_run, DryRunConfig};
 use trainer::lars::LarsConfig;
 use trainer::model::{parse_projector, Arch as ModelArch};
+use trainer::nn::NnDevice;
 use trainer::session::{train, SessionConfig, SessionSummary};
 
 /// Learning-rate defaults of the `tiny` preset (the paper's values are for ResNet-50 at batch
@@ -290,7 +291,7 @@ struct EvalOpts {
     batch_size: usize,
 }
 
-fn eval_on<D: Device<f32>>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
+fn eval_on<D: NnDevice>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
     use trainer::input::{IMAGENET_MEAN, IMAGENET_STD};
     let (mut model, mean, std, size, what) = match (&o.checkpoint, o.random_init) {
         (Some(p), _) => {

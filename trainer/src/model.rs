@@ -12,9 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_pcg::Pcg64;
 
-use crate::loss::barlow_twins_fm;
-use crate::nn::conv::IndexCache;
-use crate::nn::rt::{self, ConvGeom, Flat, Fmap, Mat, TapCache};
+use crate::loss::barlow_twins;
+use crate::nn::ops;
+use crate::nn::{ConvGeom, Flat, Fmap, Mat, NnDevice};
 use crate::params::{Kind, Store};
 
 /// BatchNorm epsilon and momentum (PyTorch defaults).
@@ -103,25 +103,27 @@ struct Bn {
 }
 
 #[derive(Debug, Clone)]
-struct ConvBn<D: Storage<f32> + Storage<usize>> {
+struct ConvBn {
     weight: usize,
     geom: ConvGeom,
-    cache: IndexCache<D>,
     bn: Bn,
 }
 
+/// A residual block: its convolutions (each followed by BatchNorm, all but the last by ReLU),
+/// the shortcut's downsampling conv-BN if any, then add + ReLU.
 #[derive(Debug, Clone)]
-enum Block<D: Storage<f32> + Storage<usize>> {
-    /// conv3x3-bn-relu, conv3x3-bn, + identity/downsample, relu.
-    Basic(Vec<ConvBn<D>>, Option<ConvBn<D>>),
+struct Block {
+    convs: Vec<ConvBn>,
+    down: Option<ConvBn>,
 }
 
 #[derive(Debug, Clone)]
-struct Backbone<D: Storage<f32> + Storage<usize>> {
+struct Backbone {
     /// `tiny`: its 4 conv-bn-relu layers; resnets: the 7x7 stem.
-    stem: Vec<ConvBn<D>>,
-    maxpool: Option<TapCache<D>>,
-    blocks: Vec<Block<D>>,
+    stem: Vec<ConvBn>,
+    /// The resnets' 3x3/2 max pool after the stem.
+    maxpool: bool,
+    blocks: Vec<Block>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,15 +216,10 @@ impl<D: Device<f32>> Init<'_, D> {
         s: usize,
         p: usize,
         zero_gamma: bool,
-    ) -> ConvBn<D> {
+    ) -> ConvBn {
         let (weight, geom) = self.conv(conv_name, cin, cout, k, s, p);
         let bn = self.bn(bn_name, cout, zero_gamma);
-        ConvBn {
-            weight,
-            geom,
-            cache: Default::default(),
-            bn,
-        }
+        ConvBn { weight, geom, bn }
     }
     /// nn.Linear's default init, U(-1/sqrt(in), 1/sqrt(in)); no bias.
     fn linear(&mut self, name: &str, inp: usize, out: usize) -> usize {
@@ -240,7 +237,7 @@ impl<D: Device<f32>> Init<'_, D> {
     }
 }
 
-fn build_backbone<D: Device<f32>>(init: &mut Init<D>, arch: Arch) -> Backbone<D> {
+fn build_backbone<D: Device<f32>>(init: &mut Init<D>, arch: Arch) -> Backbone {
     let pre = "backbone";
     match arch {
         Arch::Tiny => {
@@ -263,7 +260,7 @@ fn build_backbone<D: Device<f32>>(init: &mut Init<D>, arch: Arch) -> Backbone<D>
                 .collect();
             Backbone {
                 stem,
-                maxpool: None,
+                maxpool: false,
                 blocks: vec![],
             }
         }
@@ -321,12 +318,12 @@ fn build_backbone<D: Device<f32>>(init: &mut Init<D>, arch: Arch) -> Backbone<D>
                         )
                     });
                     inplanes = out;
-                    blocks.push(Block::Basic(convs, down));
+                    blocks.push(Block { convs, down });
                 }
             }
             Backbone {
                 stem,
-                maxpool: Some(Default::default()),
+                maxpool: true,
                 blocks,
             }
         }
@@ -355,73 +352,73 @@ fn build_projector<D: Device<f32>>(
     }
 }
 
-fn bn_apply<D: Device<f32>, T: Tape<f32, D>>(
+fn bn_apply<D: NnDevice, T: Tape<f32, D>>(
     store: &mut Store<D>,
     bn: &Bn,
     x: Mat<D, T>,
     train: bool,
+    relu: bool,
 ) -> Result<Mat<D, T>, D::Err> {
     let gamma = store.get(bn.gamma).clone();
     let beta = store.get(bn.beta).clone();
     let (rm, rv) = store.pair_mut(bn.mean, bn.var);
-    rt::batch_norm(
+    ops::batch_norm(
         x,
         Some((&gamma, &beta)),
         Some((rm, rv)),
         train,
+        relu,
         BN_MOMENTUM,
         BN_EPS,
     )
 }
 
-fn conv_bn<D: Device<f32>, T: Tape<f32, D>>(
+/// Convolution, BatchNorm (fused with the ReLU when `relu`). `input_grad = false` for the
+/// network's first layer, whose input needs no gradient.
+fn conv_bn<D: NnDevice, T: Tape<f32, D>>(
     store: &mut Store<D>,
-    cb: &ConvBn<D>,
+    cb: &ConvBn,
     x: Fmap<D, T>,
     relu: bool,
     train: bool,
+    input_grad: bool,
 ) -> Result<Fmap<D, T>, D::Err> {
     let w: Flat<D> = store.get(cb.weight).clone();
-    let y = rt::conv2d(x, &w, &cb.geom, &cb.cache)?;
-    let (b, h, wd) = (y.b, y.h, y.w);
-    let mut z = bn_apply(store, &cb.bn, y.x, train)?;
-    if relu {
-        z = z.try_relu()?;
-    }
-    Ok(Fmap { x: z, b, h, w: wd })
+    let y = ops::conv2d(x, &w, &cb.geom, input_grad)?;
+    let z = bn_apply(store, &cb.bn, y.x, train, relu)?;
+    Ok(Fmap { x: z, ..y })
 }
 
-fn backbone_forward<D: Device<f32>, T: Tape<f32, D>>(
-    bb: &Backbone<D>,
+fn backbone_forward<D: NnDevice, T: Tape<f32, D>>(
+    bb: &Backbone,
     store: &mut Store<D>,
     x: Fmap<D, T>,
     train: bool,
 ) -> Result<Mat<D, T>, D::Err> {
     let mut x = x;
-    for cb in &bb.stem {
-        x = conv_bn(store, cb, x, true, train)?;
+    for (i, cb) in bb.stem.iter().enumerate() {
+        x = conv_bn(store, cb, x, true, train, i > 0)?;
     }
-    if let Some(cache) = &bb.maxpool {
-        x = rt::max_pool2d(x, 3, 2, 1, cache)?;
+    if bb.maxpool {
+        x = ops::max_pool2d(x, 3, 2, 1)?;
     }
     for block in &bb.blocks {
-        let Block::Basic(convs, down) = block;
-        let identity = match down {
-            Some(d) => conv_bn(store, d, x.retaped(), false, train)?,
+        let identity = match &block.down {
+            Some(d) => conv_bn(store, d, x.retaped(), false, train, true)?,
             None => x.retaped(),
         };
         let mut y = x;
-        let last = convs.len() - 1;
-        for (i, cb) in convs.iter().enumerate() {
-            y = conv_bn(store, cb, y, i != last, train)?;
+        let last = block.convs.len() - 1;
+        for (i, cb) in block.convs.iter().enumerate() {
+            y = conv_bn(store, cb, y, i != last, train, true)?;
         }
-        let s = y.x.try_add(identity.x)?.try_relu()?;
+        let s = ops::add_relu(y.x, identity.x)?;
         x = Fmap { x: s, ..y };
     }
-    rt::global_avg_pool(x)
+    ops::global_avg_pool(x)
 }
 
-fn projector_forward<D: Device<f32>, T: Tape<f32, D>>(
+fn projector_forward<D: NnDevice, T: Tape<f32, D>>(
     pj: &Projector,
     store: &mut Store<D>,
     x: Mat<D, T>,
@@ -430,9 +427,9 @@ fn projector_forward<D: Device<f32>, T: Tape<f32, D>>(
     let mut x = x;
     for (i, &w) in pj.linears.iter().enumerate() {
         let wt = store.get(w).clone();
-        x = rt::linear(x, &wt, pj.sizes[i + 1])?;
+        x = ops::linear(x, &wt, pj.sizes[i + 1])?;
         if let Some(bn) = pj.bns.get(i) {
-            x = bn_apply(store, bn, x, train)?.try_relu()?;
+            x = bn_apply(store, bn, x, train, true)?;
         }
     }
     Ok(x)
@@ -440,13 +437,13 @@ fn projector_forward<D: Device<f32>, T: Tape<f32, D>>(
 
 /// Backbone + projector with their parameters.
 #[derive(Debug, Clone)]
-pub struct BarlowModel<D: Device<f32>> {
+pub struct BarlowModel<D: NnDevice> {
     pub arch: Arch,
     /// Projector sizes after the backbone (`[8192, 8192, 8192]`).
     pub projector: Vec<usize>,
     /// All parameters and buffers, official names.
     pub store: Store<D>,
-    backbone: Backbone<D>,
+    backbone: Backbone,
     proj: Projector,
 }
 
@@ -456,7 +453,7 @@ pub struct StepGrads<D: Device<f32>> {
     pub grads: Gradients<f32, D>,
 }
 
-impl<D: Device<f32>> BarlowModel<D> {
+impl<D: NnDevice> BarlowModel<D> {
     /// A fresh model; the weights come from a host RNG seeded with `seed`, so they are the same
     /// on every device.
     pub fn new(dev: &D, arch: Arch, projector: &[usize], seed: u64) -> Self {
@@ -520,7 +517,7 @@ impl<D: Device<f32>> BarlowModel<D> {
         };
         let zb = backbone_forward(&self.backbone, &mut self.store, xb, true).map_err(err)?;
         let zb = projector_forward(&self.proj, &mut self.store, zb, true).map_err(err)?;
-        let loss = barlow_twins_fm(zb, za, lambd).map_err(err)?;
+        let loss = barlow_twins(zb, za, lambd).map_err(err)?;
         let value = loss.as_vec()[0];
         let grads = loss.try_backward().map_err(err)?;
         Ok(StepGrads { loss: value, grads })

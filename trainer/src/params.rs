@@ -7,7 +7,7 @@
 
 use dfdx::prelude::*;
 
-use crate::nn::rt::Flat;
+use crate::nn::Flat;
 
 /// What the optimizer does with a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

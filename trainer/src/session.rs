@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use dfdx::prelude::*;
 use serde::Serialize;
 use shared::{stat, Consumer};
 
@@ -21,6 +20,7 @@ use crate::checkpoint::{self, TrainState, CHECKPOINT_FILE};
 use crate::input::normalize_views;
 use crate::lars::{Lars, LarsConfig, Schedule};
 use crate::model::{projector_spec, Arch, BarlowModel};
+use crate::nn::NnDevice;
 
 /// What to train and for how long.
 #[derive(Clone, Debug)]
@@ -92,7 +92,7 @@ impl SessionSummary {
 
 /// Trains from `consumer` on `dev` until the configured step/epoch, end of data, or `stop`.
 /// `out` receives the JSON [`StepStats`] lines.
-pub fn train<D: Device<f32>>(
+pub fn train<D: NnDevice>(
     dev: &D,
     consumer: &mut Consumer,
     cfg: &SessionConfig,

@@ -1,0 +1,80 @@
+//! Where the device time of a training step goes, per kind of op (`trainer --profile-ops`).
+//!
+//! When enabled, every op of [`super::ops`] brackets its kernels with two device timing marks
+//! ([`super::NnDevice::timing_mark`]: CUDA events on the GPU, instants on the CPU) and queues the
+//! pair here; [`finish_step`] waits for the device once and sums the intervals per [`OpKind`].
+//! The rest of the step (the projector's matrix products, the loss, the optimizer: dfdx's own
+//! ops) is the step's total minus the bracketed kinds. Disabled, it costs one relaxed load per op.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// The kinds of work a step's device time is split into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    ConvForward,
+    ConvBackward,
+    BatchNormForward,
+    BatchNormBackward,
+    /// Max pool, residual add+ReLU, forward and backward.
+    PoolAddRelu,
+    /// The LARS update.
+    Optimizer,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 6] = [
+        OpKind::ConvForward,
+        OpKind::ConvBackward,
+        OpKind::BatchNormForward,
+        OpKind::BatchNormBackward,
+        OpKind::PoolAddRelu,
+        OpKind::Optimizer,
+    ];
+    /// The key in the JSON stats (`conv_fwd`, ...).
+    pub fn key(&self) -> &'static str {
+        match self {
+            OpKind::ConvForward => "conv_fwd",
+            OpKind::ConvBackward => "conv_bwd",
+            OpKind::BatchNormForward => "bn_fwd",
+            OpKind::BatchNormBackward => "bn_bwd",
+            OpKind::PoolAddRelu => "pool_add_relu",
+            OpKind::Optimizer => "optimizer",
+        }
+    }
+}
+
+/// A finished interval, readable once the device has caught up (CUDA events) or at once (CPU).
+pub type Interval = Box<dyn FnOnce() -> f64 + Send>;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static PENDING: Mutex<Vec<(OpKind, Interval)>> = Mutex::new(Vec::new());
+
+/// Turns the per-op timing on or off (off by default).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Queues one interval of `kind`.
+pub fn push(kind: OpKind, interval: Interval) {
+    PENDING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((kind, interval));
+}
+
+/// Milliseconds per [`OpKind`] (in [`OpKind::ALL`]'s order) of every interval queued since the
+/// last call. Call it after the device has finished the step's work (a synchronize).
+pub fn take_totals() -> [f64; 6] {
+    let pending = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut totals = [0f64; 6];
+    for (kind, interval) in pending {
+        let i = OpKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        totals[i] += interval();
+    }
+    totals
+}

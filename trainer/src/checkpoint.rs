@@ -273,7 +273,7 @@ mod tests {
         let mut opt = Lars::new(&m.store, LarsConfig::default());
         let (n, h, w) = (8, 24, 24);
         let (a, b) = random_views(n, h, w, 3);
-        let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD);
+        let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
         for _ in 0..2 {
             let (va, vb) = views();
             let g = m.loss_and_grads(va, vb, 0.0051).unwrap();

@@ -60,7 +60,7 @@ fn one_step<D: NnDevice>(
     size: usize,
 ) -> anyhow::Result<StepResult> {
     let mut model = BarlowModel::new(dev, arch, projector, seed);
-    let (va, vb) = normalize_views(dev, a, b, n, size, size, IMAGENET_MEAN, IMAGENET_STD);
+    let (va, vb) = normalize_views(dev, a, b, n, size, size, IMAGENET_MEAN, IMAGENET_STD)?;
     let sg = model.loss_and_grads(va, vb, crate::loss::DEFAULT_LAMBDA)?;
     let mut grads = Vec::new();
     let mut bufs = Vec::new();
@@ -75,7 +75,7 @@ fn one_step<D: NnDevice>(
             bufs.push(None);
         }
     }
-    Ok((sg.loss, grads, bufs, names))
+    Ok((sg.loss(), grads, bufs, names))
 }
 
 /// Runs the same step on `dev_a` and `dev_b` (weights and inputs from `seed`) and compares.

@@ -136,7 +136,7 @@ pub fn embed_set<D: NnDevice>(
             s,
             mean,
             std,
-        );
+        )?;
         let e = model.embed(x)?.as_vec(); // (F, m)
         for i in 0..m {
             let row = &mut feats[(start + i) * f..(start + i + 1) * f];

@@ -2,7 +2,7 @@
 
 use dfdx::prelude::*;
 
-use crate::nn::Fmap;
+use crate::nn::{Fmap, NnDevice};
 
 /// ImageNet channel means (RGB), as in torchvision's `Normalize`.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -15,7 +15,7 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 ///
 /// `pixels` must hold exactly `n * 3 * h * w` bytes in NCHW order.
 #[allow(clippy::too_many_arguments)]
-pub fn normalize_cm<D: Device<f32>>(
+pub fn normalize_cm<D: NnDevice>(
     dev: &D,
     pixels: &[u8],
     n: usize,
@@ -23,7 +23,7 @@ pub fn normalize_cm<D: Device<f32>>(
     w: usize,
     mean: [f32; 3],
     std: [f32; 3],
-) -> Fmap<D> {
+) -> anyhow::Result<Fmap<D>> {
     let plane = h * w;
     assert_eq!(
         pixels.len(),
@@ -31,31 +31,16 @@ pub fn normalize_cm<D: Device<f32>>(
         "pixel buffer has {} bytes, expected {n}x3x{h}x{w}",
         pixels.len()
     );
-    let mut out = vec![0f32; pixels.len()];
-    for c in 0..3 {
-        let mut lut = [0f32; 256];
-        for (v, o) in lut.iter_mut().enumerate() {
-            *o = (v as f32 / 255.0 - mean[c]) / std[c];
-        }
-        for i in 0..n {
-            let src = &pixels[(i * 3 + c) * plane..(i * 3 + c + 1) * plane];
-            let dst = &mut out[(c * n + i) * plane..(c * n + i + 1) * plane];
-            for (d, &p) in dst.iter_mut().zip(src) {
-                *d = lut[p as usize];
-            }
-        }
-    }
-    Fmap {
-        x: dev.tensor_from_vec(out, (3, n * plane)),
-        b: n,
-        h,
-        w,
-    }
+    let x = dev
+        .normalize_u8(pixels, n, plane, mean, std)
+        .map(|buf| Tensor::from_storage(dev, (3, n * plane), buf))
+        .map_err(|e| anyhow::anyhow!("normalising a batch on the device: {e:?}"))?;
+    Ok(Fmap { x, b: n, h, w })
 }
 
 /// Both views of a batch, channel-major ([`normalize_cm`]).
 #[allow(clippy::too_many_arguments)]
-pub fn normalize_views<D: Device<f32>>(
+pub fn normalize_views<D: NnDevice>(
     dev: &D,
     a: &[u8],
     b: &[u8],
@@ -64,11 +49,11 @@ pub fn normalize_views<D: Device<f32>>(
     w: usize,
     mean: [f32; 3],
     std: [f32; 3],
-) -> (Fmap<D>, Fmap<D>) {
-    (
-        normalize_cm(dev, a, n, h, w, mean, std),
-        normalize_cm(dev, b, n, h, w, mean, std),
-    )
+) -> anyhow::Result<(Fmap<D>, Fmap<D>)> {
+    Ok((
+        normalize_cm(dev, a, n, h, w, mean, std)?,
+        normalize_cm(dev, b, n, h, w, mean, std)?,
+    ))
 }
 
 #[cfg(test)]
@@ -81,7 +66,7 @@ mod tests {
         let dev: Cpu = Default::default();
         let (n, h, w) = (3, 2, 5);
         let px: Vec<u8> = (0..n * 3 * h * w).map(|i| (i * 53 % 256) as u8).collect();
-        let cm = normalize_cm(&dev, &px, n, h, w, IMAGENET_MEAN, IMAGENET_STD);
+        let cm = normalize_cm(&dev, &px, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
         assert_eq!((cm.b, cm.h, cm.w), (n, h, w));
         assert_eq!(*cm.x.shape(), (3, n * h * w));
         let cm = cm.x.as_vec();
@@ -104,6 +89,6 @@ mod tests {
     #[should_panic(expected = "expected")]
     fn normalize_rejects_wrong_length() {
         let dev: Cpu = Default::default();
-        normalize_cm(&dev, &[0u8; 10], 1, 2, 2, IMAGENET_MEAN, IMAGENET_STD);
+        let _ = normalize_cm(&dev, &[0u8; 10], 1, 2, 2, IMAGENET_MEAN, IMAGENET_STD);
     }
 }

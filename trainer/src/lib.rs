@@ -1,14 +1,15 @@
 //! trainer: Barlow Twins pretraining in dfdx 0.13 (stable Rust, CPU now, CUDA via `--features
 //! cuda`).
 //!
-//! - [`nn`]: `Conv2d` and `MaxPool2d` as dfdx modules built from stable ops (dfdx's own need the
-//!   broken `nightly` feature);
+//! - [`nn`]: the layers as custom ops with one interface ([`nn::NnDevice`]) and CPU and CUDA
+//!   kernels behind it (dfdx's own conv/pool need its broken `nightly` feature);
 //! - [`model`]: the tiny backbone, the projector presets and [`model::BarlowModel`] (train step,
 //!   embed, save/load);
 //! - [`loss`]: the Barlow Twins loss and an f64 reference;
 //! - [`input`]: u8 NCHW batches -> normalised f32 tensors;
 //! - [`session`]: the training loop fed by the ring, with wait/compute accounting;
-//! - [`device_check`]: one step on two devices (CPU vs CUDA), compared.
+//! - [`device_check`]: one step on two devices (CPU vs CUDA), compared;
+//! - [`bench`]: the time of one training step on random inputs (`trainer bench`).
 
 pub mod input;
 pub mod lars;
@@ -17,7 +18,10 @@ pub mod model;
 pub mod nn;
 pub mod params;
 
+#[cfg(feature = "cuda")]
+pub use cudarc;
 pub use dfdx;
+pub mod bench;
 pub mod checkpoint;
 pub mod device_check;
 pub mod dry_run;

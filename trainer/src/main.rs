@@ -67,9 +67,41 @@ enum Command {
         image_size: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Largest relative error accepted on the loss, the whole gradient and the running stats.
-        #[arg(long, default_value_t = 1e-3)]
-        tolerance: f64,
+        /// Let CUDA use TF32 tensor cores (convolutions and matrix products), as training does
+        /// by default; the comparison is then against FP32 on the CPU, with a looser bound.
+        #[arg(long)]
+        tf32: bool,
+        /// Largest relative error accepted on the loss, the whole gradient and the running stats
+        /// [default: 1e-3; with --tf32: 3e-2].
+        #[arg(long)]
+        tolerance: Option<f64>,
+    },
+    /// Time training steps (both views forward and backward, loss, LARS) on random inputs
+    /// already on the device, and print one JSON line: ms per step (median), the device time
+    /// per kind of op and the peak device memory (what scripts/gpu-check.sh compares with
+    /// PyTorch).
+    Bench {
+        #[arg(long, value_enum, default_value_t = Arch::Resnet50)]
+        arch: Arch,
+        /// Projector sizes [default: the architecture's preset].
+        #[arg(long)]
+        projector: Option<String>,
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 224)]
+        image_size: usize,
+        /// Timed steps (after the warm-up).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed, profiled steps first (the cuDNN algorithm search happens in the first).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// On CUDA: full FP32 instead of TF32 tensor cores.
+        #[arg(long)]
+        no_tf32: bool,
+        /// Compute device [default: cuda when built with it and a GPU is present, else cpu].
+        #[arg(long, value_enum)]
+        device: Option<DeviceKind>,
     },
     /// Write the backbone of a checkpoint as safetensors with torchvision's parameter names
     /// (load with `torchvision.models.resnet50().load_state_dict(sd, strict=False)`; fc is absent).
@@ -181,6 +213,15 @@ struct Args {
     /// With --dry-run: print `step <global step> <hash>` per batch and `total <hash>` at the end.
     #[arg(long, requires = "dry_run")]
     digest: bool,
+    /// On CUDA: full FP32 convolutions and matrix products. By default they use TF32 tensor
+    /// cores (10-bit mantissa products, FP32 sums), as PyTorch does for convolutions.
+    #[arg(long)]
+    no_tf32: bool,
+    /// Measure the device time of every op (CUDA events on a GPU) and report it per kind
+    /// (conv forward/backward, BatchNorm, pool/add/ReLU, optimizer, other) in each stats line and
+    /// the summary, with the peak device memory. Adds a little overhead per op.
+    #[arg(long)]
+    profile_ops: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -227,12 +268,51 @@ fn main() {
             batch_size,
             image_size,
             seed,
+            tf32,
             tolerance,
         }) => (|| {
             let arch = arch.model();
             let projector =
                 parse_projector(projector.as_deref().unwrap_or(arch.default_projector()))?;
-            check_devices(arch, &projector, batch_size, image_size, seed, tolerance)
+            let tolerance = tolerance.unwrap_or(if tf32 { 3e-2 } else { 1e-3 });
+            let shape = CheckShape {
+                batch: batch_size,
+                size: image_size,
+                seed,
+            };
+            check_devices(arch, &projector, shape, tf32, tolerance)
+        })(),
+        Some(Command::Bench {
+            arch,
+            projector,
+            batch_size,
+            image_size,
+            steps,
+            warmup,
+            no_tf32,
+            device,
+        }) => (|| {
+            let arch = arch.model();
+            let cfg = trainer::bench::BenchConfig {
+                arch,
+                projector: parse_projector(
+                    projector.as_deref().unwrap_or(arch.default_projector()),
+                )?,
+                batch: batch_size,
+                size: image_size,
+                steps,
+                warmup,
+            };
+            let result = match pick_device(device) {
+                DeviceKind::Cpu => {
+                    let dev = Cpu::seed_from_u64(0);
+                    dev.enable_cache();
+                    trainer::bench::bench(&dev, &cfg, "cpu", "fp32")?
+                }
+                DeviceKind::Cuda => bench_on_cuda(&cfg, !no_tf32)?,
+            };
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(0)
         })(),
         Some(Command::Export { checkpoint, out }) => {
             trainer::checkpoint::export_torchvision(&checkpoint, &out).map(|n| {
@@ -428,6 +508,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         resume: args.resume,
         progress: !args.no_progress,
     };
+    trainer::nn::profile::set_enabled(args.profile_ops);
     let mut stdout = std::io::stdout().lock();
     let summary = match pick_device(args.device) {
         DeviceKind::Cpu => {
@@ -463,8 +544,66 @@ fn train_on_cuda(
     let dev = Cuda::try_seed_from_u64(args.seed)
         .map_err(|e| anyhow::anyhow!("opening the GPU: {e:?}"))?;
     dev.enable_cache();
-    eprintln!("trainer: arch {} on cuda", cfg.arch.name());
+    trainer::nn::cuda::set_tf32(&dev, !args.no_tf32)
+        .map_err(|e| anyhow::anyhow!("setting the math mode: {e:?}"))?;
+    eprintln!(
+        "trainer: arch {} on cuda ({}, {})",
+        cfg.arch.name(),
+        cudnn_description()?,
+        if args.no_tf32 {
+            "FP32"
+        } else {
+            "TF32 tensor cores"
+        }
+    );
     train(&dev, consumer, cfg, stop, out)
+}
+
+#[cfg(feature = "cuda")]
+fn bench_on_cuda(
+    cfg: &trainer::bench::BenchConfig,
+    tf32: bool,
+) -> anyhow::Result<trainer::bench::BenchResult> {
+    let dev = Cuda::try_seed_from_u64(0).map_err(|e| anyhow::anyhow!("opening the GPU: {e:?}"))?;
+    dev.enable_cache();
+    trainer::nn::cuda::set_tf32(&dev, tf32)
+        .map_err(|e| anyhow::anyhow!("setting the math mode: {e:?}"))?;
+    let name = gpu_name(&dev);
+    eprintln!("trainer: bench on {name} ({})", cudnn_description()?);
+    trainer::bench::bench(&dev, cfg, &name, if tf32 { "tf32" } else { "fp32" })
+}
+
+/// The GPU's name, as the driver reports it.
+#[cfg(feature = "cuda")]
+fn gpu_name(dev: &Cuda) -> String {
+    use trainer::cudarc::driver::sys::{cuDeviceGetName, CUresult};
+    let mut buf = [0 as std::ffi::c_char; 128];
+    let cu = *dev.cuda_device().cu_device();
+    // SAFETY: the buffer holds 128 bytes, the length passed; the driver NUL-terminates it.
+    if unsafe { cuDeviceGetName(buf.as_mut_ptr(), buf.len() as i32, cu) } != CUresult::CUDA_SUCCESS
+    {
+        return "cuda".into();
+    }
+    // SAFETY: NUL-terminated by the driver (checked success above).
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_on_cuda(
+    _: &trainer::bench::BenchConfig,
+    _: bool,
+) -> anyhow::Result<trainer::bench::BenchResult> {
+    anyhow::bail!("this trainer was built without CUDA; rebuild with `--features cuda` (see README, GPU build)")
+}
+
+/// "cuDNN 9.x.y", or an error that says how to install it.
+#[cfg(feature = "cuda")]
+fn cudnn_description() -> anyhow::Result<String> {
+    trainer::nn::cuda::cudnn_version()
+        .map(|v| format!("cuDNN {v}"))
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -478,25 +617,42 @@ fn train_on_cuda(
     anyhow::bail!("this trainer was built without CUDA; rebuild with `--features cuda` (see README, GPU build)")
 }
 
+/// The batch of `trainer check-devices`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct CheckShape {
+    batch: usize,
+    size: usize,
+    seed: u64,
+}
+
 #[cfg(feature = "cuda")]
 fn check_devices(
     arch: ModelArch,
     projector: &[usize],
-    batch: usize,
-    size: usize,
-    seed: u64,
+    shape: CheckShape,
+    tf32: bool,
     tolerance: f64,
 ) -> anyhow::Result<i32> {
+    let CheckShape { batch, size, seed } = shape;
     let cpu = Cpu::seed_from_u64(seed);
     let cuda =
         Cuda::try_seed_from_u64(seed).map_err(|e| anyhow::anyhow!("opening the GPU: {e:?}"))?;
+    trainer::nn::cuda::set_tf32(&cuda, tf32)
+        .map_err(|e| anyhow::anyhow!("setting the math mode: {e:?}"))?;
     let cmp =
         trainer::device_check::compare_devices(&cpu, &cuda, arch, projector, batch, size, seed)?;
-    println!("{}", serde_json::to_string(&cmp)?);
+    let mut json = serde_json::to_value(&cmp)?;
+    json["arch"] = arch.name().into();
+    json["batch"] = batch.into();
+    json["precision"] = (if tf32 { "tf32" } else { "fp32" }).into();
+    json["tolerance"] = tolerance.into();
+    json["cudnn"] = cudnn_description()?.into();
+    println!("{json}");
     let ok = cmp.within(tolerance);
     eprintln!(
-        "trainer: {} cpu vs cuda: loss {} vs {} (rel {:.2e}); gradient rel err {:.2e} (worst tensor {:.2e}, {}) over {} tensors; running stats rel err {:.2e}: {}",
-        arch.name(), cmp.loss_a, cmp.loss_b, cmp.loss_rel_err, cmp.grad_rel_err, cmp.max_grad_rel_err, cmp.worst_tensor, cmp.tensors,
+        "trainer: {} cpu vs cuda ({}, {}): loss {} vs {} (rel {:.2e}); gradient rel err {:.2e} (worst tensor {:.2e}, {}) over {} tensors; running stats rel err {:.2e}; bound {tolerance:.0e}: {}",
+        arch.name(), cudnn_description()?, if tf32 { "TF32" } else { "FP32" },
+        cmp.loss_a, cmp.loss_b, cmp.loss_rel_err, cmp.grad_rel_err, cmp.max_grad_rel_err, cmp.worst_tensor, cmp.tensors,
         cmp.running_stats_rel_err,
         if ok { "OK" } else { "MISMATCH" }
     );
@@ -504,14 +660,7 @@ fn check_devices(
 }
 
 #[cfg(not(feature = "cuda"))]
-fn check_devices(
-    _: ModelArch,
-    _: &[usize],
-    _: usize,
-    _: usize,
-    _: u64,
-    _: f64,
-) -> anyhow::Result<i32> {
+fn check_devices(_: ModelArch, _: &[usize], _: CheckShape, _: bool, _: f64) -> anyhow::Result<i32> {
     anyhow::bail!("this trainer was built without CUDA; rebuild with `--features cuda` (see README, GPU build)")
 }
 
@@ -537,6 +686,28 @@ fn print_summary(s: &SessionSummary) {
         100.0 * s.stall_fraction(),
         if s.stall_fraction() > 0.3 { " (input-bound: the loader needs more cores)" } else { " (compute-bound)" },
     );
+    if let Some((totals, compute_ms)) = &s.op_totals {
+        let steps = s.steps.max(1) as f64;
+        let named: f64 = totals.iter().sum();
+        let mut parts: Vec<String> = trainer::nn::profile::OpKind::ALL
+            .iter()
+            .zip(totals)
+            .map(|(k, t)| format!("{} {:.1}", k.key(), t / steps))
+            .collect();
+        parts.push(format!(
+            "other {:.1}",
+            ((compute_ms - named) / steps).max(0.0)
+        ));
+        eprintln!(
+            "trainer: device ms per step: {} (of {:.1} computing){}",
+            parts.join(", "),
+            compute_ms / steps,
+            s.peak_memory.map_or(String::new(), |b| format!(
+                "; peak device memory {:.1} GiB",
+                b as f64 / (1u64 << 30) as f64
+            ))
+        );
+    }
 }
 
 /// Before attaching on `--resume`: the loader command that continues the data stream exactly where

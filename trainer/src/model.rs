@@ -447,10 +447,20 @@ pub struct BarlowModel<D: NnDevice> {
     proj: Projector,
 }
 
-/// Loss value and parameter gradients of one step (gradients keyed like `store.params`).
+/// Loss and parameter gradients of one step (gradients keyed like `store.params`).
 pub struct StepGrads<D: Device<f32>> {
-    pub loss: f32,
+    /// The loss, still on the device: reading it ([`StepGrads::loss`]) waits for the device, so
+    /// the training loop reads it after queueing the optimizer step, not between forward and
+    /// backward.
+    pub loss_tensor: Tensor<Rank0, f32, D>,
     pub grads: Gradients<f32, D>,
+}
+
+impl<D: Device<f32>> StepGrads<D> {
+    /// The loss value (copies it to the host).
+    pub fn loss(&self) -> f32 {
+        self.loss_tensor.as_vec()[0]
+    }
 }
 
 impl<D: NnDevice> BarlowModel<D> {
@@ -518,9 +528,9 @@ impl<D: NnDevice> BarlowModel<D> {
         let zb = backbone_forward(&self.backbone, &mut self.store, xb, true).map_err(err)?;
         let zb = projector_forward(&self.proj, &mut self.store, zb, true).map_err(err)?;
         let loss = barlow_twins(zb, za, lambd).map_err(err)?;
-        let value = loss.as_vec()[0];
+        let loss_tensor = loss.retaped::<NoneTape>();
         let grads = loss.try_backward().map_err(err)?;
-        Ok(StepGrads { loss: value, grads })
+        Ok(StepGrads { loss_tensor, grads })
     }
 
     /// Backbone features `(F, n)` (feature-major) in evaluation mode (running statistics).
@@ -646,13 +656,14 @@ mod tests {
         let dev = Cpu::seed_from_u64(0);
         let mut m = BarlowModel::new(&dev, Arch::Resnet18, &[64, 32], 0);
         let (a, b) = random_views(4, 32, 32, 1);
-        let (va, vb) = normalize_views(&dev, &a, &b, 4, 32, 32, IMAGENET_MEAN, IMAGENET_STD);
+        let (va, vb) =
+            normalize_views(&dev, &a, &b, 4, 32, 32, IMAGENET_MEAN, IMAGENET_STD).unwrap();
         let f = m.embed(va.clone()).unwrap();
         assert_eq!(*f.shape(), (512, 4));
         let mut opt = Lars::new(&m.store, LarsConfig::default());
         let before = m.store.params[0].t.as_vec();
         let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
-        assert!(g.loss.is_finite() && g.loss > 0.0);
+        assert!(g.loss().is_finite() && g.loss() > 0.0);
         opt.step(&mut m.store, &g.grads, 0.2, 0.0048).unwrap();
         assert_ne!(m.store.params[0].t.as_vec(), before);
     }
@@ -666,9 +677,10 @@ mod tests {
         let (a, b) = random_views(n, h, w, 1);
         let mut losses = vec![];
         for _ in 0..6 {
-            let (va, vb) = normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD);
+            let (va, vb) =
+                normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
             let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
-            losses.push(g.loss);
+            losses.push(g.loss());
             opt.step(&mut m.store, &g.grads, 20.0, 0.2).unwrap();
         }
         assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
@@ -682,7 +694,8 @@ mod tests {
         let before: Vec<Vec<f32>> = m.store.params.iter().map(|p| p.t.as_vec()).collect();
         let mut opt = Lars::new(&m.store, LarsConfig::default());
         let (a, b) = random_views(8, 16, 16, 2);
-        let (va, vb) = normalize_views(&dev, &a, &b, 8, 16, 16, IMAGENET_MEAN, IMAGENET_STD);
+        let (va, vb) =
+            normalize_views(&dev, &a, &b, 8, 16, 16, IMAGENET_MEAN, IMAGENET_STD).unwrap();
         let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
         opt.step(&mut m.store, &g.grads, 1.0, 0.1).unwrap();
         for (p, b) in m.store.params.iter().zip(&before) {
@@ -701,7 +714,7 @@ mod tests {
         let dev = Cpu::default();
         let (n, h, w) = (6, 16, 16);
         let (a, b) = random_views(n, h, w, 11);
-        let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD);
+        let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
         let mut m = BarlowModel::new(&dev, Arch::Tiny, &[16, 16], 5);
         // zero-initialised BN gammas would hide whole paths: give every gamma a generic value
         for i in 0..m.store.params.len() {
@@ -715,7 +728,7 @@ mod tests {
         }
         let loss_at = |m: &mut BarlowModel<Cpu>| {
             let (va, vb) = views();
-            m.loss_and_grads(va, vb, 0.0051).unwrap().loss as f64
+            m.loss_and_grads(va, vb, 0.0051).unwrap().loss() as f64
         };
         let (va, vb) = views();
         let g = m.loss_and_grads(va, vb, 0.0051).unwrap();

@@ -20,6 +20,7 @@ use crate::checkpoint::{self, TrainState, CHECKPOINT_FILE};
 use crate::input::normalize_views;
 use crate::lars::{Lars, LarsConfig, Schedule};
 use crate::model::{projector_spec, Arch, BarlowModel};
+use crate::nn::profile::{self, OpKind};
 use crate::nn::NnDevice;
 
 /// What to train and for how long.
@@ -64,6 +65,15 @@ pub struct StepStats {
     pub wait_ms: f64,
     /// Milliseconds this step computed.
     pub compute_ms: f64,
+    /// With `--profile-ops`: device milliseconds of this step per kind of op (`conv_fwd`,
+    /// `conv_bwd`, `bn_fwd`, `bn_bwd`, `pool_add_relu`, `optimizer`, and `other`: the rest of
+    /// the step, i.e. the projector's matrix products, the loss and input conversion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_ms: Option<std::collections::BTreeMap<&'static str, f64>>,
+    /// With `--profile-ops` on a GPU: the largest device memory in use seen so far (GiB,
+    /// sampled after every op; includes dfdx's allocation cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_mem_gib: Option<f64>,
 }
 
 /// How a session went.
@@ -81,6 +91,11 @@ pub struct SessionSummary {
     pub global_step: u64,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
+    /// With `--profile-ops`: device milliseconds per kind of op summed over the steps (in
+    /// [`OpKind::ALL`]'s order), and the steps' total compute milliseconds.
+    pub op_totals: Option<([f64; 6], f64)>,
+    /// With `--profile-ops` on a GPU: peak device memory in use, bytes.
+    pub peak_memory: Option<u64>,
 }
 
 impl SessionSummary {
@@ -313,21 +328,41 @@ pub fn train<D: NnDevice>(
                 w,
                 info.mean,
                 info.std,
-            );
+            )?;
             epoch = batch.epoch();
             loader_step = Some(batch.step());
             batch.release();
             let (lr_w, lr_b) = schedule.lrs(step);
             let sg = model.loss_and_grads(a, b, cfg.lambd)?;
-            let loss = sg.loss;
+            profile::timed(dev, OpKind::Optimizer, || {
+                opt.step(&mut model.store, &sg.grads, lr_w, lr_b)
+            })?;
+            // the one wait for the device per step: everything is queued by now
+            let loss = sg.loss();
+            drop(sg);
             if !loss.is_finite() {
                 return Err(anyhow!(
                     "loss became {loss} at step {step}; lower --lr-weights/--lr-biases"
                 ));
             }
-            opt.step(&mut model.store, &sg.grads, lr_w, lr_b)?;
-            drop(sg);
             let compute = t_compute.elapsed();
+            let ops_ms = profile::enabled().then(|| {
+                let totals = profile::take_totals();
+                let compute_ms = compute.as_secs_f64() * 1e3;
+                let acc = summary.op_totals.get_or_insert(([0.0; 6], 0.0));
+                for (a, t) in acc.0.iter_mut().zip(totals) {
+                    *a += t;
+                }
+                acc.1 += compute_ms;
+                let mut m: std::collections::BTreeMap<&'static str, f64> =
+                    OpKind::ALL.iter().map(|k| k.key()).zip(totals).collect();
+                m.insert("other", (compute_ms - totals.iter().sum::<f64>()).max(0.0));
+                m
+            });
+            let peak = profile::peak_memory();
+            if peak > 0 {
+                summary.peak_memory = Some(peak);
+            }
             consumer
                 .stats()
                 .add(stat::TRAIN_NS, compute.as_nanos() as u64);
@@ -349,6 +384,8 @@ pub fn train<D: NnDevice>(
                     time: started.elapsed().as_secs_f64(),
                     wait_ms: wait.as_secs_f64() * 1e3,
                     compute_ms: compute.as_secs_f64() * 1e3,
+                    ops_ms,
+                    peak_mem_gib: summary.peak_memory.map(|b| b as f64 / (1u64 << 30) as f64),
                 })?;
                 writeln!(out, "{line}").context("writing stats")?;
                 if let Some(f) = stats_file.as_mut() {

@@ -418,6 +418,32 @@ impl NnDevice for Cpu {
         Ok(())
     }
 
+    fn normalize_u8(
+        &self,
+        pixels: &[u8],
+        n: usize,
+        plane: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<Buf<Self>, Self::Err> {
+        let mut out = self.try_alloc_len(pixels.len())?;
+        for c in 0..3 {
+            // (x / 255 - m) / s for the 256 byte values: the same f32 expression as the CUDA kernel
+            let mut lut = [0f32; 256];
+            for (v, o) in lut.iter_mut().enumerate() {
+                *o = (v as f32 / 255.0 - mean[c]) / std[c];
+            }
+            for i in 0..n {
+                let src = &pixels[(i * 3 + c) * plane..(i * 3 + c + 1) * plane];
+                let dst = &mut out[(c * n + i) * plane..(c * n + i + 1) * plane];
+                for (d, &p) in dst.iter_mut().zip(src) {
+                    *d = lut[p as usize];
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn start_timer(&self) -> Result<Stopper<Self>, Self::Err> {
         Ok(cpu_timer())
     }

@@ -119,9 +119,27 @@ pub trait NnDevice: Device<f32> {
         dx: &mut Buf<Self>,
     ) -> Result<(), Self::Err>;
 
+    /// u8 NCHW images with 3 channels -> normalised f32 channel-major `(3, n*plane)`:
+    /// `(x / 255 - mean[c]) / std[c]` (torchvision `ToTensor` + `Normalize`), evaluated exactly
+    /// so in f32 on every device. The bytes cross to the device as u8 (4x less than f32).
+    fn normalize_u8(
+        &self,
+        pixels: &[u8],
+        n: usize,
+        plane: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<Buf<Self>, Self::Err>;
+
     /// Starts timing the device work queued from now on; the returned stopper, called after
     /// that work is queued, gives the interval (see [`super::profile`]).
     fn start_timer(&self) -> Result<Stopper<Self>, Self::Err>;
+
+    /// Bytes of device memory in use by everything on the device (sampled while profiling to
+    /// find a step's peak); `None` where the device cannot tell (the CPU).
+    fn memory_in_use(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Ends a timing started by [`NnDevice::start_timer`].
@@ -139,6 +157,9 @@ fn timed<D: NnDevice, R>(
     let stop = dev.start_timer()?;
     let r = f()?;
     profile::push(kind, stop()?);
+    if let Some(bytes) = dev.memory_in_use() {
+        profile::note_memory(bytes);
+    }
     Ok(r)
 }
 

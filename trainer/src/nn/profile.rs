@@ -6,7 +6,7 @@
 //! The rest of the step (the projector's matrix products, the loss, the optimizer: dfdx's own
 //! ops) is the step's total minus the bracketed kinds. Disabled, it costs one relaxed load per op.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The kinds of work a step's device time is split into.
@@ -48,6 +48,7 @@ impl OpKind {
 pub type Interval = Box<dyn FnOnce() -> f64 + Send>;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static PEAK_MEMORY: AtomicU64 = AtomicU64::new(0);
 static PENDING: Mutex<Vec<(OpKind, Interval)>> = Mutex::new(Vec::new());
 
 /// Turns the per-op timing on or off (off by default).
@@ -65,6 +66,36 @@ pub fn push(kind: OpKind, interval: Interval) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((kind, interval));
+}
+
+/// Records a sample of the device memory in use (the peak is kept).
+pub fn note_memory(bytes: u64) {
+    PEAK_MEMORY.fetch_max(bytes, Ordering::Relaxed);
+}
+
+/// The largest device memory sample since profiling started, in bytes (0: none).
+pub fn peak_memory() -> u64 {
+    PEAK_MEMORY.load(Ordering::Relaxed)
+}
+
+/// Runs `f` (work outside the ops, e.g. the optimizer), timing its device work as `kind` when
+/// profiling is on.
+pub fn timed<D: super::NnDevice, R>(
+    dev: &D,
+    kind: OpKind,
+    f: impl FnOnce() -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    if !enabled() {
+        return f();
+    }
+    let timer_err = |e: D::Err| anyhow::anyhow!("timing the device: {e:?}");
+    let stop = dev.start_timer().map_err(timer_err)?;
+    let r = f()?;
+    push(kind, stop().map_err(timer_err)?);
+    if let Some(bytes) = dev.memory_in_use() {
+        note_memory(bytes);
+    }
+    Ok(r)
 }
 
 /// Milliseconds per [`OpKind`] (in [`OpKind::ALL`]'s order) of every interval queued since the

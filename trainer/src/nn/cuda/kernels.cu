@@ -177,3 +177,19 @@ extern "C" __global__ void max_pool_backward(const float *x, const float *y, con
         }
     }
 }
+
+// u8 NCHW (3 channels) -> channel-major f32, (x / 255 - mean[c]) / std[c] in IEEE f32 (the CPU's
+// expression). One thread per output element.
+extern "C" __global__ void normalize_u8(const unsigned char *px, float *out, long long n,
+                                        long long plane, float m0, float m1, float m2, float s0,
+                                        float s1, float s2) {
+    long long total = 3 * n * plane;
+    for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total;
+         o += (long long)gridDim.x * blockDim.x) {
+        long long p = o % plane, ci = o / plane; // ci = c * n + i
+        int c = (int)(ci / n);
+        long long i = ci % n;
+        float m = c == 0 ? m0 : (c == 1 ? m1 : m2), s = c == 0 ? s0 : (c == 1 ? s1 : s2);
+        out[o] = ((float)px[(i * 3 + c) * plane + p] / 255.0f - m) / s;
+    }
+}

@@ -13,7 +13,7 @@ use crate::nn::PoolShape;
 
 const SOURCE: &str = include_str!("kernels.cu");
 const MODULE: &str = "barlow_nn";
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 11] = [
     "bn_stats",
     "bn_finalize",
     "bn_apply",
@@ -24,6 +24,7 @@ const NAMES: [&str; 10] = [
     "relu_backward",
     "max_pool_forward",
     "max_pool_backward",
+    "normalize_u8",
 ];
 const THREADS: u32 = 256;
 
@@ -226,6 +227,31 @@ impl Kernels {
             self.func("max_pool_backward").launch(
                 flat_grid(s.out_len()),
                 (x, y, dy, dx, planes, h, w, ho, wo, k, st, p),
+            )?
+        };
+        Ok(())
+    }
+}
+
+impl Kernels {
+    /// `px` holds `n * 3 * plane` bytes on the device; `out` as many floats.
+    pub fn normalize_u8(
+        &self,
+        px: u64,
+        out: u64,
+        n: usize,
+        plane: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<(), CudaError> {
+        let (n64, p64) = (n as i64, plane as i64);
+        // SAFETY: px holds 3*n*plane bytes and out 3*n*plane floats, both live device buffers.
+        unsafe {
+            self.func("normalize_u8").launch(
+                flat_grid(3 * n * plane),
+                (
+                    px, out, n64, p64, mean[0], mean[1], mean[2], std[0], std[1], std[2],
+                ),
             )?
         };
         Ok(())

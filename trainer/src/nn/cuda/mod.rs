@@ -215,6 +215,32 @@ impl NnDevice for Cuda {
         kernels::get(self)?.max_pool_backward(s, [ptr(x), ptr(y), ptr(dy)], ptr_mut(dx))
     }
 
+    fn normalize_u8(
+        &self,
+        pixels: &[u8],
+        n: usize,
+        plane: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<Buf<Self>, Self::Err> {
+        let px = self.cuda_device().htod_sync_copy(pixels)?;
+        let mut out = alloc_uninit(self, pixels.len())?;
+        kernels::get(self)?.normalize_u8(
+            *px.device_ptr(),
+            ptr_mut(&mut out),
+            n,
+            plane,
+            mean,
+            std,
+        )?;
+        Ok(out)
+    }
+
+    fn memory_in_use(&self) -> Option<u64> {
+        let (free, total) = cudarc::driver::result::mem_get_info().ok()?;
+        Some(total.saturating_sub(free) as u64)
+    }
+
     fn start_timer(&self) -> Result<Stopper<Self>, Self::Err> {
         let start = kernels::Event::record(self)?;
         let dev = self.clone();

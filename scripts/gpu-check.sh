@@ -1,89 +1,145 @@
 #!/usr/bin/env bash
-# Runs barlow's GPU checks on a CUDA machine that has a driver and Python but no Rust, from the
-# bundle that scripts/build-cuda.sh made on the build machine (default .gpu/). Writes its results
-# under $OUT (default /tmp/barlow-gpu-check), five files:
-#   summary.txt          the lines that matter, also printed
-#   env.txt              nvidia-smi, the libraries found
-#   check_devices.jsonl  one training step on CPU vs CUDA (tiny, resnet18, resnet50): loss,
-#                        gradient and BatchNorm-statistics relative errors
-#   pytorch.jsonl        the same models and batches in PyTorch on the same card (fp32 and tf32)
-#   logs.tar.gz          every run's stdout/stderr: the smoke run (tiny) and ResNet-18 / ResNet-50 +
-#                        8192-8192-8192 steps fed from the ring by the real loader at 224x224
-# Usage: scripts/gpu-check.sh [--quick]
+# barlow's GPU check, in ONE call of under 9 minutes on a CUDA machine that has a driver and
+# Python with PyTorch and NVIDIA's wheels (cuDNN 9, cuBLAS, NVRTC) but no Rust, from the bundle
+# scripts/build-cuda.sh made on the build machine (default .gpu/). Writes under $OUT (default
+# /tmp/barlow-gpu-check):
+#   summary.txt   the lines that matter (also printed), with the table of barlow vs PyTorch
+#   gpu.jsonl     one JSON line per measurement: impl (barlow|pytorch), arch, batch, precision
+#                 (fp32|tf32), ms_per_step, peak_mem_gib, device, and barlow's ops_ms (device
+#                 ms per kind of op); plus the check-devices lines (impl "check-devices") and the
+#                 loader-fed run (impl "barlow-fed", with wait_share)
+#   env.txt       nvidia-smi, the libraries found, cuDNN's version
+#   logs.tar.gz   every run's stdout/stderr
+# What it runs:
+#   1. trainer check-devices (CPU vs CUDA, TF32 off, bound 1e-3) for tiny, resnet18, resnet50,
+#      and resnet50 with --tf32 (its error against FP32 on the CPU, bound 3e-2);
+#   2. resnet18 and resnet50 + 8192-8192-8192 at 224x224, batch 256, two views: `trainer bench`
+#      and scripts/gpu/torch_bt.py (official model, loss, LARS), TF32 and FP32 each, same card;
+#   3. trainer --device cuda fed by the real loader (demo data at 224x224, nproc-2 workers,
+#      resnet50, batch 256): the share of time it waited for input.
+# Usage: scripts/gpu-check.sh [--quick]       (--quick: check-devices and resnet18 only)
+#        DRY_RUN=1 scripts/gpu-check.sh      (on a CPU build machine: the same plumbing with tiny
+#                                             CPU runs of target/release binaries, no PyTorch CUDA)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bundle=${BUNDLE:-.gpu}
 out=${OUT:-/tmp/barlow-gpu-check}
 work=$(mktemp -d /tmp/barlow-gpu-work.XXXX)
 mkdir -p "$out"
+: > "$out/gpu.jsonl"
+: > "$out/summary.txt"
 trap 'tar -czf "$out/logs.tar.gz" -C "$work" . 2>/dev/null' EXIT
-bin=$bundle/bin
 say() { echo "$*" | tee -a "$out/summary.txt"; }
+dry=${DRY_RUN:-0}
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
 
-# 1. Run-time libraries: the driver's libcuda.so.1, and libcublas/libcublasLt/libnvrtc .so.13 from a
-#    CUDA install or the Python environment's nvidia wheels.
-dirs=$(python3 -c 'import glob,site,sys
+if [ "$dry" = 1 ]; then
+  bin=target/release
+  [ -x "$bin/trainer" ] || { echo "gpu-check: DRY_RUN needs target/release/{trainer,loader,datasets} (cargo build --release)" >&2; exit 1; }
+  device=cpu size=32 batch=4 steps=2 fed_steps=4 proj=64-64
+else
+  bundle=${BUNDLE:-.gpu}
+  bin=$bundle/bin
+  device=cuda size=224 batch=256 steps=10 fed_steps=20 proj=8192-8192-8192
+  # Run-time libraries: the driver's libcuda.so.1, and libcublas/libnvrtc .so.13 and cuDNN's
+  # libcudnn.so.9 (+ its sub-libraries) from a CUDA install or the Python environment's wheels.
+  dirs=$(python3 -c 'import glob,site,sys
 paths=site.getsitepackages()+[site.getusersitepackages()]+sys.path
 print(":".join(sorted({d for p in paths for d in glob.glob(p+"/nvidia/*/lib")})))' 2>/dev/null)
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu; do
-  [ -d "$d" ] && dirs="$dirs:$d"
-done
-export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && dirs="$dirs:$d"
+  done
+  export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # Headers for the run-time (NVRTC) kernels, at the absolute paths baked into the binary;
+  # CUDA 13 keeps <cuda/std/...> under include/cccl, so its folders are linked in at the top.
+  tar -xzPf "$bundle/cuda-include.tar.gz"
+  inc=$(head -n1 "$bundle/paths.txt")
+  for e in "$inc"/cccl/*; do [ -e "$inc/$(basename "$e")" ] || ln -s "$e" "$inc/"; done
+fi
 {
-  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
-  for l in libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libnvrtc.so.13; do
+  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv 2>&1
+  for l in libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libnvrtc.so.13 libcudnn.so.9; do
     found=$(for d in ${LD_LIBRARY_PATH//:/ }; do [ -e "$d/$l" ] && echo "$d/$l" && break; done)
-    echo "$l: ${found:-$(ldconfig -p | grep -m1 "$l" | awk '{print $NF}')}"
+    echo "$l: ${found:-$(ldconfig -p 2>/dev/null | grep -m1 "$l" | awk '{print $NF}')}"
   done
-} > "$out/env.txt" 2>&1
-say "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1)"
+  python3 -c 'import torch; print("torch", torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>&1
+} > "$out/env.txt"
+say "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -n1)"
+say "$(grep -E '^(libcudnn|torch)' "$out/env.txt" | tr '\n' ';')"
 
-# 2. Headers for dfdx's run-time (NVRTC) kernels, at the absolute paths baked into the binary;
-#    CUDA 13 keeps <cuda/std/...> under include/cccl, so its folders are linked in at the top.
-tar -xzPf "$bundle/cuda-include.tar.gz"
-inc=$(head -n1 "$bundle/paths.txt")
-for e in "$inc"/cccl/*; do [ -e "$inc/$(basename "$e")" ] || ln -s "$e" "$inc/"; done
+# 1. One step on CPU vs CUDA from the same weights and inputs.
+if [ "$dry" != 1 ]; then
+  for spec in "tiny 32 64" "resnet18 16 64" "resnet50 8 64" "resnet50 8 64 --tf32"; do
+    set -- $spec
+    tag="$1$( [ -n "${4:-}" ] && echo _tf32 )"
+    timeout 150 "$bin/trainer" check-devices --arch "$1" --batch-size "$2" --image-size "$3" ${4:-} \
+      > "$work/check_$tag.json" 2> "$work/check_$tag.err"
+    rc=$?
+    say "check-devices $tag (exit $rc): $(tail -n1 "$work/check_$tag.err")"
+    sed 's/^{/{"impl":"check-devices",/' "$work/check_$tag.json" >> "$out/gpu.jsonl"
+  done
+fi
 
-# 3. One step on CPU vs CUDA, from the same weights and inputs.
-for spec in "tiny 32 64" "resnet18 16 64" "resnet50 8 64"; do
-  set -- $spec
-  timeout 150 "$bin/trainer" check-devices --arch "$1" --batch-size "$2" --image-size "$3" \
-    > "$work/check_devices_$1.json" 2> "$work/check_devices_$1.err"
-  say "check-devices $1 (exit $?): $(tail -n1 "$work/check_devices_$1.err")"
-  cat "$work/check_devices_$1.json" >> "$out/check_devices.jsonl"
+# 2. Compute-only step time and memory, barlow and PyTorch side by side.
+archs="resnet18 resnet50"
+[ "$quick" = 1 ] && archs=resnet18
+[ "$dry" = 1 ] && archs="tiny resnet18"
+for arch in $archs; do
+  for prec in tf32 fp32; do
+    flag=$([ "$prec" = fp32 ] && echo --no-tf32)
+    timeout 150 "$bin/trainer" bench --device "$device" --arch "$arch" --projector "$proj" \
+      --batch-size "$batch" --image-size "$size" --steps "$steps" $flag \
+      > "$work/barlow_${arch}_$prec.json" 2> "$work/barlow_${arch}_$prec.err"
+    rc=$?
+    if [ $rc = 0 ]; then
+      [ "$dry" = 1 ] && sed -i "s/\"precision\":\"fp32\"/\"precision\":\"$prec\"/" "$work/barlow_${arch}_$prec.json"
+      cat "$work/barlow_${arch}_$prec.json" >> "$out/gpu.jsonl"
+    else
+      printf '{"impl":"barlow","arch":"%s","batch":%s,"precision":"%s","device":"%s","error":"exit %s: %s"}\n' \
+        "$arch" "$batch" "$prec" "$device" "$rc" "$(tail -n1 "$work/barlow_${arch}_$prec.err" | tr -d '"\\')" >> "$out/gpu.jsonl"
+    fi
+    say "barlow $arch b$batch $prec (exit $rc): $(tail -n1 "$work/barlow_${arch}_$prec.json" 2>/dev/null | cut -c1-220)"
+    if [ "$dry" != 1 ]; then
+      timeout 150 python3 scripts/gpu/torch_bt.py --arch "$arch" --projector "$proj" --batch "$batch" \
+        --size "$size" --precision "$prec" --steps "$steps" \
+        > "$work/torch_${arch}_$prec.json" 2> "$work/torch_${arch}_$prec.err"
+      rc=$?
+      [ $rc = 0 ] && cat "$work/torch_${arch}_$prec.json" >> "$out/gpu.jsonl"
+      say "pytorch $arch b$batch $prec (exit $rc): $(tail -n1 "$work/torch_${arch}_$prec.json" 2>/dev/null)"
+    fi
+  done
 done
 
-# 4. Training fed from the ring by the real loader on the demo data.
-demo=/tmp/barlow-demo
-[ -d "$demo" ] || "$bin/datasets" demo --out "$demo" > /dev/null
-feed() { # name arch batch size steps [projector]
-  local name=$1 arch=$2 batch=$3 size=$4 steps=$5 proj=${6:-8192-8192-8192} ring="barlow-gpu-$1"
-  timeout 240 "$bin/loader" --dir "$demo" --shm "$ring" --steps "$steps" --batch-size "$batch" \
-    --image-size "$size" --workers "$(( $(nproc) - 2 ))" 2> "$work/${name}_loader.err" &
-  local lp=$!
-  timeout 240 "$bin/trainer" --shm "$ring" --wait 60 --device cuda --arch "$arch" --projector "$proj" \
-    --steps "$steps" --print-freq 1 --no-progress > "$work/$name.jsonl" 2> "$work/${name}_trainer.err"
-  local rc=$?
+# 3. Fed by the real loader: is training input-bound?
+if [ "$quick" != 1 ]; then
+  demo=/tmp/barlow-demo
+  [ -d "$demo" ] || "$bin/datasets" demo --out "$demo" > /dev/null
+  arch=$([ "$dry" = 1 ] && echo tiny || echo resnet50)
+  ring="barlow-gpu-fed-$$"
+  workers=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
+  timeout 300 "$bin/loader" --dir "$demo" --shm "$ring" --steps "$fed_steps" --batch-size "$batch" \
+    --image-size "$size" --workers "$workers" 2> "$work/fed_loader.err" &
+  lp=$!
+  timeout 300 "$bin/trainer" --shm "$ring" --wait 60 --device "$device" --arch "$arch" --projector "$proj" \
+    --steps "$fed_steps" --print-freq 1 --no-progress > "$work/fed.jsonl" 2> "$work/fed_trainer.err"
+  rc=$?
   wait $lp
-  say "$name (trainer exit $rc): $(grep 'done:' "$work/${name}_trainer.err" | tail -n1)"
-  # steady state: median compute_ms of the steps after the first two
-  say "$name steady ms/step: $(python3 -c 'import json,sys,statistics
-v=[json.loads(l)["compute_ms"] for l in open(sys.argv[1]) if l.startswith("{")][2:]
-w=[json.loads(l)["wait_ms"] for l in open(sys.argv[1]) if l.startswith("{")][2:]
-print(f"compute {statistics.median(v):.1f}, wait {statistics.median(w):.1f}" if v else "no steps")' "$work/$name.jsonl" 2>&1)"
-  say "$name loader: $(grep 'done:' "$work/${name}_loader.err" | tail -n1)"
-}
-feed smoke tiny 64 64 30 128-128
-[ "${1:-}" = "--quick" ] && exit 0
-feed resnet18_b128 resnet18 128 224 12
-feed resnet50_b96 resnet50 96 224 12
+  say "fed $arch b$batch (trainer exit $rc): $(grep 'done:' "$work/fed_trainer.err" | tail -n1)"
+  say "fed loader: $(grep 'done:' "$work/fed_loader.err" | tail -n1)"
+  python3 - "$work/fed.jsonl" "$arch" "$batch" "$device" "$workers" >> "$out/gpu.jsonl" <<'EOF'
+import json, statistics, sys
+path, arch, batch, device, workers = sys.argv[1:]
+rows = [json.loads(l) for l in open(path) if l.startswith("{")][2:]  # steady state
+if rows:
+    wait = sum(r["wait_ms"] for r in rows)
+    comp = sum(r["compute_ms"] for r in rows)
+    print(json.dumps(dict(impl="barlow-fed", arch=arch, batch=int(batch), precision="tf32", device=device,
+                          loader_workers=int(workers), steps=len(rows),
+                          ms_per_step=statistics.median(r["wait_ms"] + r["compute_ms"] for r in rows),
+                          compute_ms=statistics.median(r["compute_ms"] for r in rows),
+                          wait_share=wait / max(wait + comp, 1e-9), peak_mem_gib=None)))
+EOF
+fi
 
-# 5. The same models and batches in PyTorch on the same card (compute only, random inputs).
-for spec in "resnet18 128" "resnet50 96" "resnet50 256"; do
-  set -- $spec
-  for prec in fp32 tf32; do
-    timeout 120 python3 scripts/gpu/torch_bt.py --arch "$1" --batch "$2" --precision "$prec" --steps 10 \
-      >> "$out/pytorch.jsonl" 2>> "$work/pytorch.err"
-    say "pytorch $1 b$2 $prec: $(tail -n1 "$out/pytorch.jsonl")"
-  done
-done
+# 4. The table (also what BENCHMARKS.md takes).
+python3 scripts/gpu/table.py "$out/gpu.jsonl" | tee -a "$out/summary.txt"

@@ -6,8 +6,9 @@ zero_init_residual=True), projector Linear(no bias)-BN-ReLU ... Linear(no bias),
 times the off-diagonal squares. The optimizer is the official LARS. Inputs are random normalised
 tensors already on the GPU, so this measures compute alone.
 
-Prints one JSON line: {"framework": "pytorch", "arch", "projector", "batch", "size", "precision",
-"steps_per_s", "ms_per_step", "peak_mem_gib"}.
+Prints one JSON line in scripts/gpu-check.sh's format: {"impl": "pytorch", "arch", "projector",
+"batch", "size", "precision", "device", "steps", "ms_per_step" (median), "min_ms", "peak_mem_gib"
+(torch.cuda.max_memory_allocated), "loss"}.
 """
 import argparse
 import json
@@ -73,14 +74,15 @@ def main():
     for _ in range(a.warmup):
         step()
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
+    times = []
     for _ in range(a.steps):
-        loss = step()
-    torch.cuda.synchronize()
-    dt = (time.perf_counter() - t) / a.steps
-    print(json.dumps(dict(framework="pytorch", arch=a.arch, projector=a.projector, batch=a.batch, size=a.size,
-                          precision=a.precision, steps_per_s=1.0 / dt, ms_per_step=dt * 1e3, loss=float(loss),
+        t = time.perf_counter()
+        loss = float(step())  # one wait for the device per step, as barlow's trainer
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    print(json.dumps(dict(impl="pytorch", arch=a.arch, projector=a.projector, batch=a.batch, size=a.size,
+                          precision=a.precision, device=torch.cuda.get_device_name(), steps=len(times),
+                          ms_per_step=times[len(times) // 2], min_ms=times[0], loss=loss,
                           peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)))
 
 

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use cudarc::driver::sys::{CUevent, CUevent_flags};
+use cudarc::driver::sys::{CUdevice_attribute, CUevent, CUevent_flags};
 use cudarc::driver::{result, CudaFunction, LaunchAsync, LaunchConfig};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use dfdx::prelude::*;
@@ -43,7 +43,17 @@ pub fn get(dev: &Cuda) -> Result<&'static Kernels, CudaError> {
 }
 
 fn load(dev: &Cuda) -> Result<Kernels, String> {
+    let cu = dev.cuda_device();
+    let cap = |a| {
+        cu.attribute(a)
+            .map_err(|e| format!("reading the GPU's compute capability: {e:?}"))
+    };
+    let major = cap(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = cap(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    // PTX for this GPU's virtual architecture (the driver compiles it); leaked once per process
+    let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
     let opts = CompileOptions {
+        arch: Some(arch),
         // exact IEEE division and square root, no flush to zero: the same numbers as the CPU's
         prec_div: Some(true),
         prec_sqrt: Some(true),
@@ -52,7 +62,6 @@ fn load(dev: &Cuda) -> Result<Kernels, String> {
     };
     let ptx = compile_ptx_with_opts(SOURCE, opts)
         .map_err(|e| format!("compiling barlow's CUDA kernels with NVRTC: {e:?}"))?;
-    let cu = dev.cuda_device();
     cu.load_ptx(ptx, MODULE, &NAMES)
         .map_err(|e| format!("loading barlow's CUDA kernels: {e:?}"))?;
     let f = NAMES

@@ -223,9 +223,10 @@ impl Consumer {
     ) {
         self.restart.wait = wait;
         self.restart.notify = Some(Box::new(notify));
-        self.map
-            .u64_at(offset::CONSUMER_RESTART_WAIT)
-            .store(wait.as_millis().clamp(0, u64::MAX as u128) as u64, Ordering::Release);
+        self.map.u64_at(offset::CONSUMER_RESTART_WAIT).store(
+            wait.as_millis().clamp(0, u64::MAX as u128) as u64,
+            Ordering::Release,
+        );
     }
 
     /// The ring's live statistics block.

@@ -613,7 +613,11 @@ impl RingInfo {
             format!("{}x{}x{}", r.channels, r.height, r.width),
             format!("{}x{}x{}", m.channels, m.height, m.width),
         );
-        cmp("mean", format!("{:?}", ring.mean), format!("{:?}", self.mean));
+        cmp(
+            "mean",
+            format!("{:?}", ring.mean),
+            format!("{:?}", self.mean),
+        );
         cmp("std", format!("{:?}", ring.std), format!("{:?}", self.std));
         cmp(
             "dataset length",

@@ -52,5 +52,5 @@ pub use layout::{Geometry, RingInfo, RingState, FORMAT_VERSION, HEADER_BYTES, MA
 pub use name::{ring_path, MAX_NAME_LEN, SHM_DIR};
 pub use observer::{Observer, Snapshot};
 pub use producer::{Producer, SlotMut, SlotParts};
-pub use takeover::{Opened, Takeover};
 pub use stats::{stat, Stats, STATS_LEN};
+pub use takeover::{Opened, Takeover};

@@ -331,6 +331,12 @@ impl Producer {
         self.pos
     }
 
+    /// The stream position (global step) the next [`Producer::acquire`] fills: the ring's
+    /// `first_step` plus [`Producer::position`].
+    pub fn next_step(&self) -> u64 {
+        self.info.first_step + self.pos
+    }
+
     /// Current ring state.
     pub fn state(&self) -> RingState {
         self.map.load_state().unwrap_or(RingState::Aborted)

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crate::layout::{offset, RingInfo, RingState, MAX_POSITION};
-use crate::liveness::{now_ms, pid_namespace, process_visible, Side, SideRecord, DEFAULT_STALE_AFTER};
+use crate::liveness::{
+    now_ms, pid_namespace, process_visible, Side, SideRecord, DEFAULT_STALE_AFTER,
+};
 use crate::map::{probe, Mapping, Probe};
 use crate::{Producer, RingError};
 

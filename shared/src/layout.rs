@@ -595,57 +595,35 @@ impl RingInfo {
     /// "field: the ring has X, this one Y" per difference (empty: the same stream). The ring's
     /// `first_step` is not compared: a producer taking a ring over continues from the ring's.
     pub fn differences_from(&self, ring: &RingInfo) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cmp = |what: &str, ring: String, mine: String| {
-            if ring != mine {
-                out.push(format!("{what}: the ring has {ring}, this one {mine}"));
-            }
-        };
-        let (r, m) = (&ring.geometry, &self.geometry);
-        cmp("slots", r.slots.to_string(), m.slots.to_string());
-        cmp(
-            "batch size",
-            r.batch_size.to_string(),
-            m.batch_size.to_string(),
-        );
-        cmp(
-            "image shape (channels x height x width)",
-            format!("{}x{}x{}", r.channels, r.height, r.width),
-            format!("{}x{}x{}", m.channels, m.height, m.width),
-        );
-        cmp(
-            "mean",
-            format!("{:?}", ring.mean),
-            format!("{:?}", self.mean),
-        );
-        cmp("std", format!("{:?}", ring.std), format!("{:?}", self.std));
-        cmp(
-            "dataset length",
-            ring.dataset_len.to_string(),
-            self.dataset_len.to_string(),
-        );
-        cmp(
-            "steps per epoch",
-            ring.steps_per_epoch.to_string(),
-            self.steps_per_epoch.to_string(),
-        );
-        cmp("seed", ring.seed.to_string(), self.seed.to_string());
-        cmp(
-            "planned steps",
-            ring.total_steps.to_string(),
-            self.total_steps.to_string(),
-        );
-        cmp(
-            "rank / world size",
-            format!("{} of {}", ring.rank, ring.world_size),
-            format!("{} of {}", self.rank, self.world_size),
-        );
-        cmp(
-            "stream key (the producer's fingerprint of its other settings)",
-            format!("{:016x}", ring.stream_key),
-            format!("{:016x}", self.stream_key),
-        );
-        out
+        type Show = fn(&RingInfo) -> String;
+        const FIELDS: [(&str, Show); 11] = [
+            ("slots", |i| i.geometry.slots.to_string()),
+            ("batch size", |i| i.geometry.batch_size.to_string()),
+            ("image shape (channels x height x width)", |i| {
+                let g = &i.geometry;
+                format!("{}x{}x{}", g.channels, g.height, g.width)
+            }),
+            ("mean", |i| format!("{:?}", i.mean)),
+            ("std", |i| format!("{:?}", i.std)),
+            ("dataset length", |i| i.dataset_len.to_string()),
+            ("steps per epoch", |i| i.steps_per_epoch.to_string()),
+            ("seed", |i| i.seed.to_string()),
+            ("planned steps", |i| i.total_steps.to_string()),
+            ("rank / world size", |i| {
+                format!("{} of {}", i.rank, i.world_size)
+            }),
+            (
+                "stream key (the producer's fingerprint of its other settings)",
+                |i| format!("{:016x}", i.stream_key),
+            ),
+        ];
+        FIELDS
+            .iter()
+            .filter_map(|(what, show)| {
+                let (theirs, mine) = (show(ring), show(self));
+                (theirs != mine).then(|| format!("{what}: the ring has {theirs}, this one {mine}"))
+            })
+            .collect()
     }
 
     /// Decodes and validates the fixed header fields against the ring file's size.

@@ -7,7 +7,8 @@
 //! [`keyed_rng`] makes every random choice a function of (seed, epoch, sample, view) alone;
 //! [`preview`] implements `loader preview` and `loader augment`; [`sampler`] shards each epoch
 //! between ranks; [`guard`] turns decoder panics into bad files; [`watch`] reports trainers coming
-//! and going; [`measure`], [`report`] and [`stat`] are `loader bench`/`profile`/`stat`.
+//! and going; [`restart`] creates or takes over rings and hands them over when stopped under a
+//! waiting trainer; [`measure`], [`report`] and [`stat`] are `loader bench`/`profile`/`stat`.
 
 pub mod augment;
 pub mod blur;
@@ -24,6 +25,7 @@ pub mod planar;
 pub mod preview;
 pub mod report;
 pub mod resample;
+pub mod restart;
 pub mod sampler;
 pub(crate) mod simd;
 pub mod source;

@@ -12,10 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use loader::decode::DEFAULT_MAX_PIXELS;
 use loader::measure::{measure, MeasureConfig};
 use loader::pipeline::{Pipeline, PipelineConfig, RingFeed, RunReport};
+use loader::restart;
 use loader::sampler::Shard;
 use loader::source::{FolderSource, SampleSource};
 use loader::watch;
-use shared::{ring_path, Geometry, Producer, RingInfo};
+use shared::{ring_path, Geometry, RingInfo};
 
 /// Decode images and write two augmented views per image into a shared-memory ring for
 /// `trainer --shm NAME`.
@@ -25,7 +26,11 @@ use shared::{ring_path, Geometry, Producer, RingInfo};
 #[command(
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Example:\n  loader --dir /data/imagenet/train --shm bt0 --batch-size 256 &\n  trainer --shm bt0"
+    after_help = "Example:\n  loader --dir /data/imagenet/train --shm bt0 --batch-size 256 &\n  trainer --shm bt0\n\n\
+Restarting under a running trainer: if the loader dies (or is stopped) while `trainer \
+--loader-restart-wait SECONDS` waits on its ring, start the loader again with the same command: \
+it takes the ring over and continues at the trainer's position with the very batches an \
+uninterrupted run would have made (it refuses if the geometry, seed, shard or augmentation differ)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -110,6 +115,25 @@ struct StatArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    ownership: OwnershipArgs,
+}
+
+/// The ring ownership rule's one exception (see `shared::ownership`).
+#[derive(clap::Args, Debug)]
+struct OwnershipArgs {
+    /// Accept a ring file owned by another user (e.g. root using a ring a service account's
+    /// loader or trainer made). Without it every user, root included, refuses a ring that is not
+    /// their own; a ring writable by group or others is refused regardless.
+    #[arg(long)]
+    allow_foreign_ring: bool,
+}
+
+impl OwnershipArgs {
+    /// Applies the choice to every ring this process opens.
+    fn apply(&self) {
+        shared::ownership::allow_other_owner(self.allow_foreign_ring);
+    }
 }
 
 /// Options of the default command: feed a ring.
@@ -182,6 +206,8 @@ struct Args {
     /// {"view_b": {"solarize_p": 0.1}}; missing fields keep the paper's values.
     #[arg(long, value_name = "FILE.json")]
     augment_config: Option<PathBuf>,
+    #[command(flatten)]
+    ownership: OwnershipArgs,
 }
 
 fn main() {
@@ -213,7 +239,7 @@ fn install_stop_handler() -> anyhow::Result<Arc<AtomicBool>> {
             eprintln!("\nloader: second interrupt, exiting now");
             std::process::exit(130);
         }
-        eprintln!("\nloader: interrupted, finishing the current batch and removing the ring (Ctrl-C again to force)");
+        eprintln!("\nloader: interrupted, finishing the current batch and removing the ring, unless its trainer waits for a new loader (Ctrl-C again to force)");
     })
     .context("installing the Ctrl-C handler")?;
     Ok(stop)
@@ -234,6 +260,7 @@ fn ring_shards(args: &Args) -> anyhow::Result<Vec<Shard>> {
 }
 
 fn run(args: Args) -> anyhow::Result<i32> {
+    args.ownership.apply();
     let stop = install_stop_handler()?;
     let paths = args
         .shm
@@ -281,15 +308,20 @@ fn run(args: Args) -> anyhow::Result<i32> {
         steps_per_epoch,
         seed: args.seed,
         total_steps,
+        first_step,
+        stream_key: pipeline.stream_key(),
+        // Set per ring from its shard by restart::open_feeds.
+        rank: 0,
+        world_size: 1,
     };
-    let mut feeds = Vec::with_capacity(paths.len());
-    for (path, &shard) in paths.iter().zip(&shards) {
-        feeds.push(RingFeed {
-            producer: Producer::create(path, &info)?,
-            shard,
-        });
-    }
-    let steps = first_step..total_steps;
+    let mut feeds = restart::open_feeds(&paths, &shards, &info)?;
+    // A ring taken over from a dead loader may be behind or ahead of this command's start.
+    let resume = feeds
+        .iter()
+        .map(|f| f.producer.next_step())
+        .min()
+        .unwrap_or(first_step);
+    let steps = resume..total_steps;
     eprintln!(
         "loader: {} images in {} classes from {}; global steps {}..{} of batch {} ({} per epoch) into {} ring(s) ({} slots, {:.1} MiB each) with {} workers",
         source.len(),
@@ -342,8 +374,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let interrupted = report.interrupted || stop.load(Ordering::Relaxed);
     for feed in &mut feeds {
         if interrupted {
-            feed.producer.abort();
-            continue;
+            continue; // see restart::stop_feeds below
         }
         let producer = &mut feed.producer;
         producer.finish();
@@ -394,7 +425,10 @@ fn run(args: Args) -> anyhow::Result<i32> {
         });
         println!("{summary}");
     }
-    drop(feeds); // removes the ring files
+    if interrupted {
+        restart::stop_feeds(feeds);
+    }
+    // Dropping the feeds removes the ring files (except those handed over).
     Ok(if interrupted { 130 } else { 0 })
 }
 
@@ -505,6 +539,7 @@ fn measure_command(
 }
 
 fn stat_command(args: &StatArgs) -> anyhow::Result<i32> {
+    args.ownership.apply();
     let stop = install_stop_handler()?;
     let path = ring_path(&args.shm)?;
     let interval = Duration::from_secs_f64(args.interval.max(0.05));

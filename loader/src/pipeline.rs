@@ -127,6 +127,21 @@ impl<'s> Pipeline<'s> {
         (shard.len(self.source.len()) / self.cfg.batch_size) as u64
     }
 
+    /// A fingerprint of what decides the batches beyond the ring header's own fields (geometry,
+    /// seed, dataset length, steps, shard): the augmentation settings, the pixel cap and every
+    /// sample's label. A loader taking over a ring must have the same ([`shared::RingInfo`]'s
+    /// `stream_key`).
+    pub fn stream_key(&self) -> u64 {
+        let augment = serde_json::to_string(&self.cfg.augment).unwrap_or_default();
+        let mut h = shared::fnv1a64(augment.as_bytes());
+        h = shared::fnv1a64_update(h, &self.cfg.max_pixels.to_le_bytes());
+        h = shared::fnv1a64_update(h, &(self.source.len() as u64).to_le_bytes());
+        for i in 0..self.source.len() {
+            h = shared::fnv1a64_update(h, &self.source.label(i).to_le_bytes());
+        }
+        h
+    }
+
     /// Files found bad so far, in dataset order.
     pub fn bad_files(&self) -> Vec<BadFile> {
         self.bad.lock().unwrap().values().cloned().collect()
@@ -135,8 +150,9 @@ impl<'s> Pipeline<'s> {
     /// Produces global steps `steps` (e.g. `0..total`, or `resume_step..total`) into every ring
     /// of `feeds`, each ring receiving its shard's batches, in lock step. The batches of a step
     /// are a function of (seed, step, shard) only, so a resumed run continues exactly where an
-    /// uninterrupted one would be. Stops early when `stop` is set; `on_batch` is called after
-    /// each published batch with its global step.
+    /// uninterrupted one would be. A ring whose next step ([`Producer::next_step`]) is later
+    /// (one taken over from a dead loader) skips the steps before it. Stops early when `stop`
+    /// is set; `on_batch` is called after each published batch with its global step.
     pub fn run(
         &self,
         feeds: &mut [RingFeed],
@@ -149,6 +165,14 @@ impl<'s> Pipeline<'s> {
         let mut epoch_indices: Vec<Option<(u64, Vec<u32>)>> = vec![None; feeds.len()];
         'steps: for step in steps {
             for (feed, cached) in feeds.iter_mut().zip(epoch_indices.iter_mut()) {
+                match feed.producer.next_step() {
+                    next if next > step => continue,
+                    next if next < step => bail!(
+                        "internal error: the ring {} needs step {next} but the loader is at step {step}",
+                        feed.producer.path().display()
+                    ),
+                    _ => {}
+                }
                 let steps_per_epoch = self.steps_per_epoch(feed.shard);
                 let epoch = step / steps_per_epoch;
                 if cached.as_ref().map(|(e, _)| *e) != Some(epoch) {

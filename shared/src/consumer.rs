@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::layout::{offset, RingInfo, RingState, SlotLayout, MAX_POSITION};
 use crate::liveness::{
-    now_ms, peer_dead, pid_namespace, Heartbeat, DEFAULT_STALE_AFTER, LIVENESS_CHECK_INTERVAL,
+    now_ms, peer_dead, pid_namespace, Heartbeat, Side, SideRecord, DEFAULT_STALE_AFTER,
+    LIVENESS_CHECK_INTERVAL,
 };
 use crate::map::{wait_ready, Backoff, Mapping};
 use crate::stats::{stat, Stats};
@@ -25,6 +26,46 @@ pub struct Consumer {
     stale_after: Duration,
     registered: bool,
     heartbeat: Option<Heartbeat>,
+    restart: RestartWait,
+}
+
+/// What happened to the producer, reported while a restart wait is set
+/// ([`Consumer::set_restart_wait`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProducerEvent {
+    /// The producer died; the consumer waits up to `wait` for a new one to take the ring over.
+    Died {
+        /// The dead producer's pid.
+        pid: u32,
+        /// How long the consumer will wait.
+        wait: Duration,
+    },
+    /// A producer is alive again (normally a new one that took the ring over).
+    Back {
+        /// Its pid.
+        pid: u32,
+        /// How long the consumer waited.
+        waited: Duration,
+        /// The ring position the consumer reads next.
+        position: u64,
+    },
+}
+
+/// Whether and how long a consumer waits for a new producer, and how it tells its caller.
+#[derive(Default)]
+struct RestartWait {
+    wait: Duration,
+    notify: Option<Box<dyn FnMut(&ProducerEvent) + Send>>,
+    /// Since when, and for which dead producer, it is waiting.
+    waiting: Option<(Instant, u32)>,
+}
+
+impl RestartWait {
+    fn emit(&mut self, event: ProducerEvent) {
+        if let Some(notify) = self.notify.as_mut() {
+            notify(&event);
+        }
+    }
 }
 
 impl fmt::Debug for Consumer {
@@ -80,6 +121,9 @@ impl Consumer {
                 }
             }
             ns.store(pid_namespace(), Ordering::Relaxed);
+            // A dead predecessor's promise to wait is not ours.
+            map.u64_at(offset::CONSUMER_RESTART_WAIT)
+                .store(0, Ordering::Release);
         }
         let mut consumer = Consumer {
             path: path.to_path_buf(),
@@ -91,6 +135,7 @@ impl Consumer {
             stale_after: DEFAULT_STALE_AFTER,
             registered: true,
             heartbeat: None,
+            restart: RestartWait::default(),
         };
         // From here, dropping `consumer` unregisters.
         consumer.pos = consumer.resume_position()?;
@@ -164,6 +209,26 @@ impl Consumer {
         self.stale_after = d;
     }
 
+    /// Wait up to `wait` for a new producer when the producer dies, instead of failing with
+    /// [`RingError::ProducerDied`] (`Duration::ZERO`, the default, turns this off). Published
+    /// batches are still delivered first; while waiting [`Consumer::next`] blocks, `notify` is
+    /// told once that the producer died and once that one is back
+    /// ([`ProducerEvent`]), and after `wait` it fails with [`RingError::NoNewProducer`]. The wait
+    /// is recorded in the ring header, so a stopping producer can leave the ring for a
+    /// successor ([`crate::Producer::hand_over`]).
+    pub fn set_restart_wait(
+        &mut self,
+        wait: Duration,
+        notify: impl FnMut(&ProducerEvent) + Send + 'static,
+    ) {
+        self.restart.wait = wait;
+        self.restart.notify = Some(Box::new(notify));
+        self.map.u64_at(offset::CONSUMER_RESTART_WAIT).store(
+            wait.as_millis().clamp(0, u64::MAX as u128) as u64,
+            Ordering::Release,
+        );
+    }
+
     /// The ring's live statistics block.
     pub fn stats(&self) -> &Stats {
         self.map.stats()
@@ -187,7 +252,8 @@ impl Consumer {
         let slots = self.info.geometry.slots as u64;
         let pos = self.pos;
         let slot = (pos % slots) as usize;
-        let seq = self.map.slot_seq(&self.layout, slot);
+        let map = Arc::clone(&self.map);
+        let seq = map.slot_seq(&self.layout, slot);
         let mut backoff = Backoff::new();
         let mut waited_since: Option<Instant> = None;
         let mut last_check: Option<Instant> = None;
@@ -233,7 +299,10 @@ impl Consumer {
             };
             if check_due {
                 last_check = Some(now);
-                if let Err(e) = self.check_owner().and_then(|()| self.check_producer()) {
+                if let Err(e) = self
+                    .check_owner()
+                    .and_then(|()| self.check_producer_or_wait())
+                {
                     break Err(e);
                 }
             }
@@ -247,6 +316,10 @@ impl Consumer {
         }
         if !outcome? {
             return Ok(None);
+        }
+        if self.restart.waiting.is_some() {
+            // A new producer published before the next liveness check saw it.
+            self.producer_back();
         }
         let slot_off = self.map.slot_offset(&self.layout, slot);
         // SAFETY: meta fields lie inside the slot at aligned offsets; the Acquire load of
@@ -292,22 +365,57 @@ impl Consumer {
         Ok(())
     }
 
+    /// Like [`Consumer::check_producer`], but with a restart wait set, a dead producer starts
+    /// (or continues) the wait instead, failing only once the wait is over.
+    fn check_producer_or_wait(&mut self) -> Result<(), RingError> {
+        let pid = match self.check_producer() {
+            Ok(()) => {
+                if self.restart.waiting.is_some() {
+                    self.producer_back();
+                }
+                return Ok(());
+            }
+            Err(RingError::ProducerDied { pid }) if !self.restart.wait.is_zero() => pid,
+            Err(e) => return Err(e),
+        };
+        let (since, dead_pid) = match self.restart.waiting {
+            Some(w) => w,
+            None => {
+                let w = (Instant::now(), pid);
+                self.restart.waiting = Some(w);
+                let wait = self.restart.wait;
+                self.restart.emit(ProducerEvent::Died { pid, wait });
+                w
+            }
+        };
+        let waited = since.elapsed();
+        if waited > self.restart.wait {
+            return Err(RingError::NoNewProducer {
+                pid: dead_pid,
+                waited,
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends a restart wait: reports the producer that is back.
+    fn producer_back(&mut self) {
+        if let Some((since, _)) = self.restart.waiting.take() {
+            let pid = SideRecord::read(&self.map, Side::Producer).pid;
+            let event = ProducerEvent::Back {
+                pid,
+                waited: since.elapsed(),
+                position: self.pos,
+            };
+            self.restart.emit(event);
+        }
+    }
+
     /// Err(ProducerDied) if the producer's pid is gone or its heartbeat is stale.
     fn check_producer(&self) -> Result<(), RingError> {
-        let pid = self
-            .map
-            .u32_at(offset::PRODUCER_PID)
-            .load(Ordering::Acquire);
-        let ns = self
-            .map
-            .u64_at(offset::PRODUCER_PIDNS)
-            .load(Ordering::Relaxed);
-        let beat = self
-            .map
-            .u64_at(offset::PRODUCER_HEARTBEAT)
-            .load(Ordering::Acquire);
-        if peer_dead(pid, ns, beat, self.stale_after) {
-            return Err(RingError::ProducerDied { pid });
+        let producer = SideRecord::read(&self.map, Side::Producer);
+        if producer.dead(self.stale_after) {
+            return Err(RingError::ProducerDied { pid: producer.pid });
         }
         Ok(())
     }
@@ -325,6 +433,9 @@ impl Drop for Consumer {
             {
                 self.map
                     .u64_at(offset::CONSUMER_HEARTBEAT)
+                    .store(0, Ordering::Release);
+                self.map
+                    .u64_at(offset::CONSUMER_RESTART_WAIT)
                     .store(0, Ordering::Release);
             }
         }

@@ -84,6 +84,49 @@ pub enum RingError {
         /// Which bound was broken.
         reason: String,
     },
+    /// The ring file belongs to another user (see [`crate::ownership`]).
+    NotOwned {
+        /// The ring file.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
+    /// The ring file is writable by group or others (see [`crate::ownership`]).
+    UnsafeMode {
+        /// The ring file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A producer asked to take over a ring that declares another stream.
+    StreamMismatch {
+        /// The ring file.
+        path: PathBuf,
+        /// One "field: the ring has X, this one Y" per difference.
+        differences: Vec<String>,
+    },
+    /// The ring's producer stopped its heartbeat but its process still exists (hung or
+    /// stopped), so the ring can be neither taken over nor replaced safely.
+    ProducerUnresponsive {
+        /// The producer's pid.
+        pid: u32,
+        /// The ring file.
+        path: PathBuf,
+    },
+    /// Another producer took this ring over (this one was presumed dead).
+    ProducerReplaced {
+        /// The new producer's pid.
+        pid: u32,
+    },
+    /// The producer died and no new one took the ring over within the consumer's restart wait.
+    NoNewProducer {
+        /// The dead producer's pid.
+        pid: u32,
+        /// How long the consumer waited.
+        waited: Duration,
+    },
 }
 
 /// Formats a byte count as a short human string (e.g. `1.5 GiB`).
@@ -174,6 +217,48 @@ impl fmt::Display for RingError {
             RingError::BadGeometry { reason } => write!(
                 f,
                 "invalid ring geometry: {reason}; choose a smaller or nonzero batch size, slot count or image size"
+            ),
+            RingError::NotOwned { path, owner, me } => write!(
+                f,
+                "refusing the ring {}: it belongs to uid {owner}, not to this user (uid {me}), so its batches \
+                 could be anyone's data. If it is a leftover, have its owner (or root) remove it; otherwise use \
+                 another `--shm` name. To use another account's ring on purpose, pass `--allow-foreign-ring` \
+                 (root too is held to this rule without it)",
+                path.display()
+            ),
+            RingError::UnsafeMode { path, mode } => write!(
+                f,
+                "refusing the ring {}: its mode {mode:04o} lets group or others write it, so someone else could \
+                 change its batches. Remove it (`rm {}`) and start the loader again, which creates rings with \
+                 mode 0600",
+                path.display(),
+                path.display()
+            ),
+            RingError::StreamMismatch { path, differences } => write!(
+                f,
+                "refusing to take over the ring {}, whose trainer is still attached: it was made for another \
+                 stream ({}). Restart the loader with the options the ring was made with (the same command), \
+                 or stop the trainer first to start a new stream",
+                path.display(),
+                differences.join("; ")
+            ),
+            RingError::ProducerUnresponsive { pid, path } => write!(
+                f,
+                "the loader (pid {pid}) of the ring {} stopped updating its heartbeat but its process still \
+                 exists (hung or stopped); stop it for good (`kill -9 {pid}`) and start the loader again",
+                path.display()
+            ),
+            RingError::ProducerReplaced { pid } => write!(
+                f,
+                "another loader (pid {pid}) took this ring over while this one was not responding; \
+                 this one stops so that only one writes the ring"
+            ),
+            RingError::NoNewProducer { pid, waited } => write!(
+                f,
+                "the loader (pid {pid}) died and no new loader took the ring over within {:.0}s; \
+                 restart the loader with the same command and restart the trainer (with `--resume` to \
+                 continue from its checkpoint), or allow more time with `--loader-restart-wait`",
+                waited.as_secs_f64()
             ),
         }
     }

@@ -1,6 +1,6 @@
 //! The ring's on-memory format: header, slots, geometry.
 //!
-//! # Ring file format, version 1
+//! # Ring file format, version 2
 //!
 //! A ring is one regular file (normally `/dev/shm/<name>`, mode 0600) that both processes map
 //! `MAP_SHARED`. All integers are little-endian (the crate refuses to build on big-endian
@@ -13,7 +13,7 @@
 //! | offset | type          | field                   | notes |
 //! |-------:|---------------|-------------------------|-------|
 //! |      0 | `[u8; 8]`     | `magic`                 | `b"BARLOWRG"` ([`MAGIC`]); written as one 8-byte store |
-//! |      8 | `u32`         | `version`               | [`FORMAT_VERSION`] = 1 |
+//! |      8 | `u32`         | `version`               | [`FORMAT_VERSION`] = 2 |
 //! |     12 | `u32`         | `header_bytes`          | 4096 |
 //! |     16 | `u32`         | `slots`                 | 1..=1024 |
 //! |     20 | `u32`         | `batch_size`            | 1..=65536 |
@@ -42,11 +42,16 @@
 //! |    168 | `AtomicU64`   | `read_pos`              | batches consumed (released) so far = next position to read; a reader refuses one above [`MAX_POSITION`] |
 //! |    176 | `AtomicU64`   | `producer_pidns`        | inode of the producer's `/proc/self/ns/pid` (0 = unknown) |
 //! |    184 | `AtomicU64`   | `consumer_pidns`        | inode of the consumer's `/proc/self/ns/pid` (0 = unknown) |
-//! |    192 | `[u64; 8]`    | (reserved)              | 0 |
+//! |    192 | `u64`         | `first_step`            | producer-defined stream position (global step) of ring position 0 |
+//! |    200 | `u32`         | `rank`                  | data-parallel rank of this ring's stream (0 if unsharded) |
+//! |    204 | `u32`         | `world_size`            | data-parallel world size, >= 1, > `rank` |
+//! |    208 | `u64`         | `stream_key`            | producer-defined fingerprint of everything else the stream depends on (0 = none) |
+//! |    216 | `AtomicU64`   | `consumer_restart_wait_ms` | how long the attached consumer waits for a new producer when this one dies (0 = it does not) |
+//! |    224 | `[u64; 4]`    | (reserved)              | 0 |
 //! |    256 | `[AtomicU64; 32]` | `stats`             | live counters, see [`crate::stat`] |
 //! |    512 |               | (reserved up to 4096)   | 0 |
 //!
-//! Fields from `magic` to `total_steps` are written once by the producer while `state` is
+//! Fields from `magic` to `total_steps`, and `first_step` to `stream_key`, are written once by the producer while `state` is
 //! Initialising and never change afterwards; the producer then stores `state = Running` with
 //! `Release`, and readers load `state` with `Acquire` before trusting them. Readers copy and
 //! validate those fields once, against each other and the file size, and never re-read them.
@@ -92,6 +97,32 @@
 //! Each side writes its pid, its pid-namespace id and a heartbeat every ~200 ms. A peer is
 //! alive while its heartbeat is fresh (default: younger than 3 s) and, when both share a pid
 //! namespace, `kill(pid, 0)` does not fail with `ESRCH` (`EPERM` counts as alive).
+//!
+//! ## Takeover (a new producer on a live consumer's ring)
+//!
+//! A ring in state Running (or EndOfData) whose producer is dead (heartbeat stale and, in a
+//! shared pid namespace, pid gone) while its consumer is alive may be taken over by a new
+//! producer that declares the same fixed fields (everything from `slots` to `total_steps` and
+//! `rank`, `world_size`, `stream_key`; `first_step` is the ring's, not the newcomer's):
+//!
+//! 1. it stores a fresh `producer_heartbeat_ms`, then swaps `producer_pid` from the dead pid to
+//!    its own (compare-and-swap: of two newcomers only one wins), then `producer_pidns`;
+//! 2. it continues at the first unpublished position `w`: `write_pos`, plus one if slot
+//!    `write_pos % slots` already holds `seq > write_pos` (the old producer died between its two
+//!    publishing stores), and repairs `write_pos`;
+//! 3. it fills position `w` with the batch of stream position `first_step + w`, rewriting
+//!    whatever the old producer left half-written there (that slot's `seq` was never advanced,
+//!    so no consumer read it), and goes on with the ordinary protocol.
+//!
+//! Batches published before the death and not yet read stay in the ring and are delivered
+//! unchanged; with a deterministic stream they are the very batches the newcomer would make.
+//! A producer checks before each slot that `producer_pid` is still its own, so an old producer
+//! that was only frozen stops instead of writing beside its successor.
+//!
+//! ## Ownership
+//!
+//! Both sides refuse a ring file that is owned by another user than their effective uid, or
+//! that is writable by group or others (see [`crate::ownership`]).
 
 use std::mem::{align_of, offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -105,7 +136,9 @@ compile_error!("the barlow ring format is little-endian; big-endian targets are 
 /// First 8 bytes of every ring file.
 pub const MAGIC: [u8; 8] = *b"BARLOWRG";
 /// Version of the format described in this module.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `first_step`, `rank`, `world_size`, `stream_key` and
+/// `consumer_restart_wait_ms` in what version 1 reserved.
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the header; slot 0 starts here.
 pub const HEADER_BYTES: usize = 4096;
 /// Slots are sized and placed in multiples of this.
@@ -195,8 +228,18 @@ pub struct Header {
     pub producer_pidns: AtomicU64,
     /// Consumer's pid namespace id (0 = unknown).
     pub consumer_pidns: AtomicU64,
+    /// Stream position (global step) of ring position 0.
+    pub first_step: u64,
+    /// Data-parallel rank of the stream.
+    pub rank: u32,
+    /// Data-parallel world size of the stream.
+    pub world_size: u32,
+    /// Producer-defined fingerprint of the rest of the stream's definition (0 = none).
+    pub stream_key: u64,
+    /// How long the attached consumer waits for a new producer, in ms (0 = it does not).
+    pub consumer_restart_wait_ms: AtomicU64,
     /// Zero.
-    pub _reserved: [u64; 8],
+    pub _reserved: [u64; 4],
     /// Live statistics.
     pub stats: Stats,
 }
@@ -247,6 +290,8 @@ pub mod offset {
     pub const PRODUCER_PIDNS: usize = offset_of!(Header, producer_pidns);
     /// `consumer_pidns`.
     pub const CONSUMER_PIDNS: usize = offset_of!(Header, consumer_pidns);
+    /// `consumer_restart_wait_ms`.
+    pub const CONSUMER_RESTART_WAIT: usize = offset_of!(Header, consumer_restart_wait_ms);
     /// `stats`.
     pub const STATS: usize = offset_of!(Header, stats);
     /// Slot meta: `seq`.
@@ -281,6 +326,11 @@ const _: () = {
     assert!(offset::PRODUCER_HEARTBEAT == 136);
     assert!(offset::READ_POS == 168);
     assert!(offset::CONSUMER_PIDNS == 184);
+    assert!(offset_of!(Header, first_step) == 192);
+    assert!(offset_of!(Header, rank) == 200);
+    assert!(offset_of!(Header, world_size) == 204);
+    assert!(offset_of!(Header, stream_key) == 208);
+    assert!(offset::CONSUMER_RESTART_WAIT == 216);
     assert!(offset::STATS == 256);
     assert!(size_of::<Header>() == 512);
     assert!(offset::SLOT_COUNT == 24);
@@ -475,6 +525,15 @@ pub struct RingInfo {
     pub seed: u64,
     /// Planned batches (0 = unknown / unbounded).
     pub total_steps: u64,
+    /// Stream position (global step) of the ring's first batch.
+    pub first_step: u64,
+    /// Data-parallel rank of this ring's stream.
+    pub rank: u32,
+    /// Data-parallel world size (>= 1, > `rank`).
+    pub world_size: u32,
+    /// Producer-defined fingerprint of whatever else decides the batches (0 = none); a
+    /// producer taking the ring over must declare the same.
+    pub stream_key: u64,
 }
 
 impl RingInfo {
@@ -493,6 +552,10 @@ impl RingInfo {
             steps_per_epoch: 0,
             seed: 0,
             total_steps: 0,
+            first_step: 0,
+            rank: 0,
+            world_size: 1,
+            stream_key: 0,
         }
     }
 
@@ -509,7 +572,58 @@ impl RingInfo {
                 reason: format!("std {:?} must be finite and positive", self.std),
             });
         }
+        if self.rank >= self.world_size {
+            return Err(RingError::BadGeometry {
+                reason: format!(
+                    "rank {} must be below the world size {}",
+                    self.rank, self.world_size
+                ),
+            });
+        }
+        if self.first_step > MAX_POSITION {
+            return Err(RingError::BadGeometry {
+                reason: format!(
+                    "first step {} is beyond any possible position ({MAX_POSITION})",
+                    self.first_step
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// What a producer declaring `self` would change in a ring declaring `ring`, one
+    /// "field: the ring has X, this one Y" per difference (empty: the same stream). The ring's
+    /// `first_step` is not compared: a producer taking a ring over continues from the ring's.
+    pub fn differences_from(&self, ring: &RingInfo) -> Vec<String> {
+        type Show = fn(&RingInfo) -> String;
+        const FIELDS: [(&str, Show); 11] = [
+            ("slots", |i| i.geometry.slots.to_string()),
+            ("batch size", |i| i.geometry.batch_size.to_string()),
+            ("image shape (channels x height x width)", |i| {
+                let g = &i.geometry;
+                format!("{}x{}x{}", g.channels, g.height, g.width)
+            }),
+            ("mean", |i| format!("{:?}", i.mean)),
+            ("std", |i| format!("{:?}", i.std)),
+            ("dataset length", |i| i.dataset_len.to_string()),
+            ("steps per epoch", |i| i.steps_per_epoch.to_string()),
+            ("seed", |i| i.seed.to_string()),
+            ("planned steps", |i| i.total_steps.to_string()),
+            ("rank / world size", |i| {
+                format!("{} of {}", i.rank, i.world_size)
+            }),
+            (
+                "stream key (the producer's fingerprint of its other settings)",
+                |i| format!("{:016x}", i.stream_key),
+            ),
+        ];
+        FIELDS
+            .iter()
+            .filter_map(|(what, show)| {
+                let (theirs, mine) = (show(ring), show(self));
+                (theirs != mine).then(|| format!("{what}: the ring has {theirs}, this one {mine}"))
+            })
+            .collect()
     }
 
     /// Decodes and validates the fixed header fields against the ring file's size.
@@ -573,6 +687,10 @@ impl RingInfo {
             steps_per_epoch: h.steps_per_epoch,
             seed: h.seed,
             total_steps: h.total_steps,
+            first_step: h.first_step,
+            rank: h.rank,
+            world_size: h.world_size,
+            stream_key: h.stream_key,
         };
         info.validate().map_err(|e| match e {
             RingError::BadGeometry { reason } => RingError::corrupt(format!("header: {reason}")),

@@ -4,7 +4,8 @@
 //! `/dev/shm`); the trainer maps the same file and reads them in order. This crate knows
 //! nothing of images or models: it defines the on-memory format ([`layout`]), ring naming
 //! ([`ring_path`]), the [`Producer`] and [`Consumer`] ends, a read-only [`Observer`],
-//! liveness detection ([`liveness`]) and live statistics ([`Stats`], [`stat`]).
+//! liveness detection ([`liveness`]), the ownership rule ([`ownership`]), taking over a ring
+//! whose producer died ([`Producer::open`]) and live statistics ([`Stats`], [`stat`]).
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
@@ -38,11 +39,13 @@ pub mod liveness;
 mod map;
 mod name;
 mod observer;
+pub mod ownership;
 mod producer;
 mod stats;
+mod takeover;
 
 pub use checksum::{fnv1a64, fnv1a64_update};
-pub use consumer::{Batch, Consumer};
+pub use consumer::{Batch, Consumer, ProducerEvent};
 pub use error::RingError;
 pub use flow::{Flow, Verdict, WAIT_THRESHOLD};
 pub use layout::{Geometry, RingInfo, RingState, FORMAT_VERSION, HEADER_BYTES, MAGIC};
@@ -50,3 +53,4 @@ pub use name::{ring_path, MAX_NAME_LEN, SHM_DIR};
 pub use observer::{Observer, Snapshot};
 pub use producer::{Producer, SlotMut, SlotParts};
 pub use stats::{stat, Stats, STATS_LEN};
+pub use takeover::{Opened, Takeover};

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::layout::offset;
 use crate::map::Mapping;
 
 /// How often producer and consumer refresh their heartbeat.
@@ -55,15 +56,70 @@ pub fn heartbeat_fresh(beat_ms: u64, stale_after: Duration) -> bool {
     beat_ms != 0 && now_ms().saturating_sub(beat_ms) <= stale_after.as_millis() as u64
 }
 
-/// Why a peer is considered dead, if it is.
+/// Whether a peer is considered dead: no pid, a stale heartbeat, or (in our pid namespace) no
+/// such process.
 pub(crate) fn peer_dead(pid: u32, pidns: u64, beat_ms: u64, stale_after: Duration) -> bool {
     if pid == 0 || !heartbeat_fresh(beat_ms, stale_after) {
         return true;
     }
-    // kill() only means something inside our own pid namespace.
+    in_our_namespace(pidns) && !pid_alive(pid)
+}
+
+/// Whether a pid recorded with pid namespace `pidns` can be checked with `kill()` from here.
+fn in_our_namespace(pidns: u64) -> bool {
     let mine = pid_namespace();
-    let same_ns = pidns == 0 || mine == 0 || pidns == mine;
-    same_ns && !pid_alive(pid)
+    pidns == 0 || mine == 0 || pidns == mine
+}
+
+/// Whether the process `pid` (recorded with `pidns`) visibly still exists: in our pid namespace
+/// and `kill(pid, 0)` finds it. A process in another namespace is never visible.
+pub(crate) fn process_visible(pid: u32, pidns: u64) -> bool {
+    in_our_namespace(pidns) && pid_alive(pid)
+}
+
+/// One end of a ring, for reading its pid, pid namespace and heartbeat from the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The writing end.
+    Producer,
+    /// The reading end.
+    Consumer,
+}
+
+/// A side's recorded pid, pid namespace and heartbeat, as read from the header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SideRecord {
+    pub(crate) pid: u32,
+    pub(crate) pidns: u64,
+    pub(crate) beat_ms: u64,
+}
+
+impl SideRecord {
+    /// Reads `side`'s fields from the mapped header.
+    pub(crate) fn read(map: &Mapping, side: Side) -> SideRecord {
+        let (pid, ns, beat) = match side {
+            Side::Producer => (
+                offset::PRODUCER_PID,
+                offset::PRODUCER_PIDNS,
+                offset::PRODUCER_HEARTBEAT,
+            ),
+            Side::Consumer => (
+                offset::CONSUMER_PID,
+                offset::CONSUMER_PIDNS,
+                offset::CONSUMER_HEARTBEAT,
+            ),
+        };
+        SideRecord {
+            pid: map.u32_at(pid).load(Ordering::Acquire),
+            pidns: map.u64_at(ns).load(Ordering::Relaxed),
+            beat_ms: map.u64_at(beat).load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether this side counts as dead with a heartbeat older than `stale_after`.
+    pub(crate) fn dead(&self, stale_after: Duration) -> bool {
+        peer_dead(self.pid, self.pidns, self.beat_ms, stale_after)
+    }
 }
 
 /// A thread storing `now_ms()` into one header field every [`HEARTBEAT_INTERVAL`]; stops

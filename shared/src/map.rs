@@ -131,10 +131,11 @@ pub(crate) fn probe(path: &Path, writable: bool) -> Result<Probe, RingError> {
         }
         Err(e) => return Err(RingError::io(path, "could not open the ring file", e)),
     };
-    let len = file
+    let meta = file
         .metadata()
-        .map_err(|e| RingError::io(path, "could not stat the ring file", e))?
-        .len();
+        .map_err(|e| RingError::io(path, "could not stat the ring file", e))?;
+    crate::ownership::check(path, &meta)?;
+    let len = meta.len();
     if len < HEADER_BYTES as u64 {
         // Either a producer between create and reserve, or junk.
         let mut head = [0u8; 8];

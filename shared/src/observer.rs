@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::layout::{offset, RingInfo, RingState};
-use crate::liveness::{peer_dead, DEFAULT_STALE_AFTER};
+use crate::liveness::{Side, SideRecord, DEFAULT_STALE_AFTER};
 use crate::map::{wait_ready, Mapping};
 use crate::stats::STATS_LEN;
 use crate::RingError;
@@ -78,33 +78,16 @@ impl Observer {
     /// Reads the ring's current shared state.
     pub fn snapshot(&self) -> Snapshot {
         let m = &self.map;
-        let producer_pid = m.u32_at(offset::PRODUCER_PID).load(Ordering::Acquire);
-        let consumer_pid = m.u32_at(offset::CONSUMER_PID).load(Ordering::Acquire);
-        let alive = |pid: u32, ns: usize, beat: usize| {
-            pid != 0
-                && !peer_dead(
-                    pid,
-                    m.u64_at(ns).load(Ordering::Relaxed),
-                    m.u64_at(beat).load(Ordering::Acquire),
-                    DEFAULT_STALE_AFTER,
-                )
-        };
+        let producer = SideRecord::read(m, Side::Producer);
+        let consumer = SideRecord::read(m, Side::Consumer);
         Snapshot {
             state: m.load_state().unwrap_or(RingState::Aborted),
             written: m.u64_at(offset::WRITE_POS).load(Ordering::Acquire),
             consumed: m.u64_at(offset::READ_POS).load(Ordering::Acquire),
-            producer_pid,
-            consumer_pid,
-            producer_alive: alive(
-                producer_pid,
-                offset::PRODUCER_PIDNS,
-                offset::PRODUCER_HEARTBEAT,
-            ),
-            consumer_alive: alive(
-                consumer_pid,
-                offset::CONSUMER_PIDNS,
-                offset::CONSUMER_HEARTBEAT,
-            ),
+            producer_pid: producer.pid,
+            consumer_pid: consumer.pid,
+            producer_alive: !producer.dead(DEFAULT_STALE_AFTER),
+            consumer_alive: !consumer.dead(DEFAULT_STALE_AFTER),
             stats: m.stats().snapshot(),
         }
     }

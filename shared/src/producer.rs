@@ -14,7 +14,9 @@ use crate::layout::{
     offset, Header, RingInfo, RingState, SlotLayout, FORMAT_VERSION, HEADER_BYTES,
     PIXEL_LAYOUT_U8_NCHW,
 };
-use crate::liveness::{now_ms, peer_dead, pid_namespace, Heartbeat, DEFAULT_STALE_AFTER};
+use crate::liveness::{
+    now_ms, peer_dead, pid_namespace, Heartbeat, Side, SideRecord, DEFAULT_STALE_AFTER,
+};
 use crate::map::{Backoff, Mapping, MAGIC_WORD};
 use crate::stats::{stat, Stats};
 use crate::RingError;
@@ -29,6 +31,8 @@ pub struct Producer {
     /// (st_dev, st_ino) of the file we created, so we never remove someone else's.
     file_id: (u64, u64),
     pos: u64,
+    /// This process's pid, as stored in the header's `producer_pid` while the ring is ours.
+    pid: u32,
     finished: bool,
     removed: bool,
     heartbeat: Option<Heartbeat>,
@@ -58,6 +62,13 @@ fn live_owner(path: &Path) -> Result<Option<u32>, RingError> {
             ))
         }
     };
+    let meta = file
+        .metadata()
+        .map_err(|e| RingError::io(path, "could not stat the file at the ring path", e))?;
+    // Neither replace nor take over a file that another user put there (or may write).
+    if meta.is_file() {
+        crate::ownership::check(path, &meta)?;
+    }
     let mut buf = [0u8; 256];
     let mut n = 0;
     while n < buf.len() {
@@ -242,6 +253,10 @@ impl Producer {
             addr_of_mut!((*h).steps_per_epoch).write(info.steps_per_epoch);
             addr_of_mut!((*h).seed).write(info.seed);
             addr_of_mut!((*h).total_steps).write(info.total_steps);
+            addr_of_mut!((*h).first_step).write(info.first_step);
+            addr_of_mut!((*h).rank).write(info.rank);
+            addr_of_mut!((*h).world_size).write(info.world_size);
+            addr_of_mut!((*h).stream_key).write(info.stream_key);
             addr_of_mut!((*h).version).write(FORMAT_VERSION);
         }
         map.u64_at(offset::PRODUCER_START)
@@ -257,7 +272,18 @@ impl Producer {
         map.state()
             .store(RingState::Running.as_u32(), Ordering::Release);
 
-        let file_id = (meta.dev(), meta.ino());
+        Producer::start(path, info.clone(), map, (meta.dev(), meta.ino()), 0)
+    }
+
+    /// Starts producing into an initialised, claimed mapping at ring position `pos`: spawns the
+    /// heartbeat thread. On failure the ring is aborted and removed (as on drop).
+    pub(crate) fn start(
+        path: &Path,
+        info: RingInfo,
+        map: Mapping,
+        file_id: (u64, u64),
+        pos: u64,
+    ) -> Result<Producer, RingError> {
         let map = Arc::new(map);
         let heartbeat = Heartbeat::spawn(
             "ring-producer-heartbeat",
@@ -266,11 +292,12 @@ impl Producer {
         );
         let mut producer = Producer {
             path: path.to_path_buf(),
-            info: info.clone(),
-            layout,
+            layout: info.geometry.slot_layout(),
+            info,
             map,
             file_id,
-            pos: 0,
+            pos,
+            pid: std::process::id(),
             finished: false,
             removed: false,
             heartbeat: None,
@@ -304,6 +331,12 @@ impl Producer {
         self.pos
     }
 
+    /// The stream position (global step) the next [`Producer::acquire`] fills: the ring's
+    /// `first_step` plus [`Producer::position`].
+    pub fn next_step(&self) -> u64 {
+        self.info.first_step + self.pos
+    }
+
     /// Current ring state.
     pub fn state(&self) -> RingState {
         self.map.load_state().unwrap_or(RingState::Aborted)
@@ -314,7 +347,11 @@ impl Producer {
     /// [`stat::PRODUCER_WAIT_NS`]. Returns [`RingError::Interrupted`] as soon as `stop` is
     /// true (also if it already is), and [`RingError::Corrupt`] if the slot's sequence number
     /// is impossible (something else writes the ring).
+    ///
+    /// Returns [`RingError::ProducerReplaced`] if another producer took the ring over (this one
+    /// was presumed dead): from then on this producer must not touch the ring.
     pub fn acquire(&mut self, stop: &AtomicBool) -> Result<SlotMut<'_>, RingError> {
+        self.check_still_producer()?;
         let slots = self.info.geometry.slots as u64;
         let pos = self.pos;
         let slot = (pos % slots) as usize;
@@ -359,23 +396,42 @@ impl Producer {
         Ok(slot)
     }
 
+    /// Err([`RingError::ProducerReplaced`]) if the header names another producer than us.
+    fn check_still_producer(&self) -> Result<(), RingError> {
+        match self.current_producer() {
+            pid if pid == self.pid => Ok(()),
+            pid => Err(RingError::ProducerReplaced { pid }),
+        }
+    }
+
+    fn current_producer(&self) -> u32 {
+        self.map
+            .u32_at(offset::PRODUCER_PID)
+            .load(Ordering::Acquire)
+    }
+
     /// True when a consumer is attached and alive (pid alive and heartbeat fresh).
     pub fn consumer_alive(&self) -> bool {
-        let pid = self
+        !SideRecord::read(&self.map, Side::Consumer).dead(DEFAULT_STALE_AFTER)
+    }
+
+    /// How long the attached, live consumer says it will wait for a new producer if this one
+    /// stops (`None`: no live consumer, or one that will not wait).
+    pub fn consumer_restart_wait(&self) -> Option<Duration> {
+        let ms = self
             .map
-            .u32_at(offset::CONSUMER_PID)
+            .u64_at(offset::CONSUMER_RESTART_WAIT)
             .load(Ordering::Acquire);
-        pid != 0
-            && !peer_dead(
-                pid,
-                self.map
-                    .u64_at(offset::CONSUMER_PIDNS)
-                    .load(Ordering::Relaxed),
-                self.map
-                    .u64_at(offset::CONSUMER_HEARTBEAT)
-                    .load(Ordering::Acquire),
-                DEFAULT_STALE_AFTER,
-            )
+        (ms > 0 && self.consumer_alive()).then(|| Duration::from_millis(ms))
+    }
+
+    /// Stops producing without ending the stream: the ring file stays, its state unchanged and
+    /// every published batch in it, so that a new producer can take it over
+    /// ([`Producer::open`]) while the consumer waits (see [`Producer::consumer_restart_wait`]).
+    /// The heartbeat stops; the consumer sees this producer dead once its process exits.
+    pub fn hand_over(mut self) {
+        self.finished = true;
+        self.removed = true;
     }
 
     /// Batches published so far (header `write_pos`).
@@ -467,10 +523,13 @@ impl Drop for Producer {
     /// Aborts the ring unless [`Producer::finish`] or [`Producer::abort`] was called, removes
     /// the file, and stops the heartbeat thread.
     fn drop(&mut self) {
-        if !self.finished {
-            self.abort();
+        // A producer that was replaced leaves the ring to its successor untouched.
+        if self.check_still_producer().is_ok() {
+            if !self.finished {
+                self.abort();
+            }
+            let _ = self.remove();
         }
-        let _ = self.remove();
         drop(self.heartbeat.take());
     }
 }

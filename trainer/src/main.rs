@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use shared::{ring_path, Consumer};
+use shared::{ring_path, Consumer, ProducerEvent};
 use trainer::dfdx::prelude::*;
 use trainer::dry_run::{dry_run, DryRunConfig};
 use trainer::lars::LarsConfig;
@@ -155,6 +155,20 @@ struct Args {
     /// Seconds to wait for the ring to appear (start the loader before or after the trainer).
     #[arg(long, default_value_t = 60.0)]
     wait: f64,
+    /// If the loader dies, wait this many seconds for a new loader to take the ring over (start
+    /// it again with the same command) instead of exiting: training then goes on with exactly the
+    /// batch an uninterrupted run would have given, model and optimizer state untouched. The
+    /// default, 0, exits at once as before: only a loader that something restarts (an operator,
+    /// a supervisor, a job script) can come back, and without one, waiting idles the GPU and
+    /// delays the job's restart from its checkpoint. With one, set about the time a restart
+    /// takes plus a margin (e.g. 120).
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    loader_restart_wait: f64,
+    /// Accept a ring file owned by another user (e.g. root training from a ring a service
+    /// account's loader made). Without it every user, root included, refuses a ring that is not
+    /// their own; a ring writable by group or others is refused regardless.
+    #[arg(long)]
+    allow_foreign_ring: bool,
     /// Stop when the global step reaches N (counted from the checkpoint's step with --resume);
     /// also the schedule's length when --epochs is not given [default: until end of data].
     #[arg(long, conflicts_with = "epochs")]
@@ -458,6 +472,13 @@ fn run(args: Args) -> anyhow::Result<i32> {
             .unwrap_or(arch.default_projector()),
     )?;
     let path = ring_path(&args.shm)?;
+    let restart_wait = Duration::try_from_secs_f64(args.loader_restart_wait).map_err(|_| {
+        anyhow::anyhow!(
+            "--loader-restart-wait must be a number of seconds, 0 or more (got {})",
+            args.loader_restart_wait
+        )
+    })?;
+    shared::ownership::allow_other_owner(args.allow_foreign_ring);
     if args.resume {
         print_resume_hint(args.checkpoint_dir.as_deref(), &args.shm);
     }
@@ -467,6 +488,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
         path.display()
     );
     let mut consumer = Consumer::attach(&path, Duration::from_secs_f64(args.wait))?;
+    if !restart_wait.is_zero() {
+        consumer.set_restart_wait(restart_wait, report_loader_restart);
+    }
     let info = consumer.info().clone();
     let g = info.geometry;
     eprintln!(
@@ -521,6 +545,25 @@ fn run(args: Args) -> anyhow::Result<i32> {
     };
     print_summary(&summary);
     Ok(if summary.interrupted { 130 } else { 0 })
+}
+
+/// Tells the user, once each, that the loader died and that a new one took over.
+fn report_loader_restart(event: &ProducerEvent) {
+    match event {
+        ProducerEvent::Died { pid, wait } => eprintln!(
+            "trainer: the loader (pid {pid}) is gone; waiting up to {:.0}s for a new loader to take the ring over \
+             (start it again with the same command); model and optimizer state are kept",
+            wait.as_secs_f64()
+        ),
+        ProducerEvent::Back {
+            pid,
+            waited,
+            position,
+        } => eprintln!(
+            "trainer: a loader (pid {pid}) took the ring over after {:.1}s; continuing with the ring's batch {position}",
+            waited.as_secs_f64()
+        ),
+    }
 }
 
 #[cfg(feature = "cuda")]

@@ -30,6 +30,7 @@ mkdir -p "$out"
 trap 'tar -czf "$out/logs.tar.gz" -C "$work" . 2>/dev/null' EXIT
 say() { echo "$*" | tee -a "$out/summary.txt"; }
 dry=${DRY_RUN:-0}
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 

@@ -79,11 +79,11 @@ pub fn bench<D: NnDevice>(
     )?;
     let mut step = || -> anyhow::Result<(f64, f32)> {
         let t = Instant::now();
-        let sg = model.loss_and_grads(va.clone(), vb.clone(), crate::loss::DEFAULT_LAMBDA)?;
+        let mut sg = model.loss_and_grads(va.clone(), vb.clone(), crate::loss::DEFAULT_LAMBDA)?;
         profile::timed(dev, OpKind::Optimizer, || {
             opt.step(
                 &mut model.store,
-                &sg.grads,
+                &mut sg.grads,
                 0.2 * cfg.batch as f64 / 256.0,
                 0.0048,
             )

@@ -276,8 +276,8 @@ mod tests {
         let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
         for _ in 0..2 {
             let (va, vb) = views();
-            let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
-            opt.step(&mut m.store, &g.grads, 2.0, 0.1).unwrap();
+            let mut g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+            opt.step(&mut m.store, &mut g.grads, 2.0, 0.1).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.safetensors");
@@ -291,8 +291,8 @@ mod tests {
         // one more step on both: identical parameters (momentum restored)
         for (mm, oo) in [(&mut m, &mut opt), (&mut m2, &mut opt2)] {
             let (va, vb) = views();
-            let g = mm.loss_and_grads(va, vb, 0.0051).unwrap();
-            oo.step(&mut mm.store, &g.grads, 2.0, 0.1).unwrap();
+            let mut g = mm.loss_and_grads(va, vb, 0.0051).unwrap();
+            oo.step(&mut mm.store, &mut g.grads, 2.0, 0.1).unwrap();
         }
         for (p, q) in m.store.params.iter().zip(&m2.store.params) {
             assert_eq!(p.t.as_vec(), q.t.as_vec(), "{}", p.name);

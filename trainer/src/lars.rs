@@ -16,7 +16,7 @@
 //! warm-up from 0 over `warmup_epochs` epochs, then cosine decay to 0.001x, times
 //! `batch_size / 256`, times `--lr-weights` / `--lr-biases` for the two groups.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use dfdx::prelude::*;
 
 use crate::nn::Flat;
@@ -58,10 +58,14 @@ impl<D: Device<f32>> Lars<D> {
 
     /// One update of every trainable tensor of `store` from `grads` (as produced by
     /// [`crate::model::BarlowModel::loss_and_grads`]), with the two groups' learning rates.
+    ///
+    /// Takes each parameter's gradient out of `grads` (no copy) and never waits for the device:
+    /// the trust ratio `eta * ||p|| / ||dp||` (1 when either norm is 0) is computed and applied
+    /// on the device.
     pub fn step(
         &mut self,
         store: &mut Store<D>,
-        grads: &Gradients<f32, D>,
+        grads: &mut Gradients<f32, D>,
         lr_weights: f64,
         lr_biases: f64,
     ) -> Result<()> {
@@ -73,30 +77,37 @@ impl<D: Device<f32>> Lars<D> {
                 Kind::Weight => lr_weights,
                 Kind::Bias => lr_biases,
             };
-            let g: Flat<D> = grads.get(&p.t);
+            let dev = p.t.device().clone();
+            let shape = *p.t.shape();
+            let g: Flat<D> = match grads.remove(&p.t) {
+                Some(buf) => Tensor::from_storage(&dev, shape, buf),
+                None => bail!("LARS step: no gradient for {}", p.name),
+            };
             let dp = if p.kind == Kind::Weight {
-                let dp = if c.weight_decay != 0.0 {
-                    let mut dp = g;
+                let mut dp = g;
+                if c.weight_decay != 0.0 {
                     dp.try_axpy(1.0, &p.t, c.weight_decay).map_err(err)?;
-                    dp
-                } else {
-                    g
-                };
-                let norm = |t: &Flat<D>| -> Result<f64> {
-                    Ok(t.clone()
-                        .try_square()
-                        .and_then(|s| s.try_sum::<Rank0, _>())
-                        .map_err(err)?
-                        .as_vec()[0]
-                        .sqrt() as f64)
-                };
-                let (pn, un) = (norm(&p.t)?, norm(&dp)?);
-                let q = if pn > 0.0 && un > 0.0 {
-                    c.eta * pn / un
-                } else {
-                    1.0
-                };
-                dp.try_mul(q as f32).map_err(err)?
+                }
+                let sq = |t: &Flat<D>| t.clone().try_square()?.try_sum::<Rank0, _>();
+                let (pn, un) = (sq(&p.t).map_err(err)?, sq(&dp).map_err(err)?);
+                // both squared norms > 0 <=> their product > 0 (neither is negative)
+                let both = pn
+                    .clone()
+                    .try_mul(un.clone())
+                    .map_err(err)?
+                    .try_gt(0.0)
+                    .map_err(err)?;
+                let ratio = pn
+                    .try_div(un)
+                    .map_err(err)?
+                    .try_sqrt()
+                    .map_err(err)?
+                    .try_mul(c.eta as f32)
+                    .map_err(err)?;
+                let one = dev.try_ones_like(&()).map_err(err)?;
+                let q = both.try_choose(ratio, one).map_err(err)?;
+                dp.try_mul(q.try_broadcast_like(&shape).map_err(err)?)
+                    .map_err(err)?
             } else {
                 g
             };
@@ -232,11 +243,11 @@ mod tests {
                 + tb.retaped::<OwnedTape<f32, Cpu>>().square().sum() * 0.5;
             let lz =
                 (tz.retaped::<OwnedTape<f32, Cpu>>() * dev.tensor_from_vec(cz.clone(), (3,))).sum();
-            let g = (lw + lb + lz).backward();
+            let mut g = (lw + lb + lz).backward();
             let gw: Vec<f64> = pw.iter().zip(&cw).map(|(p, c)| p + *c as f64).collect();
             let gb: Vec<f64> = pb.iter().zip(&cb).map(|(p, c)| p + *c as f64).collect();
             let gz: Vec<f64> = to64(&cz);
-            opt.step(&mut store, &g, lr_w, lr_b).unwrap();
+            opt.step(&mut store, &mut g, lr_w, lr_b).unwrap();
             pw = official(&pw, &gw, &mut mw, true, &cfg, lr_w);
             pb = official(&pb, &gb, &mut mb, false, &cfg, lr_b);
             pz = official(&pz, &gz, &mut mz, true, &cfg, lr_w);

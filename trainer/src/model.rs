@@ -662,9 +662,9 @@ mod tests {
         assert_eq!(*f.shape(), (512, 4));
         let mut opt = Lars::new(&m.store, LarsConfig::default());
         let before = m.store.params[0].t.as_vec();
-        let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+        let mut g = m.loss_and_grads(va, vb, 0.0051).unwrap();
         assert!(g.loss().is_finite() && g.loss() > 0.0);
-        opt.step(&mut m.store, &g.grads, 0.2, 0.0048).unwrap();
+        opt.step(&mut m.store, &mut g.grads, 0.2, 0.0048).unwrap();
         assert_ne!(m.store.params[0].t.as_vec(), before);
     }
 
@@ -679,9 +679,9 @@ mod tests {
         for _ in 0..6 {
             let (va, vb) =
                 normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
-            let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+            let mut g = m.loss_and_grads(va, vb, 0.0051).unwrap();
             losses.push(g.loss());
-            opt.step(&mut m.store, &g.grads, 20.0, 0.2).unwrap();
+            opt.step(&mut m.store, &mut g.grads, 20.0, 0.2).unwrap();
         }
         assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
         assert!(losses[5] < 0.9 * losses[0], "loss did not fall: {losses:?}");
@@ -696,8 +696,8 @@ mod tests {
         let (a, b) = random_views(8, 16, 16, 2);
         let (va, vb) =
             normalize_views(&dev, &a, &b, 8, 16, 16, IMAGENET_MEAN, IMAGENET_STD).unwrap();
-        let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
-        opt.step(&mut m.store, &g.grads, 1.0, 0.1).unwrap();
+        let mut g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+        opt.step(&mut m.store, &mut g.grads, 1.0, 0.1).unwrap();
         for (p, b) in m.store.params.iter().zip(&before) {
             assert_ne!(&p.t.as_vec(), b, "{} did not change", p.name);
         }

@@ -333,9 +333,9 @@ pub fn train<D: NnDevice>(
             loader_step = Some(batch.step());
             batch.release();
             let (lr_w, lr_b) = schedule.lrs(step);
-            let sg = model.loss_and_grads(a, b, cfg.lambd)?;
+            let mut sg = model.loss_and_grads(a, b, cfg.lambd)?;
             profile::timed(dev, OpKind::Optimizer, || {
-                opt.step(&mut model.store, &sg.grads, lr_w, lr_b)
+                opt.step(&mut model.store, &mut sg.grads, lr_w, lr_b)
             })?;
             // the one wait for the device per step: everything is queued by now
             let loss = sg.loss();

@@ -29,6 +29,15 @@ mkdir -p "$out"
 : > "$out/summary.txt"
 trap 'tar -czf "$out/logs.tar.gz" -C "$work" . 2>/dev/null' EXIT
 say() { echo "$*" | tee -a "$out/summary.txt"; }
+# Every run gets at most its cap and never more than what is left of BUDGET seconds (default
+# 500, under the 9 minutes one device call may take); a run that would start with under 20 s
+# left is skipped and said so.
+start_s=$(date +%s)
+budget=${BUDGET:-500}
+limit() { # cap -> seconds for the next run, or 0 to skip it
+  local left=$(( budget - ($(date +%s) - start_s) ))
+  if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 dry=${DRY_RUN:-0}
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 quick=0
@@ -73,7 +82,8 @@ if [ "$dry" != 1 ]; then
   for spec in "tiny 32 64" "resnet18 16 64" "resnet50 8 64" "resnet50 8 64 --tf32"; do
     set -- $spec
     tag="$1$( [ -n "${4:-}" ] && echo _tf32 )"
-    timeout 150 "$bin/trainer" check-devices --arch "$1" --batch-size "$2" --image-size "$3" ${4:-} \
+    t=$(limit 90); [ "$t" = 0 ] && { say "check-devices $tag: skipped (time budget)"; continue; }
+    timeout "$t" "$bin/trainer" check-devices --arch "$1" --batch-size "$2" --image-size "$3" ${4:-} \
       > "$work/check_$tag.json" 2> "$work/check_$tag.err"
     rc=$?
     say "check-devices $tag (exit $rc): $(tail -n1 "$work/check_$tag.err")"
@@ -88,7 +98,8 @@ archs="resnet18 resnet50"
 for arch in $archs; do
   for prec in tf32 fp32; do
     flag=$([ "$prec" = fp32 ] && echo --no-tf32)
-    timeout 150 "$bin/trainer" bench --device "$device" --arch "$arch" --projector "$proj" \
+    t=$(limit 120); [ "$t" = 0 ] && { say "barlow $arch $prec: skipped (time budget)"; continue; }
+    timeout "$t" "$bin/trainer" bench --device "$device" --arch "$arch" --projector "$proj" \
       --batch-size "$batch" --image-size "$size" --steps "$steps" $flag \
       > "$work/barlow_${arch}_$prec.json" 2> "$work/barlow_${arch}_$prec.err"
     rc=$?
@@ -100,8 +111,9 @@ for arch in $archs; do
         "$arch" "$batch" "$prec" "$device" "$rc" "$(tail -n1 "$work/barlow_${arch}_$prec.err" | tr -d '"\\')" >> "$out/gpu.jsonl"
     fi
     say "barlow $arch b$batch $prec (exit $rc): $(tail -n1 "$work/barlow_${arch}_$prec.json" 2>/dev/null | cut -c1-220)"
-    if [ "$dry" != 1 ]; then
-      timeout 150 python3 scripts/gpu/torch_bt.py --arch "$arch" --projector "$proj" --batch "$batch" \
+    t=$(limit 120)
+    if [ "$dry" != 1 ] && [ "$t" != 0 ]; then
+      timeout "$t" python3 scripts/gpu/torch_bt.py --arch "$arch" --projector "$proj" --batch "$batch" \
         --size "$size" --precision "$prec" --steps "$steps" \
         > "$work/torch_${arch}_$prec.json" 2> "$work/torch_${arch}_$prec.err"
       rc=$?
@@ -112,16 +124,18 @@ for arch in $archs; do
 done
 
 # 3. Fed by the real loader: is training input-bound?
-if [ "$quick" != 1 ]; then
+fed_t=$(limit 200)
+[ "$fed_t" = 0 ] && say "fed run: skipped (time budget)"
+if [ "$quick" != 1 ] && [ "$fed_t" != 0 ]; then
   demo=/tmp/barlow-demo
   [ -d "$demo" ] || "$bin/datasets" demo --out "$demo" > /dev/null
   arch=$([ "$dry" = 1 ] && echo tiny || echo resnet50)
   ring="barlow-gpu-fed-$$"
   workers=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
-  timeout 300 "$bin/loader" --dir "$demo" --shm "$ring" --steps "$fed_steps" --batch-size "$batch" \
+  timeout "$fed_t" "$bin/loader" --dir "$demo" --shm "$ring" --steps "$fed_steps" --batch-size "$batch" \
     --image-size "$size" --workers "$workers" 2> "$work/fed_loader.err" &
   lp=$!
-  timeout 300 "$bin/trainer" --shm "$ring" --wait 60 --device "$device" --arch "$arch" --projector "$proj" \
+  timeout "$fed_t" "$bin/trainer" --shm "$ring" --wait 60 --device "$device" --arch "$arch" --projector "$proj" \
     --steps "$fed_steps" --print-freq 1 --no-progress > "$work/fed.jsonl" 2> "$work/fed_trainer.err"
   rc=$?
   wait $lp
@@ -142,5 +156,6 @@ if rows:
 EOF
 fi
 
+say "gpu-check: $(( $(date +%s) - start_s )) s"
 # 4. The table (also what BENCHMARKS.md takes).
 python3 scripts/gpu/table.py "$out/gpu.jsonl" | tee -a "$out/summary.txt"

@@ -29,7 +29,7 @@ barlow_patch_dfdx() {
   stamp=$dest/.barlow-patch
   want=$(sha256sum "$patch" | cut -d' ' -f1)
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
-  find_crate() { ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/dfdx-0.13.0.crate 2>/dev/null | head -n1; }
+  find_crate() { ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/dfdx-0.13.0.crate 2>/dev/null | head -n1 || true; }
   crate=$(find_crate)
   if [ -z "$crate" ]; then
     echo "setup: downloading dfdx 0.13.0 from crates.io" >&2

@@ -668,6 +668,34 @@ mod tests {
         assert_ne!(m.store.params[0].t.as_vec(), before);
     }
 
+    /// After a step the gradients held are the parameters' plus those of dfdx's own ops
+    /// (pooling, projector, loss: 26 here): every backbone op freed its output's gradient
+    /// (ResNet-18 has 49 such outputs per view; kept, they would add 98 activation-sized entries).
+    #[test]
+    fn a_step_keeps_no_backbone_intermediate_gradients() {
+        let dev = Cpu::seed_from_u64(0);
+        let mut m = BarlowModel::new(&dev, Arch::Resnet18, &[16, 16], 0);
+        let (a, b) = random_views(2, 32, 32, 1);
+        let (va, vb) =
+            normalize_views(&dev, &a, &b, 2, 32, 32, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+        let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
+        let trainable = m
+            .store
+            .params
+            .iter()
+            .filter(|p| p.kind != Kind::Buffer)
+            .count();
+        let extra = g.grads.num_held() - trainable;
+        eprintln!(
+            "held {} = {trainable} parameters + {extra}",
+            g.grads.num_held()
+        );
+        assert!(
+            extra <= 30,
+            "{extra} gradients beyond the parameters' are held"
+        );
+    }
+
     #[test]
     fn tiny_loss_falls_on_a_fixed_batch_with_lars() {
         let dev = Cpu::seed_from_u64(0);

@@ -224,8 +224,9 @@ impl State {
     fn workspace(&mut self, dev: &Cuda, bytes: usize) -> Result<(u64, usize), String> {
         let have = self.workspace.as_ref().map_or(0, |w| w.len());
         if have < bytes.max(1) {
-            self.workspace = None; // freed on the stream before the larger one is taken
-                                   // SAFETY: workspace contents are never read before cuDNN writes them.
+            // the old one is freed (on the stream) before the larger one is taken
+            self.workspace = None;
+            // SAFETY: workspace contents are never read before cuDNN writes them.
             let ws = unsafe { dev.cuda_device().alloc::<u8>(bytes.max(1)) }
                 .map_err(|e| format!("allocating {} MiB of cuDNN workspace: {e:?}", bytes >> 20))?;
             self.workspace = Some(ws);

@@ -13,12 +13,11 @@
 pub mod augment;
 pub mod blur;
 pub mod color;
-pub mod decode;
-pub mod guard;
 pub mod keyed_rng;
 pub mod lut;
 pub mod measure;
 pub mod pack;
+pub mod pair;
 pub mod params;
 pub mod pipeline;
 pub mod planar;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use decode::DEFAULT_MAX_PIXELS;
 use indicatif::{ProgressBar, ProgressStyle};
-use loader::decode::DEFAULT_MAX_PIXELS;
 use loader::measure::{measure, MeasureConfig};
 use loader::pipeline::{Pipeline, PipelineConfig, RingFeed, RunReport};
 use loader::restart;
@@ -275,7 +275,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         image_size: args.image_size,
         seed: args.seed,
         workers: args.workers,
-        augment: loader::preview::load_augment_config(args.augment_config.as_deref())?,
+        augment: loader::augment::AugmentConfig::load(args.augment_config.as_deref())?,
         max_pixels: args.max_pixels,
         throttle: Duration::from_millis(args.throttle_ms),
     };
@@ -480,7 +480,7 @@ fn measure_command(
         image_size: args.image_size,
         seed: args.seed,
         workers: args.workers,
-        augment: loader::preview::load_augment_config(args.augment_config.as_deref())?,
+        augment: loader::augment::AugmentConfig::load(args.augment_config.as_deref())?,
         max_pixels: DEFAULT_MAX_PIXELS,
         throttle: Duration::ZERO,
     };

@@ -16,10 +16,8 @@ use anyhow::{bail, Context};
 use rayon::prelude::*;
 use shared::{stat, Producer, SlotParts, Stats};
 
-use crate::augment::{sample_view, AugmentConfig, ViewMaker};
-use crate::decode::{decode_rgb, RgbImage};
-use crate::guard::catch_decoder_panic;
-use crate::keyed_rng::{keyed_rng, Stream};
+use crate::augment::AugmentConfig;
+use crate::pair::{PairKey, PairMaker};
 use crate::sampler::Shard;
 use crate::source::SampleSource;
 
@@ -64,16 +62,9 @@ pub struct RunReport {
     pub bad_files: Vec<BadFile>,
 }
 
-/// Per-thread buffers, reused for every sample the thread makes.
-#[derive(Default)]
-struct Scratch {
-    bytes: Vec<u8>,
-    image: RgbImage,
-    maker: ViewMaker,
-}
-
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Per-thread buffers, reused for every sample the thread makes.
+    static MAKER: RefCell<PairMaker> = RefCell::new(PairMaker::default());
 }
 
 const UNKNOWN: u8 = 0;
@@ -270,8 +261,8 @@ impl<'s> Pipeline<'s> {
         Ok(())
     }
 
-    /// Reads and decodes sample `idx` once and writes both views; false (and the file recorded as
-    /// bad) if it cannot be read or decoded.
+    /// Reads and decodes sample `idx` once and writes both views ([`PairMaker`]); false (and the
+    /// file recorded as bad) if it cannot be read or decoded.
     fn make_pair(
         &self,
         epoch: u64,
@@ -280,47 +271,36 @@ impl<'s> Pipeline<'s> {
         view_b: &mut [u8],
         stats: Option<&Stats>,
     ) -> bool {
-        SCRATCH.with(|scratch| {
-            let scratch = &mut *scratch.borrow_mut();
-            let mut clock = StageClock::new(stats);
-            if let Err(e) = self.source.read(idx, &mut scratch.bytes) {
-                self.record_bad(idx, format!("cannot read: {e}"));
-                return false;
-            }
-            clock.lap(stat::READ_NS);
-            let decoded = catch_decoder_panic(|| {
-                decode_rgb(&scratch.bytes, self.cfg.max_pixels, &mut scratch.image)
-            });
-            if let Err(why) = decoded.and_then(|r| r.map_err(|e| e.to_string())) {
+        MAKER.with(|maker| {
+            let maker = &mut *maker.borrow_mut();
+            let loaded = maker.load(self.source, idx, self.cfg.max_pixels);
+            if let Err(why) = loaded {
+                self.record_times(maker, stats);
                 self.record_bad(idx, why);
                 return false;
             }
-            clock.lap(stat::DECODE_NS);
-            let (w, h) = (scratch.image.width as u32, scratch.image.height as u32);
-            let aug = &self.cfg.augment;
-            for (stream, view, out) in [
-                (Stream::ViewA, &aug.view_a, view_a),
-                (Stream::ViewB, &aug.view_b, view_b),
-            ] {
-                let params = sample_view(
-                    &mut keyed_rng(self.cfg.seed, epoch, idx as u64, stream),
-                    w,
-                    h,
-                    view,
-                );
-                scratch
-                    .maker
-                    .make_view(&scratch.image, &params, self.cfg.image_size, out);
-            }
-            let t = scratch.maker.take_times();
-            if let Some(stats) = stats {
-                stats.add(stat::CROP_NS, t.crop_ns);
-                stats.add(stat::COLOR_NS, t.color_ns);
-                stats.add(stat::BLUR_NS, t.blur_ns);
-                stats.add(stat::WRITE_NS, t.write_ns);
-            }
+            let key = PairKey {
+                seed: self.cfg.seed,
+                epoch,
+                index: idx as u64,
+            };
+            maker.make_pair(key, &self.cfg.augment, self.cfg.image_size, view_a, view_b);
+            self.record_times(maker, stats);
             true
         })
+    }
+
+    /// Adds the maker's stage times to the ring's live statistics.
+    fn record_times(&self, maker: &mut PairMaker, stats: Option<&Stats>) {
+        let t = maker.take_times();
+        if let Some(stats) = stats {
+            stats.add(stat::READ_NS, t.read_ns);
+            stats.add(stat::DECODE_NS, t.decode_ns);
+            stats.add(stat::CROP_NS, t.views.crop_ns);
+            stats.add(stat::COLOR_NS, t.views.color_ns);
+            stats.add(stat::BLUR_NS, t.views.blur_ns);
+            stats.add(stat::WRITE_NS, t.views.write_ns);
+        }
     }
 
     fn record_bad(&self, index: usize, reason: String) {
@@ -335,27 +315,5 @@ impl<'s> Pipeline<'s> {
                 },
             );
         }
-    }
-}
-
-/// Adds the time since the last lap to a stage counter of the ring's live statistics.
-struct StageClock<'a> {
-    stats: Option<&'a Stats>,
-    last: Instant,
-}
-
-impl<'a> StageClock<'a> {
-    fn new(stats: Option<&'a Stats>) -> Self {
-        StageClock {
-            stats,
-            last: Instant::now(),
-        }
-    }
-    fn lap(&mut self, counter: usize) {
-        let now = Instant::now();
-        if let Some(stats) = self.stats {
-            stats.add(counter, (now - self.last).as_nanos() as u64);
-        }
-        self.last = now;
     }
 }

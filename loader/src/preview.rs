@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::augment::{sample_view, AugmentConfig, ViewMaker, ViewParams};
-use crate::decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
-use crate::keyed_rng::{epoch_order, keyed_rng, Stream};
+use decode::DEFAULT_MAX_PIXELS;
+
+use crate::augment::{AugmentConfig, ViewParams};
+use crate::keyed_rng::epoch_order;
+use crate::pair::{chw_to_hwc, PairKey, PairMaker};
 use crate::source::{FolderSource, SampleSource};
 
 /// Options of `loader preview`.
@@ -59,17 +61,6 @@ pub struct AugmentArgs {
     pub image_size: u32,
 }
 
-/// Reads an augmentation config file (JSON; missing fields take the paper's values).
-pub fn load_augment_config(path: Option<&Path>) -> anyhow::Result<AugmentConfig> {
-    match path {
-        None => Ok(AugmentConfig::default()),
-        Some(p) => {
-            let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            AugmentConfig::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        }
-    }
-}
-
 /// Writes interleaved RGB u8 as a PNG.
 pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> anyhow::Result<()> {
     let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -82,14 +73,6 @@ pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> anyhow::Re
     Ok(())
 }
 
-fn decode_file(path: &Path) -> anyhow::Result<RgbImage> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut image = RgbImage::default();
-    decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut image)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(image)
-}
-
 /// `loader augment`.
 pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     let text = fs::read_to_string(&args.params)
@@ -100,19 +83,27 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     if args.image_size == 0 {
         bail!("--image-size must be at least 1");
     }
-    let image = decode_file(&args.image)?;
+    let bytes =
+        fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let mut maker = PairMaker::default();
+    maker
+        .decode(&bytes, DEFAULT_MAX_PIXELS)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.image.display()))?;
+    let image = maker.image();
     params
         .validate(image.width as u32, image.height as u32)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.params.display()))?;
+    let mut chw = vec![0u8; 3 * (args.image_size as usize).pow(2)];
+    maker.make_view(&params, args.image_size, &mut chw);
     let mut out = Vec::new();
-    ViewMaker::default().make_view_hwc(&image, &params, args.image_size, &mut out);
+    chw_to_hwc(&chw, &mut out);
     write_png(&args.out, args.image_size, args.image_size, &out)?;
     Ok(0)
 }
 
 /// `loader preview`.
 pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
-    let cfg = load_augment_config(args.augment_config.as_deref())?;
+    let cfg = AugmentConfig::load(args.augment_config.as_deref())?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => datasets::demo::ensure_demo(&datasets::demo::default_demo_dir())?,
@@ -128,37 +119,28 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
     let gap = 4usize;
     let (sheet_w, sheet_h) = (2 * s + 3 * gap, count * (s + gap) + gap);
     let mut sheet = vec![255u8; sheet_w * sheet_h * 3];
-    let (mut bytes, mut image, mut maker, mut view) = (
-        Vec::new(),
-        RgbImage::default(),
-        ViewMaker::default(),
-        Vec::new(),
-    );
+    let mut maker = PairMaker::default();
+    let mut chw = [vec![0u8; 3 * s * s], vec![0u8; 3 * s * s]];
+    let mut view = Vec::new();
     let mut written = 0usize;
     for &idx in order.iter() {
         if written == count {
             break;
         }
         let idx = idx as usize;
-        source
-            .read(idx, &mut bytes)
-            .with_context(|| source.name(idx))?;
-        if let Err(e) = decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut image) {
-            eprintln!("loader: skipping {}: {e}", source.name(idx));
+        if let Err(why) = maker.load(&source, idx, DEFAULT_MAX_PIXELS) {
+            eprintln!("loader: skipping {}: {why}", source.name(idx));
             continue;
         }
-        let (w, h) = (image.width as u32, image.height as u32);
-        for (v, (stream, vcfg)) in [(Stream::ViewA, &cfg.view_a), (Stream::ViewB, &cfg.view_b)]
-            .into_iter()
-            .enumerate()
-        {
-            let params = sample_view(
-                &mut keyed_rng(args.seed, args.epoch, idx as u64, stream),
-                w,
-                h,
-                vcfg,
-            );
-            maker.make_view_hwc(&image, &params, args.image_size, &mut view);
+        let key = PairKey {
+            seed: args.seed,
+            epoch: args.epoch,
+            index: idx as u64,
+        };
+        let [a, b] = &mut chw;
+        let params = maker.make_pair(key, &cfg, args.image_size, a, b);
+        for (v, params) in params.iter().enumerate() {
+            chw_to_hwc(&chw[v], &mut view);
             let stem = format!("{written:03}_{}", ["a", "b"][v]);
             write_png(
                 &args.out.join(format!("{stem}.png")),
@@ -166,7 +148,7 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
                 args.image_size,
                 &view,
             )?;
-            let json = serde_json::to_string_pretty(&params)?;
+            let json = serde_json::to_string_pretty(params)?;
             fs::write(args.out.join(format!("{stem}.json")), json + "\n")?;
             let (x0, y0) = (gap + v * (s + gap), gap + written * (s + gap));
             for y in 0..s {

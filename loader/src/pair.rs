@@ -78,17 +78,9 @@ impl PairMaker {
         &self.image
     }
 
-    /// Draws both views' parameters for `key` (view A from `augment.view_a`, view B from
-    /// `augment.view_b`) and writes the `size x size` views of the current image into `view_a` and
-    /// `view_b` (CHW u8, `3 * size * size` bytes each). Returns the parameters drawn.
-    pub fn make_pair(
-        &mut self,
-        key: PairKey,
-        augment: &AugmentConfig,
-        size: u32,
-        view_a: &mut [u8],
-        view_b: &mut [u8],
-    ) -> [ViewParams; 2] {
+    /// Both views' parameters for `key` on the current image (view A drawn from `augment.view_a`,
+    /// view B from `augment.view_b`, each from its keyed generator).
+    pub fn draw(&self, key: PairKey, augment: &AugmentConfig) -> [ViewParams; 2] {
         let (w, h) = (self.image.width as u32, self.image.height as u32);
         let draw = |stream, cfg| {
             sample_view(
@@ -98,10 +90,23 @@ impl PairMaker {
                 cfg,
             )
         };
-        let params = [
+        [
             draw(Stream::ViewA, &augment.view_a),
             draw(Stream::ViewB, &augment.view_b),
-        ];
+        ]
+    }
+
+    /// Draws both views' parameters for `key` ([`PairMaker::draw`]) and writes the `size x size` views of the current image into `view_a` and
+    /// `view_b` (CHW u8, `3 * size * size` bytes each). Returns the parameters drawn.
+    pub fn make_pair(
+        &mut self,
+        key: PairKey,
+        augment: &AugmentConfig,
+        size: u32,
+        view_a: &mut [u8],
+        view_b: &mut [u8],
+    ) -> [ViewParams; 2] {
+        let params = self.draw(key, augment);
         self.make_view(&params[0], size, view_a);
         self.make_view(&params[1], size, view_b);
         params

@@ -1,8 +1,9 @@
-//! The producer loop: epoch order -> per-sample decode and two views -> ring slot.
+//! The producer loop: epoch order -> per-sample decode and two views -> a [`BatchSink`].
 //!
-//! One batch at a time: the loop acquires a free ring slot, the worker pool fills its samples in
-//! parallel (each worker decodes an image once and writes both views straight into the slot, in
-//! CHW), and the slot is published. A file that cannot be read or decoded is recorded once and
+//! One batch at a time: the sink lends a destination (a free ring slot, a buffer in memory), the
+//! worker pool fills its samples in parallel (each worker makes a pair with its
+//! [`PairMaker`], writing both views straight into the destination, in CHW), and the sink
+//! delivers it. A file that cannot be read or decoded is recorded once and
 //! replaced by a deterministic substitute, so batches stay full and identical across worker counts.
 
 use std::cell::RefCell;
@@ -14,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rayon::prelude::*;
-use shared::{stat, Producer, SlotParts, Stats};
+use shared::{stat, SlotParts, Stats};
 
 use crate::augment::AugmentConfig;
 use crate::pair::{PairKey, PairMaker};
 use crate::sampler::Shard;
+use crate::sink::{BatchMeta, BatchSink, Flow};
 use crate::source::SampleSource;
 
 /// What the pipeline makes and how much of it.
@@ -38,10 +40,11 @@ pub struct PipelineConfig {
     pub throttle: Duration,
 }
 
-/// One ring fed by the pipeline, and the shard of the data it receives.
-pub struct RingFeed {
-    pub producer: Producer,
-    pub shard: Shard,
+/// The global steps of a run ([`Pipeline::plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub steps_per_epoch: u64,
+    pub steps: Range<u64>,
 }
 
 /// A file the loader could not use, and why.
@@ -107,6 +110,11 @@ impl<'s> Pipeline<'s> {
         })
     }
 
+    /// What the pipeline makes.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
     /// Worker threads actually running.
     pub fn workers(&self) -> usize {
         self.pool.current_num_threads()
@@ -116,6 +124,48 @@ impl<'s> Pipeline<'s> {
     /// has the same size for the batch-normalised loss). The same for every rank.
     pub fn steps_per_epoch(&self, shard: Shard) -> u64 {
         (shard.len(self.source.len()) / self.cfg.batch_size) as u64
+    }
+
+    /// The global steps a run makes for `shard`: `epochs` passes (or `steps` global steps), from
+    /// epoch `start_epoch`, step `start_step` on. Refuses a shard smaller than one batch and a start
+    /// at or past the end, with what to change.
+    pub fn plan(
+        &self,
+        shard: Shard,
+        epochs: u64,
+        steps: Option<u64>,
+        start_epoch: u64,
+        start_step: u64,
+    ) -> anyhow::Result<Plan> {
+        let steps_per_epoch = self.steps_per_epoch(shard);
+        if steps_per_epoch == 0 {
+            bail!(
+                "each of the {} ranks gets {} images per epoch, fewer than one batch of {}; lower --batch-size",
+                shard.world_size,
+                shard.len(self.source.len()),
+                self.cfg.batch_size
+            );
+        }
+        let total = steps.unwrap_or(epochs * steps_per_epoch);
+        let first = start_epoch * steps_per_epoch + start_step;
+        if first >= total {
+            bail!("the start (global step {first}) is at or past the end ({total} steps); nothing to do");
+        }
+        Ok(Plan {
+            steps_per_epoch,
+            steps: first..total,
+        })
+    }
+
+    /// The ring geometry of one slot per batch (one slot; the caller picks the ring's count).
+    pub fn geometry(&self) -> shared::Geometry {
+        shared::Geometry {
+            slots: 1,
+            batch_size: self.cfg.batch_size as u32,
+            channels: 3,
+            height: self.cfg.image_size,
+            width: self.cfg.image_size,
+        }
     }
 
     /// A fingerprint of what decides the batches beyond the ring header's own fields (geometry,
@@ -138,70 +188,66 @@ impl<'s> Pipeline<'s> {
         self.bad.lock().unwrap().values().cloned().collect()
     }
 
-    /// Produces global steps `steps` (e.g. `0..total`, or `resume_step..total`) into every ring
-    /// of `feeds`, each ring receiving its shard's batches, in lock step. The batches of a step
-    /// are a function of (seed, step, shard) only, so a resumed run continues exactly where an
-    /// uninterrupted one would be. A ring whose next step ([`Producer::next_step`]) is later
-    /// (one taken over from a dead loader) skips the steps before it. Stops early when `stop`
-    /// is set; `on_batch` is called after each published batch with its global step.
+    /// Produces global steps `steps` (e.g. `0..total`, or `resume_step..total`) into every lane of
+    /// `sink` (each lane receiving its shard's batches), in lock step. The batches of a step are a
+    /// function of (seed, step, shard) only, so a resumed run continues exactly where an
+    /// uninterrupted one would be. A lane whose [`BatchSink::next_step`] is later (a ring taken
+    /// over from a dead loader) skips the steps before it. Stops early when `stop` is set or the
+    /// sink says [`Flow::Stop`] (the report says `interrupted`); calls [`BatchSink::finish`] at the
+    /// end unless an error ends the run.
     pub fn run(
         &self,
-        feeds: &mut [RingFeed],
+        sink: &mut dyn BatchSink,
         steps: Range<u64>,
         stop: &AtomicBool,
-        on_batch: &mut dyn FnMut(u64),
     ) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
-        let mut epoch_indices: Vec<Option<(u64, Vec<u32>)>> = vec![None; feeds.len()];
+        let shards = sink.shards();
+        let mut epoch_indices: Vec<Option<(u64, Vec<u32>)>> = vec![None; shards.len()];
+        let b = self.cfg.batch_size;
         'steps: for step in steps {
-            for (feed, cached) in feeds.iter_mut().zip(epoch_indices.iter_mut()) {
-                match feed.producer.next_step() {
-                    next if next > step => continue,
-                    next if next < step => bail!(
-                        "internal error: the ring {} needs step {next} but the loader is at step {step}",
-                        feed.producer.path().display()
+            for (lane, (shard, cached)) in shards.iter().zip(epoch_indices.iter_mut()).enumerate() {
+                match sink.next_step(lane) {
+                    Some(next) if next > step => continue,
+                    Some(next) if next < step => bail!(
+                        "internal error: lane {lane} of the sink needs step {next} but the loader is at step {step}"
                     ),
                     _ => {}
                 }
-                let steps_per_epoch = self.steps_per_epoch(feed.shard);
+                let steps_per_epoch = self.steps_per_epoch(*shard);
                 let epoch = step / steps_per_epoch;
                 if cached.as_ref().map(|(e, _)| *e) != Some(epoch) {
                     *cached = Some((
                         epoch,
-                        feed.shard
-                            .epoch_indices(self.cfg.seed, epoch, self.source.len()),
+                        shard.epoch_indices(self.cfg.seed, epoch, self.source.len()),
                     ));
                 }
                 let indices = &cached.as_ref().expect("just filled").1;
-                let mut slot = match feed.producer.acquire(stop) {
-                    Ok(slot) => slot,
-                    Err(shared::RingError::Interrupted) => {
-                        report.interrupted = true;
-                        break 'steps;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                slot.set_meta(epoch, step, self.cfg.batch_size as u32);
-                let stats = slot.stats();
-                self.fill_batch(
+                let meta = BatchMeta {
+                    lane,
                     epoch,
-                    step % steps_per_epoch,
-                    indices,
-                    slot.parts_mut(),
-                    Some(stats),
-                )?;
-                if !self.cfg.throttle.is_zero() {
-                    std::thread::sleep(self.cfg.throttle);
+                    step,
+                    count: b as u32,
+                };
+                let mut filled = false;
+                let flow = sink.batch(meta, stop, &mut |parts, stats| {
+                    self.fill_batch(epoch, step % steps_per_epoch, indices, parts, Some(stats))?;
+                    stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
+                    if !self.cfg.throttle.is_zero() {
+                        std::thread::sleep(self.cfg.throttle);
+                    }
+                    filled = true;
+                    Ok(())
+                })?;
+                if filled {
+                    report.batches += 1;
+                    report.pairs += b as u64;
                 }
-                let t = Instant::now();
-                slot.publish();
-                stats.add(stat::WRITE_NS, t.elapsed().as_nanos() as u64);
-                stats.add(stat::PAIRS_WRITTEN, self.cfg.batch_size as u64);
-                stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
-                report.batches += 1;
-                report.pairs += self.cfg.batch_size as u64;
-                on_batch(step);
+                if flow == Flow::Stop {
+                    report.interrupted = true;
+                    break 'steps;
+                }
             }
             if stop.load(Ordering::Relaxed) {
                 report.interrupted = true;
@@ -210,6 +256,7 @@ impl<'s> Pipeline<'s> {
         }
         report.elapsed = started.elapsed();
         report.bad_files = self.bad_files();
+        sink.finish(&report, stop)?;
         Ok(report)
     }
 

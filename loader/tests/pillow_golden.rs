@@ -164,7 +164,7 @@ fn ops_match_pillow_exhaustively_by_checksum() {
 }
 
 #[test]
-fn crop_resize_is_within_tolerance_of_pillow_bicubic() {
+fn crop_resize_is_bit_exact_with_pillow_bicubic() {
     let cases = cases();
     let mut resampler = Resampler::default();
     for case in cases["resize"].as_array().unwrap() {

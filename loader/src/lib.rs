@@ -13,6 +13,7 @@
 pub mod augment;
 pub mod blur;
 pub mod color;
+pub mod handoff;
 pub mod keyed_rng;
 pub mod lut;
 pub mod measure;

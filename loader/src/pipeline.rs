@@ -6,18 +6,17 @@
 //! delivers it. A file that cannot be read or decoded is recorded once and
 //! replaced by a deterministic substitute, so batches stay full and identical across worker counts.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rayon::prelude::*;
-use shared::{stat, SlotParts, Stats};
+use shared::{stat, Stats};
 
 use crate::augment::AugmentConfig;
+use crate::handoff::{BatchPlan, Handoff, PanicGuard};
 use crate::pair::{PairKey, PairMaker};
 use crate::sampler::Shard;
 use crate::sink::{BatchMeta, BatchSink, Flow};
@@ -65,11 +64,6 @@ pub struct RunReport {
     pub bad_files: Vec<BadFile>,
 }
 
-thread_local! {
-    /// Per-thread buffers, reused for every sample the thread makes.
-    static MAKER: RefCell<PairMaker> = RefCell::new(PairMaker::default());
-}
-
 const UNKNOWN: u8 = 0;
 const BAD: u8 = 2;
 
@@ -77,7 +71,7 @@ const BAD: u8 = 2;
 pub struct Pipeline<'s> {
     source: &'s dyn SampleSource,
     cfg: PipelineConfig,
-    pool: rayon::ThreadPool,
+    workers: usize,
     status: Vec<AtomicU8>,
     bad: Mutex<BTreeMap<usize, BadFile>>,
 }
@@ -95,16 +89,15 @@ impl<'s> Pipeline<'s> {
                 cfg.batch_size
             );
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.workers)
-            .thread_name(|i| format!("loader-worker-{i}"))
-            .build()
-            .context("starting the worker threads")?;
+        let workers = match cfg.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let status = (0..source.len()).map(|_| AtomicU8::new(UNKNOWN)).collect();
         Ok(Pipeline {
             source,
             cfg,
-            pool,
+            workers,
             status,
             bad: Mutex::new(BTreeMap::new()),
         })
@@ -117,7 +110,7 @@ impl<'s> Pipeline<'s> {
 
     /// Worker threads actually running.
     pub fn workers(&self) -> usize {
-        self.pool.current_num_threads()
+        self.workers
     }
 
     /// Full batches per epoch for one shard (the last partial batch is dropped, so every batch
@@ -203,151 +196,203 @@ impl<'s> Pipeline<'s> {
     ) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
-        let shards = sink.shards();
-        let mut epoch_indices: Vec<Option<(u64, Vec<u32>)>> = vec![None; shards.len()];
-        let b = self.cfg.batch_size;
-        'steps: for step in steps {
-            for (lane, (shard, cached)) in shards.iter().zip(epoch_indices.iter_mut()).enumerate() {
-                match sink.next_step(lane) {
-                    Some(next) if next > step => continue,
-                    Some(next) if next < step => bail!(
-                        "internal error: lane {lane} of the sink needs step {next} but the loader is at step {step}"
-                    ),
-                    _ => {}
-                }
-                let steps_per_epoch = self.steps_per_epoch(*shard);
-                let epoch = step / steps_per_epoch;
-                if cached.as_ref().map(|(e, _)| *e) != Some(epoch) {
-                    *cached = Some((
-                        epoch,
-                        shard.epoch_indices(self.cfg.seed, epoch, self.source.len()),
-                    ));
-                }
-                let indices = &cached.as_ref().expect("just filled").1;
-                let meta = BatchMeta {
-                    lane,
-                    epoch,
-                    step,
-                    count: b as u32,
-                };
-                let mut filled = false;
-                let flow = sink.batch(meta, stop, &mut |parts, stats| {
-                    self.fill_batch(epoch, step % steps_per_epoch, indices, parts, Some(stats))?;
-                    stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
-                    if !self.cfg.throttle.is_zero() {
-                        std::thread::sleep(self.cfg.throttle);
-                    }
-                    filled = true;
-                    Ok(())
-                })?;
-                if filled {
-                    report.batches += 1;
-                    report.pairs += b as u64;
-                }
-                if flow == Flow::Stop {
-                    report.interrupted = true;
-                    break 'steps;
-                }
+        let mut plans = self.plans(sink, steps)?.peekable();
+        let handoff = Handoff::new(self.cfg.batch_size);
+        let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+            for i in 0..self.workers {
+                std::thread::Builder::new()
+                    .name(format!("loader-worker-{i}"))
+                    .spawn_scoped(scope, || self.work(&handoff))
+                    .context("starting the worker threads")?;
             }
-            if stop.load(Ordering::Relaxed) {
-                report.interrupted = true;
-                break;
-            }
-        }
+            let result = self.feed(sink, &mut plans, &handoff, stop, &mut report);
+            handoff.shutdown();
+            result
+        });
+        result?;
         report.elapsed = started.elapsed();
         report.bad_files = self.bad_files();
         sink.finish(&report, stop)?;
         Ok(report)
     }
 
-    /// Fills one batch from an epoch's (shard's) `order`: position `k` of step `step_in_epoch`
-    /// takes the sample at `order[step_in_epoch * B + k]`, or, if that file is bad, the first good
-    /// one among `order[p + B], order[p + 2B], ...` (wrapping). Fails only if no file decodes.
-    pub fn fill_batch(
+    /// The batches of `steps`, lane by lane within a step, in the order the sink receives them:
+    /// a lane whose [`BatchSink::next_step`] is later skips the steps before it.
+    fn plans<'a>(
+        &'a self,
+        sink: &dyn BatchSink,
+        steps: Range<u64>,
+    ) -> anyhow::Result<impl Iterator<Item = BatchPlan> + 'a> {
+        let shards = sink.shards();
+        let mut next = Vec::with_capacity(shards.len());
+        for lane in 0..shards.len() {
+            let first = sink.next_step(lane).unwrap_or(steps.start);
+            if first < steps.start {
+                bail!(
+                    "internal error: lane {lane} of the sink needs step {first} but the loader starts at step {}",
+                    steps.start
+                );
+            }
+            next.push(first);
+        }
+        let mut orders: Vec<Option<(u64, Arc<Vec<u32>>)>> = vec![None; shards.len()];
+        let b = self.cfg.batch_size;
+        let mut seq = 0u64;
+        Ok(steps.flat_map(move |step| {
+            let mut batch = Vec::new();
+            for (lane, shard) in shards.iter().enumerate() {
+                if next[lane] > step {
+                    continue;
+                }
+                next[lane] = step + 1;
+                let steps_per_epoch = self.steps_per_epoch(*shard);
+                let epoch = step / steps_per_epoch;
+                let cached = &mut orders[lane];
+                if cached.as_ref().map(|(e, _)| *e) != Some(epoch) {
+                    let order = shard.epoch_indices(self.cfg.seed, epoch, self.source.len());
+                    *cached = Some((epoch, Arc::new(order)));
+                }
+                let order = Arc::clone(&cached.as_ref().expect("just filled").1);
+                batch.push(BatchPlan {
+                    seq,
+                    meta: BatchMeta {
+                        lane,
+                        epoch,
+                        step,
+                        count: b as u32,
+                    },
+                    order,
+                    first: (step % steps_per_epoch) as usize * b,
+                });
+                seq += 1;
+            }
+            batch
+        }))
+    }
+
+    /// The main thread: announces each batch one ahead (so workers overlap batches), lets the
+    /// sink lend its destination, waits for the workers to fill it, and lets the sink deliver it.
+    fn feed(
         &self,
-        epoch: u64,
-        step_in_epoch: u64,
-        order: &[u32],
-        parts: SlotParts<'_>,
-        stats: Option<&Stats>,
+        sink: &mut dyn BatchSink,
+        plans: &mut std::iter::Peekable<impl Iterator<Item = BatchPlan>>,
+        handoff: &Handoff,
+        stop: &AtomicBool,
+        report: &mut RunReport,
     ) -> anyhow::Result<()> {
         let b = self.cfg.batch_size;
-        let sample_bytes = 3 * (self.cfg.image_size as usize).pow(2);
-        let first = step_in_epoch as usize * b;
-        let results: Vec<bool> = self.pool.install(|| {
-            parts
-                .view_a
-                .par_chunks_mut(sample_bytes)
-                .zip(parts.view_b.par_chunks_mut(sample_bytes))
-                .zip(parts.labels.par_iter_mut())
-                .zip(parts.indices.par_iter_mut())
-                .enumerate()
-                .map(|(k, (((view_a, view_b), label), index))| {
-                    let n = order.len();
-                    for attempt in 0..n.div_ceil(b).max(1) * b {
-                        let idx = order[(first + k + attempt * b) % n] as usize;
-                        if self.status[idx].load(Ordering::Relaxed) == BAD {
-                            continue;
-                        }
-                        if self.make_pair(epoch, idx, view_a, view_b, stats) {
-                            *label = self.source.label(idx);
-                            *index = idx as u64;
-                            return true;
-                        }
-                    }
-                    false
-                })
-                .collect()
-        });
-        if results.iter().any(|ok| !ok) {
-            bail!(
-                "none of the {} images could be decoded (see the bad-file list)",
-                self.source.len()
-            );
+        let mut current = plans.next();
+        if let Some(plan) = current.as_ref() {
+            handoff.announce(plan.clone());
+        }
+        while let Some(plan) = current {
+            let next = plans.next();
+            if let Some(next) = next.as_ref() {
+                handoff.announce(next.clone());
+            }
+            let mut filled = false;
+            let flow = sink.batch(plan.meta, stop, &mut |parts, stats| {
+                handoff.open(parts, stats);
+                handoff.wait_done().map_err(|why| anyhow::anyhow!(why))?;
+                stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
+                if !self.cfg.throttle.is_zero() {
+                    std::thread::sleep(self.cfg.throttle);
+                }
+                filled = true;
+                Ok(())
+            })?;
+            if filled {
+                report.batches += 1;
+                report.pairs += b as u64;
+            }
+            let last_of_step = next
+                .as_ref()
+                .map_or(true, |n| n.meta.step != plan.meta.step);
+            if flow == Flow::Stop || (last_of_step && stop.load(Ordering::Relaxed)) {
+                report.interrupted = true;
+                break;
+            }
+            current = next;
         }
         Ok(())
     }
 
-    /// Reads and decodes sample `idx` once and writes both views ([`PairMaker`]); false (and the
-    /// file recorded as bad) if it cannot be read or decoded.
-    fn make_pair(
+    /// A worker: claims samples in order (of the open batch, or one batch ahead into its staging
+    /// pair), makes each with its [`PairMaker`], and hands it over (see [`crate::handoff`]).
+    fn work(&self, handoff: &Handoff) {
+        let _guard = PanicGuard(handoff);
+        let sample_bytes = 3 * (self.cfg.image_size as usize).pow(2);
+        let mut maker = PairMaker::default();
+        let (mut stage_a, mut stage_b) = (vec![0u8; sample_bytes], vec![0u8; sample_bytes]);
+        while let Some(task) = handoff.claim() {
+            let made = match task.dest {
+                // SAFETY: the batch is open and sample k was claimed by this worker alone.
+                Some(dest) => {
+                    let (_, _, a, b, _) = unsafe { dest.sample(task.k) };
+                    self.make_sample(&task.plan, task.k, &mut maker, a, b)
+                }
+                None => {
+                    self.make_sample(&task.plan, task.k, &mut maker, &mut stage_a, &mut stage_b)
+                }
+            };
+            let Some(idx) = made else {
+                handoff.fail(format!(
+                    "none of the {} images could be decoded (see the bad-file list)",
+                    self.source.len()
+                ));
+                return;
+            };
+            let dest = match task.dest {
+                Some(dest) => dest,
+                None => match handoff.wait_open(task.plan.seq) {
+                    Some(dest) => dest,
+                    None => return,
+                },
+            };
+            // SAFETY: as above (a staged sample's batch is open now).
+            let (label, index, a, b, stats) = unsafe { dest.sample(task.k) };
+            if task.dest.is_none() {
+                a.copy_from_slice(&stage_a);
+                b.copy_from_slice(&stage_b);
+            }
+            *label = self.source.label(idx);
+            *index = idx as u64;
+            record_times(&mut maker, stats);
+            handoff.complete();
+        }
+    }
+
+    /// Makes position `k` of a batch: the sample at `order[first + k]`, or, if that file is bad,
+    /// the first good one among `order[p + B], order[p + 2B], ...` (wrapping). Returns the dataset
+    /// index used; `None` only if no file decodes.
+    fn make_sample(
         &self,
-        epoch: u64,
-        idx: usize,
+        plan: &BatchPlan,
+        k: usize,
+        maker: &mut PairMaker,
         view_a: &mut [u8],
         view_b: &mut [u8],
-        stats: Option<&Stats>,
-    ) -> bool {
-        MAKER.with(|maker| {
-            let maker = &mut *maker.borrow_mut();
-            let loaded = maker.load(self.source, idx, self.cfg.max_pixels);
-            if let Err(why) = loaded {
-                self.record_times(maker, stats);
+    ) -> Option<usize> {
+        let (b, order) = (self.cfg.batch_size, &plan.order);
+        let n = order.len();
+        for attempt in 0..n.div_ceil(b).max(1) * b {
+            let idx = order[(plan.first + k + attempt * b) % n] as usize;
+            if self.status[idx].load(Ordering::Relaxed) == BAD {
+                continue;
+            }
+            if let Err(why) = maker.load(self.source, idx, self.cfg.max_pixels) {
                 self.record_bad(idx, why);
-                return false;
+                continue;
             }
             let key = PairKey {
                 seed: self.cfg.seed,
-                epoch,
+                epoch: plan.meta.epoch,
                 index: idx as u64,
             };
             maker.make_pair(key, &self.cfg.augment, self.cfg.image_size, view_a, view_b);
-            self.record_times(maker, stats);
-            true
-        })
-    }
-
-    /// Adds the maker's stage times to the ring's live statistics.
-    fn record_times(&self, maker: &mut PairMaker, stats: Option<&Stats>) {
-        let t = maker.take_times();
-        if let Some(stats) = stats {
-            stats.add(stat::READ_NS, t.read_ns);
-            stats.add(stat::DECODE_NS, t.decode_ns);
-            stats.add(stat::CROP_NS, t.views.crop_ns);
-            stats.add(stat::COLOR_NS, t.views.color_ns);
-            stats.add(stat::BLUR_NS, t.views.blur_ns);
-            stats.add(stat::WRITE_NS, t.views.write_ns);
+            return Some(idx);
         }
+        None
     }
 
     fn record_bad(&self, index: usize, reason: String) {
@@ -363,4 +408,15 @@ impl<'s> Pipeline<'s> {
             );
         }
     }
+}
+
+/// Adds a maker's stage times to the sink's live statistics.
+fn record_times(maker: &mut PairMaker, stats: &Stats) {
+    let t = maker.take_times();
+    stats.add(stat::READ_NS, t.read_ns);
+    stats.add(stat::DECODE_NS, t.decode_ns);
+    stats.add(stat::CROP_NS, t.views.crop_ns);
+    stats.add(stat::COLOR_NS, t.views.color_ns);
+    stats.add(stat::BLUR_NS, t.views.blur_ns);
+    stats.add(stat::WRITE_NS, t.views.write_ns);
 }

@@ -234,3 +234,98 @@ impl Drop for PanicGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::BatchMeta;
+
+    fn plan(seq: u64) -> BatchPlan {
+        BatchPlan {
+            seq,
+            meta: BatchMeta {
+                lane: 0,
+                epoch: 0,
+                step: seq,
+                count: 2,
+            },
+            order: Arc::new(vec![0, 1, 2, 3]),
+            first: 2 * seq as usize,
+        }
+    }
+
+    fn parts<'a>(
+        labels: &'a mut [u32],
+        indices: &'a mut [u64],
+        a: &'a mut [u8],
+        b: &'a mut [u8],
+    ) -> SlotParts<'a> {
+        SlotParts {
+            labels,
+            indices,
+            view_a: a,
+            view_b: b,
+        }
+    }
+
+    #[test]
+    fn workers_take_the_next_batch_before_the_open_one_is_done() {
+        let h = Handoff::new(2);
+        h.announce(plan(0));
+        h.announce(plan(1));
+        let stats = Stats::default();
+        let (mut l, mut i, mut a, mut b) = ([0u32; 2], [0u64; 2], [0u8; 6], [0u8; 6]);
+        h.open(parts(&mut l, &mut i, &mut a, &mut b), &stats);
+        let t0 = h.claim().unwrap();
+        let t1 = h.claim().unwrap();
+        assert!(
+            t0.dest.is_some() && t1.dest.is_some(),
+            "the open batch is written in place"
+        );
+        // Batch 0 is not done (nothing completed), yet the next task is handed out: no barrier.
+        let t2 = h.claim().unwrap();
+        assert_eq!((t2.plan.seq, t2.k), (1, 0));
+        assert!(t2.dest.is_none(), "a sample of the next batch is staged");
+        // Not two batches ahead: batch 2 is neither announced nor within one of the open one.
+        h.announce(plan(2));
+        let st = h.lock();
+        assert_eq!(st.next_task, 3);
+        drop(st);
+        let t3 = h.claim().unwrap();
+        assert_eq!(t3.plan.seq, 1);
+        std::thread::scope(|s| {
+            let blocked = s.spawn(|| h.claim().map(|t| t.plan.seq));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!blocked.is_finished(), "batch 2 waits until batch 1 opens");
+            h.complete();
+            h.complete();
+            h.wait_done().unwrap();
+            let (mut l, mut i, mut a, mut b) = ([0u32; 2], [0u64; 2], [0u8; 6], [0u8; 6]);
+            h.open(parts(&mut l, &mut i, &mut a, &mut b), &stats);
+            assert!(
+                h.wait_open(1).is_some(),
+                "the staged sample finds its batch open"
+            );
+            assert_eq!(blocked.join().unwrap(), Some(2));
+            h.complete();
+            h.complete();
+            h.wait_done().unwrap();
+            h.shutdown();
+        });
+        assert!(h.claim().is_none(), "nothing after shutdown");
+    }
+
+    #[test]
+    fn a_failed_sample_fails_the_open_batch_and_stops_the_workers() {
+        let h = Handoff::new(2);
+        h.announce(plan(0));
+        let stats = Stats::default();
+        let (mut l, mut i, mut a, mut b) = ([0u32; 2], [0u64; 2], [0u8; 6], [0u8; 6]);
+        h.open(parts(&mut l, &mut i, &mut a, &mut b), &stats);
+        let _ = h.claim().unwrap();
+        h.fail("no image decodes".into());
+        assert_eq!(h.wait_done().unwrap_err(), "no image decodes");
+        assert!(h.claim().is_none());
+        assert!(h.wait_open(0).is_none());
+    }
+}

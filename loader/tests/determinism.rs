@@ -48,6 +48,18 @@ fn dataset() -> Memory {
     Memory(files)
 }
 
+fn config(batch_size: usize, image_size: u32, seed: u64, workers: usize) -> PipelineConfig {
+    PipelineConfig {
+        batch_size,
+        image_size,
+        seed,
+        workers,
+        augment: AugmentConfig::default(),
+        max_pixels: 1 << 30,
+        throttle: Duration::ZERO,
+    }
+}
+
 /// Every batch of global steps `steps` (2 per epoch here), as a run delivers them to a sink.
 fn batches(
     source: &Memory,
@@ -56,16 +68,7 @@ fn batches(
     steps: std::ops::Range<u64>,
 ) -> Vec<MemoryBatch> {
     let (b, size) = (6usize, 32u32);
-    let cfg = PipelineConfig {
-        batch_size: b,
-        image_size: size,
-        seed,
-        workers,
-        augment: AugmentConfig::default(),
-        max_pixels: 1 << 30,
-        throttle: Duration::ZERO,
-    };
-    let pipeline = Pipeline::new(source, cfg).unwrap();
+    let pipeline = Pipeline::new(source, config(b, size, seed, workers)).unwrap();
     let mut out = Vec::new();
     let mut sink = MemorySink::new(Shard::default(), b, size, |batch| {
         out.push(batch.clone());
@@ -119,16 +122,7 @@ fn batches_are_identical_for_any_number_of_workers() {
 #[test]
 fn a_sink_that_says_stop_ends_the_run_after_that_batch() {
     let source = dataset();
-    let cfg = PipelineConfig {
-        batch_size: 4,
-        image_size: 8,
-        seed: 0,
-        workers: 1,
-        augment: AugmentConfig::default(),
-        max_pixels: 1 << 30,
-        throttle: Duration::ZERO,
-    };
-    let pipeline = Pipeline::new(&source, cfg).unwrap();
+    let pipeline = Pipeline::new(&source, config(4, 8, 0, 1)).unwrap();
     let mut seen = 0;
     let mut sink = MemorySink::new(Shard::default(), 4, 8, |_| {
         seen += 1;
@@ -159,16 +153,7 @@ fn a_sink_that_says_stop_ends_the_run_after_that_batch() {
 #[test]
 fn an_error_in_the_sink_callback_ends_the_run_with_that_error() {
     let source = dataset();
-    let cfg = PipelineConfig {
-        batch_size: 4,
-        image_size: 8,
-        seed: 0,
-        workers: 1,
-        augment: AugmentConfig::default(),
-        max_pixels: 1 << 30,
-        throttle: Duration::ZERO,
-    };
-    let pipeline = Pipeline::new(&source, cfg).unwrap();
+    let pipeline = Pipeline::new(&source, config(4, 8, 0, 1)).unwrap();
     let mut sink = MemorySink::new(Shard::default(), 4, 8, |_| anyhow::bail!("disk full"));
     let err = pipeline
         .run(&mut sink, 0..100, &AtomicBool::new(false))

@@ -149,7 +149,7 @@ fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Per-worker buffers for [`resize_crop`].
+/// Per-worker buffers for [`Resampler::resize_crop`].
 #[derive(Default)]
 pub struct Resampler {
     horiz: Taps,

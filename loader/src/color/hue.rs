@@ -5,7 +5,7 @@
 
 use super::*;
 
-/// torchvision `adjust_hue` on a PIL RGB image: [`rgb_to_hsv`], shift, [`hsv_to_rgb`], computed
+/// torchvision `adjust_hue` on a PIL RGB image: Pillow's `rgb2hsv_row`, shift, `hsv2rgb`, computed
 /// in an exact integer form that gives Pillow's bytes for every input, branch-free (every case
 /// computed, the right one selected) so that it vectorises; see [`hue_lut`].
 pub fn hue(pixels: &mut [u8], hue_factor: f64) {
@@ -15,67 +15,6 @@ pub fn hue(pixels: &mut [u8], hue_factor: f64) {
 /// The hue-channel shift torchvision applies: `np.int32(hue_factor * 255)` as u8 (wrapping).
 pub fn hue_shift(hue_factor: f64) -> u8 {
     (hue_factor * 255.0).trunc() as i32 as u8
-}
-
-/// Pillow's `rgb2hsv_row` (u8 HSV, following colorsys with float/double intermediates).
-#[inline(always)]
-pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    let maxc = r.max(g).max(b);
-    let minc = r.min(g).min(b);
-    if maxc == minc {
-        return (0, 0, maxc);
-    }
-    let cr = (maxc - minc) as f32;
-    let s = cr / maxc as f32;
-    let rc = (maxc - r) as f32 / cr;
-    let gc = (maxc - g) as f32 / cr;
-    let bc = (maxc - b) as f32 / cr;
-    let h: f32 = if r == maxc {
-        bc - gc
-    } else if g == maxc {
-        (2.0 + rc as f64 - bc as f64) as f32
-    } else {
-        (4.0 + gc as f64 - rc as f64) as f32
-    };
-    let h = ((h as f64 / 6.0 + 1.0) % 1.0) as f32;
-    let uh = clip8((h as f64 * 255.0) as i32);
-    let us = clip8((s as f64 * 255.0) as i32);
-    (uh, us, maxc)
-}
-
-#[inline(always)]
-fn clip8(v: i32) -> u8 {
-    v.clamp(0, 255) as u8
-}
-
-/// C's `round`: half away from zero.
-#[inline(always)]
-fn c_round(x: f64) -> i32 {
-    x.round() as i32
-}
-
-/// Pillow's `hsv2rgb`.
-#[inline(always)]
-pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
-    if s == 0 {
-        return (v, v, v);
-    }
-    let hd = h as f32 as f64 * 6.0 / 255.0;
-    let i = hd.floor() as i32;
-    let f = (hd - i as f32 as f64) as f32;
-    let fs = (s as f32 as f64 / 255.0) as f32;
-    let vf = v as f32 as f64;
-    let p = clip8(c_round(vf * (1.0 - fs as f64)));
-    let q = clip8(c_round(vf * (1.0 - (fs * f) as f64)));
-    let t = clip8(c_round(vf * (1.0 - fs as f64 * (1.0 - f as f64))));
-    match i % 6 {
-        0 => (v, t, p),
-        1 => (q, v, p),
-        2 => (p, v, t),
-        3 => (p, q, v),
-        4 => (t, p, v),
-        _ => (v, p, q),
-    }
 }
 
 /// [`hue`] of the image with `lut` applied to every sample first.
@@ -146,7 +85,7 @@ fn div255(x: u32) -> u32 {
 /// `HUE_DOWN[k]` is 1 where Pillow's float chain gives hue `k - 1` for an exact hue of `k`;
 /// see [`hsv_exact`]. Found by comparing the exact hue with Pillow's on all 2^24 colours: they
 /// differ at 47352 colours, all with an integer exact hue, by one, at these 64 hues; the test
-/// `hue_down_is_where_pillow_rounds_an_integer_hue_down` rebuilds it from [`rgb_to_hsv`].
+/// `hue_down_is_where_pillow_rounds_an_integer_hue_down` rebuilds it from Pillow's `rgb2hsv_row`.
 const HUE_DOWN: [u32; 256] = {
     let mut t = [0u32; 256];
     let mut k = 1;
@@ -208,7 +147,7 @@ fn hue_down(k: u32) -> u32 {
     (w >> (k & 31)) & 1
 }
 
-/// [`rgb_to_hsv`] in exact integer arithmetic (branch-free).
+/// Pillow's `rgb2hsv_row` in exact integer arithmetic (branch-free).
 ///
 /// Pillow computes `s = cr / maxc` in f32 and truncates `255 * s`; its hue is
 /// `trunc(255 * frac(h6 / 6))` where `h6` is the hue in sixths of the circle, reached through
@@ -253,7 +192,7 @@ fn hsv_exact(r: u32, g: u32, b: u32) -> (u32, u32, u32) {
     (k - down, s, maxc)
 }
 
-/// [`hsv_to_rgb`] in exact integer arithmetic (branch-free).
+/// Pillow's `hsv2rgb` in exact integer arithmetic (branch-free).
 ///
 /// Pillow's `hsv2rgb` takes the sector `i = floor(6h / 255)`, the fraction `f = frac(6h / 255)`
 /// and `fs = s / 255` (through f64 and f32 roundings) and rounds `v (1 - fs)`, `v (1 - fs f)`
@@ -288,8 +227,75 @@ fn rgb_exact(h: u32, s: u32, v: u32) -> u32 {
     (packed << rot | packed >> (24 - rot)) & 0xff_ffff
 }
 
+/// Pillow's float formulas, the oracles the exact arithmetic is proved against: compiled for the
+/// tests only.
+#[cfg(test)]
+mod pillow {
+    /// Pillow's `rgb2hsv_row` (u8 HSV, following colorsys with float/double intermediates).
+    #[inline(always)]
+    pub(super) fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        if maxc == minc {
+            return (0, 0, maxc);
+        }
+        let cr = (maxc - minc) as f32;
+        let s = cr / maxc as f32;
+        let rc = (maxc - r) as f32 / cr;
+        let gc = (maxc - g) as f32 / cr;
+        let bc = (maxc - b) as f32 / cr;
+        let h: f32 = if r == maxc {
+            bc - gc
+        } else if g == maxc {
+            (2.0 + rc as f64 - bc as f64) as f32
+        } else {
+            (4.0 + gc as f64 - rc as f64) as f32
+        };
+        let h = ((h as f64 / 6.0 + 1.0) % 1.0) as f32;
+        let uh = clip8((h as f64 * 255.0) as i32);
+        let us = clip8((s as f64 * 255.0) as i32);
+        (uh, us, maxc)
+    }
+
+    #[inline(always)]
+    fn clip8(v: i32) -> u8 {
+        v.clamp(0, 255) as u8
+    }
+
+    /// C's `round`: half away from zero.
+    #[inline(always)]
+    fn c_round(x: f64) -> i32 {
+        x.round() as i32
+    }
+
+    /// Pillow's `hsv2rgb`.
+    #[inline(always)]
+    pub(super) fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
+        if s == 0 {
+            return (v, v, v);
+        }
+        let hd = h as f32 as f64 * 6.0 / 255.0;
+        let i = hd.floor() as i32;
+        let f = (hd - i as f32 as f64) as f32;
+        let fs = (s as f32 as f64 / 255.0) as f32;
+        let vf = v as f32 as f64;
+        let p = clip8(c_round(vf * (1.0 - fs as f64)));
+        let q = clip8(c_round(vf * (1.0 - (fs * f) as f64)));
+        let t = clip8(c_round(vf * (1.0 - fs as f64 * (1.0 - f as f64))));
+        match i % 6 {
+            0 => (v, t, p),
+            1 => (q, v, p),
+            2 => (p, v, t),
+            3 => (p, q, v),
+            4 => (t, p, v),
+            _ => (v, p, q),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::pillow::{hsv_to_rgb, rgb_to_hsv};
     use super::*;
 
     #[test]

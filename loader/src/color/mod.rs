@@ -232,7 +232,7 @@ fn f32_to_i32(x: f32) -> i32 {
 }
 
 mod hue;
-pub use hue::{hsv_to_rgb, hue, hue_lut, hue_shift, rgb_to_hsv};
+pub use hue::{hue, hue_lut, hue_shift};
 
 crate::simd::multiversion! {
     /// [`grayscale`] of the image with `lut` applied to every sample first.

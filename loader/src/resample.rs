@@ -560,37 +560,6 @@ mod tests {
         }
     }
 
-    /// `cargo test --release -p loader horizontal_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn horizontal_speed() {
-        let (w, h) = (500usize, 400usize);
-        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) >> 3) as u8).collect();
-        let mut taps = Taps::default();
-        for cw in [300usize, 500, 150] {
-            taps.compute(cw, 224);
-            taps.compute_groups();
-            let mut out = vec![0u8; h * 224 * 3];
-            let t = std::time::Instant::now();
-            let reps = 200;
-            for _ in 0..reps {
-                horizontal(&taps, &src, w * 3, 0, h, &mut out);
-            }
-            let ns = t.elapsed().as_nanos() as f64 / (reps * h * 224) as f64;
-            println!("horizontal {cw} -> 224: {ns:.2} ns per output pixel");
-            let mut vert = Taps::default();
-            vert.compute(cw.min(h), 224);
-            let mut acc = Vec::new();
-            let mut out = vec![0u8; 224 * 224 * 3];
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                vertical(&vert, &src, w * 3, 0, 0, 224, &mut out, &mut acc);
-            }
-            let ns = t.elapsed().as_nanos() as f64 / (reps * 224 * 224) as f64;
-            println!("vertical {} -> 224: {ns:.2} ns per output pixel", cw.min(h));
-        }
-    }
-
     #[test]
     fn flat_stays_flat_when_shrinking_and_enlarging() {
         let src = vec![123u8; 3 * 50 * 40];

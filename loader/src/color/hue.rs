@@ -452,33 +452,4 @@ mod tests {
             check_hue(&pixels[..len], &lut, [230]);
         }
     }
-
-    /// Nanoseconds per pixel of [`hue_lut`] at each level, with and without a table
-    /// (`cargo test --release -p loader hue_lut_speed -- --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn hue_lut_speed() {
-        let side = 224;
-        let pixels: Vec<u8> = (0..3 * side * side)
-            .map(|i| ((i * 7919) >> 5) as u8)
-            .collect();
-        let mut work = pixels.clone();
-        for (name, level) in LEVELS {
-            for (what, lut) in [("identity", IDENTITY), ("table", tables()[1])] {
-                crate::simd::at_level(level, || {
-                    let mut best = f64::MAX;
-                    for _ in 0..20 {
-                        let t = std::time::Instant::now();
-                        for _ in 0..20 {
-                            work.copy_from_slice(&pixels);
-                            hue_lut(&mut work, -0.1, &lut);
-                        }
-                        best = best.min(t.elapsed().as_secs_f64() / 20.0);
-                    }
-                    let ns = best * 1e9 / (side * side) as f64;
-                    println!("{name:>6} {what:>8}: {ns:.2} ns/pixel (copy included)");
-                });
-            }
-        }
-    }
 }

@@ -1,5 +1,5 @@
 //! Decode speed of `decode::decode_rgb` over a folder of images, one thread:
-//! `cargo run --release -p loader --example decode_bench -- DIR [PASSES]`.
+//! `cargo run --release -p decode --example decode_bench -- DIR [PASSES]`.
 //! Reads every file into memory first, then decodes them all PASSES times into one reused buffer;
 //! prints images/s of wall time and of CPU time, megapixels/s, and a checksum of the pixels.
 

@@ -305,9 +305,7 @@ impl<'s> Pipeline<'s> {
                 report.batches += 1;
                 report.pairs += b as u64;
             }
-            let last_of_step = next
-                .as_ref()
-                .map_or(true, |n| n.meta.step != plan.meta.step);
+            let last_of_step = !matches!(&next, Some(n) if n.meta.step == plan.meta.step);
             if flow == Flow::Stop || (last_of_step && stop.load(Ordering::Relaxed)) {
                 report.interrupted = true;
                 break;

@@ -121,13 +121,16 @@ pub struct MemoryCounters {
     pub delivered: AtomicU64,
 }
 
+/// What a [`MemorySink`] does with each complete batch.
+pub type OnBatch<'a> = Box<dyn FnMut(&MemoryBatch) -> anyhow::Result<Flow> + 'a>;
+
 /// Batches in memory: one buffer allocated up front and reused; each complete batch is handed to
 /// a callback, which decides whether the run goes on.
 pub struct MemorySink<'a> {
     shards: Vec<Shard>,
     batch: MemoryBatch,
     counters: Arc<MemoryCounters>,
-    on_batch: Box<dyn FnMut(&MemoryBatch) -> anyhow::Result<Flow> + 'a>,
+    on_batch: OnBatch<'a>,
 }
 
 impl<'a> MemorySink<'a> {

@@ -291,32 +291,29 @@ impl<'a> PackView<'a> {
     }
 }
 
-/// Decodes a JPEG whose long side exceeds `max_side`, shrinks it by area averaging so that the long
-/// side is `max_side`, and re-encodes it; `None` when it is small enough or not a decodable JPEG.
+/// Decodes a JPEG whose long side exceeds `max_side` (with the one decoder, [`decode::decode_rgb`]:
+/// Pillow's pixel cap and the panic guard included), shrinks it by area averaging so that the long
+/// side is `max_side`, and re-encodes it (as greyscale when every pixel is grey, as a greyscale
+/// JPEG decodes); `None` when it is small enough or not a decodable JPEG.
 fn shrink_jpeg(bytes: &[u8], max_side: u32, quality: u8) -> Option<Vec<u8>> {
-    use zune_core::colorspace::ColorSpace;
-    use zune_core::options::DecoderOptions;
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
+    if !bytes.starts_with(&[0xFF, 0xD8]) || max_side == 0 {
         return None;
     }
-    let options = DecoderOptions::default()
-        .set_strict_mode(true)
-        .jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut dec = zune_jpeg::JpegDecoder::new_with_options(bytes, options);
-    dec.decode_headers().ok()?;
-    let (w, h) = dec.dimensions()?;
-    if w.max(h) as u32 <= max_side || max_side == 0 {
+    let mut image = decode::RgbImage::default();
+    decode::decode_rgb(bytes, decode::DEFAULT_MAX_PIXELS, &mut image).ok()?;
+    let (w, h) = (image.width, image.height);
+    if w.max(h) as u32 <= max_side {
         return None;
     }
-    let px = dec.decode().ok()?;
-    let channels = match dec.get_output_colorspace()? {
-        ColorSpace::RGB => 3,
-        ColorSpace::Luma => 1,
-        _ => return None,
+    let grey = image
+        .pixels
+        .chunks_exact(3)
+        .all(|p| p[0] == p[1] && p[1] == p[2]);
+    let (px, channels) = if grey {
+        (image.pixels.iter().step_by(3).copied().collect(), 1)
+    } else {
+        (image.pixels, 3)
     };
-    if px.len() != w * h * channels {
-        return None;
-    }
     let scale = max_side as f64 / w.max(h) as f64;
     let (ow, oh) = (
         ((w as f64 * scale).round() as usize).max(1),

@@ -14,8 +14,8 @@ pub use crate::params::{
 
 use crate::blur::{gaussian_blur, BlurScratch};
 use crate::color;
-use crate::decode::RgbImage;
 use crate::resample::Resampler;
+use decode::RgbImage;
 
 /// Per-worker buffers for making views; create one per thread and reuse it for every image, so
 /// the steady state allocates nothing.
@@ -137,29 +137,6 @@ impl ViewMaker {
         }
         pending
     }
-
-    /// The view as interleaved RGB (HWC) u8, flip and solarize included (for PNG output).
-    pub fn make_view_hwc(
-        &mut self,
-        image: &RgbImage,
-        params: &ViewParams,
-        size: u32,
-        out: &mut Vec<u8>,
-    ) {
-        let s = size as usize;
-        let lut = self.make_hwc(image, params, size);
-        let hwc = &self.hwc;
-        out.clear();
-        out.resize(3 * s * s, 0);
-        for (y, row) in hwc.chunks_exact(3 * s).enumerate() {
-            for x in 0..s {
-                let dx = if params.flip { s - 1 - x } else { x };
-                for ch in 0..3 {
-                    out[(y * s + dx) * 3 + ch] = lut[row[3 * x + ch] as usize];
-                }
-            }
-        }
-    }
 }
 
 use crate::color::IDENTITY;
@@ -213,6 +190,78 @@ crate::simd::multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyed_rng::{keyed_rng, Stream};
+
+    impl ViewMaker {
+        /// The reference final write: scalar, HWC, one byte at a time (what `write_chw` must equal).
+        fn make_view_hwc_reference(
+            &mut self,
+            image: &RgbImage,
+            params: &ViewParams,
+            size: u32,
+            out: &mut Vec<u8>,
+        ) {
+            let s = size as usize;
+            let lut = self.make_hwc(image, params, size);
+            let hwc = &self.hwc;
+            out.clear();
+            out.resize(3 * s * s, 0);
+            for (y, row) in hwc.chunks_exact(3 * s).enumerate() {
+                for x in 0..s {
+                    let dx = if params.flip { s - 1 - x } else { x };
+                    for ch in 0..3 {
+                        out[(y * s + dx) * 3 + ch] = lut[row[3 * x + ch] as usize];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shipped final write (`write_chw`, vectorised, flip by reversal, table in place) gives the
+    /// reference's bytes over many random parameter sets, both views' configs and odd sizes.
+    #[test]
+    fn final_write_equals_the_scalar_reference_over_random_parameters() {
+        let (w, h) = (97usize, 61usize);
+        let img = RgbImage {
+            width: w,
+            height: h,
+            pixels: (0..w * h * 3)
+                .map(|i| ((i * 37 + i / 291 * 11) % 256) as u8)
+                .collect(),
+        };
+        let cfg = AugmentConfig::default();
+        let mut maker = ViewMaker::default();
+        let (mut chw, mut hwc) = (Vec::new(), Vec::new());
+        let (mut flips, mut solarized) = (0, 0);
+        for i in 0..400u64 {
+            let (stream, vcfg) = if i % 2 == 0 {
+                (Stream::ViewA, &cfg.view_a)
+            } else {
+                (Stream::ViewB, &cfg.view_b)
+            };
+            let params = sample_view(&mut keyed_rng(9, i, i, stream), w as u32, h as u32, vcfg);
+            let size = [1u32, 7, 64, 65, 130][i as usize % 5];
+            let s = size as usize;
+            chw.resize(3 * s * s, 0);
+            maker.make_view(&img, &params, size, &mut chw);
+            maker.make_view_hwc_reference(&img, &params, size, &mut hwc);
+            for (p, px) in hwc.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    assert_eq!(
+                        chw[c * s * s + p],
+                        px[c],
+                        "set {i} ({params:?}) pixel {p} channel {c}"
+                    );
+                }
+            }
+            flips += params.flip as u32;
+            solarized += params.solarize as u32;
+        }
+        assert!(
+            flips > 100 && solarized > 20,
+            "the draws cover flip ({flips}) and solarize ({solarized})"
+        );
+    }
 
     #[test]
     fn flat_colour_stays_flat_and_flip_mirrors_rows() {
@@ -251,7 +300,7 @@ mod tests {
             }
         }
         let mut hwc = Vec::new();
-        maker.make_view_hwc(&img, &ViewParams::crop_only(full, true), 8, &mut hwc);
+        maker.make_view_hwc_reference(&img, &ViewParams::crop_only(full, true), 8, &mut hwc);
         assert_eq!(&hwc[..3], &[0, 0, 200], "flipped: top-left is blue");
     }
 

@@ -260,35 +260,6 @@ mod tests {
         }
     }
 
-    /// `cargo test --release -p loader blur_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn blur_speed() {
-        let (w, h) = (224usize, 224usize);
-        let src: Vec<u8> = (0..3 * w * h).map(|i| ((i * 7919) >> 3) as u8).collect();
-        let mut scratch = BlurScratch::default();
-        let mut px = src.clone();
-        let reps = 400;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            px.copy_from_slice(&src);
-            gaussian_blur(&mut px, w, h, 1.3, &mut scratch);
-        }
-        println!(
-            "blur 224x224: {:.1} us",
-            t.elapsed().as_secs_f64() * 1e6 / reps as f64
-        );
-        let mut dst = vec![0u8; 3 * w * h];
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            transpose(&src, w, h, &mut dst);
-        }
-        println!(
-            "transpose 224x224: {:.1} us",
-            t.elapsed().as_secs_f64() * 1e6 / reps as f64
-        );
-    }
-
     #[test]
     fn flat_image_stays_flat() {
         let mut px = vec![77u8; 3 * 20 * 9];

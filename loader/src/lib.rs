@@ -1,24 +1,26 @@
-//! barlow's loader: decode (zune-jpeg) -> two augmented views -> shared-memory ring.
+//! barlow's loader: decode (zune-jpeg, via the `decode` crate) -> two augmented views ->
+//! shared-memory ring.
 //!
-//! Data flow: a [`source::SampleSource`] (a folder, or a [`pack`] file) yields encoded bytes; [`decode`] turns them into RGB as
-//! Pillow's `convert('RGB')` would; [`augment`] makes each view with the paper's pipeline
-//! ([`params`] says what is drawn; [`resample`], [`color`] and [`blur`] are the Pillow-exact ops)
-//! straight into a ring slot; [`pipeline`] drives epochs, batches and the worker pool;
-//! [`keyed_rng`] makes every random choice a function of (seed, epoch, sample, view) alone;
-//! [`preview`] implements `loader preview` and `loader augment`; [`sampler`] shards each epoch
-//! between ranks; [`guard`] turns decoder panics into bad files; [`watch`] reports trainers coming
-//! and going; [`restart`] creates or takes over rings and hands them over when stopped under a
-//! waiting trainer; [`measure`], [`report`] and [`stat`] are `loader bench`/`profile`/`stat`.
+//! Data flow: a [`source::SampleSource`] (a folder, or a [`pack`] file) yields encoded bytes; a
+//! [`pair::PairMaker`] decodes them (the `decode` crate: Pillow's `convert('RGB')`, pixel cap and
+//! panic guard inside), draws both views' parameters ([`params`]; every random choice keyed by
+//! (seed, epoch, sample, view) in [`keyed_rng`]) and makes both views ([`augment`]; [`resample`],
+//! [`color`] and [`blur`] are the Pillow-exact ops); [`pipeline`] drives epochs and batches, its
+//! workers overlapping batches through [`handoff`], into a [`sink::BatchSink`]: the rings of a
+//! run ([`ring_sink`], which [`restart`] opens or takes over and [`watch`] reports trainers on)
+//! or memory ([`sink::MemorySink`]: [`measure`] for `loader bench`/`profile`, [`preview`], tests).
+//! [`sampler`] shards each epoch between ranks; [`summary`] prints the end of a run; [`report`]
+//! and [`stat`] are `loader profile --report` and `loader stat`.
 
 pub mod augment;
 pub mod blur;
 pub mod color;
-pub mod decode;
-pub mod guard;
+pub mod handoff;
 pub mod keyed_rng;
 pub mod lut;
 pub mod measure;
 pub mod pack;
+pub mod pair;
 pub mod params;
 pub mod pipeline;
 pub mod planar;
@@ -26,8 +28,11 @@ pub mod preview;
 pub mod report;
 pub mod resample;
 pub mod restart;
+pub mod ring_sink;
 pub mod sampler;
 pub(crate) mod simd;
+pub mod sink;
 pub mod source;
 pub mod stat;
+pub mod summary;
 pub mod watch;

@@ -1,20 +1,20 @@
 //! Measuring the pipeline on its own: the engine behind `loader bench` and `loader profile`.
 //!
-//! The pipeline writes into a private ring that a drain thread empties as fast as it can (a
-//! consumer that only releases slots), so what is measured is the loader's ceiling. After a
-//! warm-up, the run lasts a fixed time; stage times come from the ring's live statistics, CPU time
-//! from `getrusage`, and a sampler thread records throughput and occupancy over time.
+//! The pipeline writes into a [`MemorySink`] that drops every batch (no ring, no /dev/shm, no
+//! consumer), so what is measured is the loader's ceiling. After a warm-up, the run lasts a fixed
+//! time; stage times come from the sink's live statistics (the same counters a ring keeps), CPU
+//! time from `getrusage`, and a sampler thread records throughput and busy cores over time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use shared::{stat, Consumer, Observer, Producer, RingInfo};
+use shared::{stat, Geometry};
 
-use crate::pipeline::{Pipeline, RingFeed};
+use crate::pipeline::Pipeline;
 use crate::sampler::Shard;
+use crate::sink::MemorySink;
 
 /// How long to measure.
 #[derive(Clone, Debug)]
@@ -27,15 +27,14 @@ pub struct MeasureConfig {
     pub sample_every: Duration,
 }
 
-/// The loader's stages as the ring's statistics count them, in pipeline order.
-pub const STAGES: [(&str, usize); 7] = [
+/// The loader's stages as the statistics count them, in pipeline order.
+pub const STAGES: [(&str, usize); 6] = [
     ("read", stat::READ_NS),
     ("decode", stat::DECODE_NS),
     ("crop+resize", stat::CROP_NS),
     ("colour", stat::COLOR_NS),
     ("blur", stat::BLUR_NS),
     ("write+solarize", stat::WRITE_NS),
-    ("wait for slot", stat::PRODUCER_WAIT_NS),
 ];
 
 /// One point of the timeline.
@@ -45,8 +44,8 @@ pub struct TimePoint {
     pub t: f64,
     /// Pairs per second over the last interval.
     pub pairs_per_s: f64,
-    /// Unread batches / slots.
-    pub occupancy: f64,
+    /// Cores busy over the last interval (process CPU time / wall time).
+    pub busy_cores: f64,
 }
 
 /// Time spent in one stage.
@@ -77,6 +76,7 @@ pub struct Measurement {
     pub skipped_files: usize,
     /// Peak resident set size of the process, bytes.
     pub peak_rss_bytes: u64,
+    /// Size of a 4-slot ring of this geometry (what `loader` would map in /dev/shm).
     pub ring_bytes: u64,
 }
 
@@ -114,60 +114,30 @@ pub fn peak_rss_bytes() -> u64 {
     (unsafe { u.assume_init() }.ru_maxrss as u64) * 1024
 }
 
-/// A private ring path for a measurement: in /dev/shm when it exists, else the temp dir.
-fn private_ring_path() -> std::path::PathBuf {
-    let name = format!("barlow-measure-{}", std::process::id());
-    let shm = std::path::Path::new(shared::SHM_DIR);
-    if shm.is_dir() {
-        shm.join(name)
-    } else {
-        std::env::temp_dir().join(name)
-    }
-}
-
-/// Runs `pipeline` into a private, drained ring described by `info` and measures it.
+/// Runs `pipeline` into a [`MemorySink`] that drops every batch and measures it.
 pub fn measure(
     pipeline: &Pipeline<'_>,
-    info: &RingInfo,
     cfg: &MeasureConfig,
     stop: &AtomicBool,
 ) -> anyhow::Result<Measurement> {
-    let path = private_ring_path();
-    let producer = Producer::create(&path, info)?;
-    let observer = Observer::open(&path)?;
-    let done = Arc::new(AtomicBool::new(false));
-    let drain = {
-        let (path, done) = (path.clone(), done.clone());
-        std::thread::Builder::new()
-            .name("measure-drain".into())
-            .spawn(move || -> anyhow::Result<()> {
-                let mut consumer = Consumer::attach(&path, Duration::from_secs(10))?;
-                while let Some(batch) = consumer.next_until(&done).or_else(|e| match e {
-                    shared::RingError::Interrupted | shared::RingError::ProducerAborted => Ok(None),
-                    e => Err(e),
-                })? {
-                    batch.release();
-                }
-                Ok(())
-            })?
-    };
-    let mut feeds = [RingFeed {
-        producer,
-        shard: Shard::default(),
-    }];
-    let mut nothing = |_| {};
+    let pc = pipeline.config();
+    let mut sink = MemorySink::discard(Shard::default(), pc.batch_size, pc.image_size);
+    let counters = sink.counters();
     pipeline
-        .run(&mut feeds, 0..cfg.warmup_batches, stop, &mut nothing)
+        .run(&mut sink, 0..cfg.warmup_batches, stop)
         .context("warm-up")?;
 
     // Measure until `seconds` have passed (or the caller stops): a timer thread sets `halt`, a
     // sampler thread records the timeline.
     let halt = AtomicBool::new(false);
     let started = Instant::now();
-    let before = observer.snapshot();
+    let (stats0, delivered0) = (
+        counters.stats.snapshot(),
+        counters.delivered.load(Ordering::Relaxed),
+    );
     let cpu0 = cpu_seconds();
-    let (slots, batch) = (info.geometry.slots as f64, info.geometry.batch_size as f64);
-    let (result, snap, wall_s, cpu_s, timeline) = std::thread::scope(|s| {
+    let batch = pc.batch_size as f64;
+    let (result, stats1, delivered1, wall_s, cpu_s, timeline) = std::thread::scope(|s| {
         s.spawn(|| {
             let end = started + Duration::from_secs_f64(cfg.seconds);
             while Instant::now() < end
@@ -180,53 +150,36 @@ pub fn measure(
         });
         let sampler = s.spawn(|| {
             let mut points = Vec::new();
-            let (mut last_t, mut last_written) = (Instant::now(), before.written);
+            let (mut last_t, mut last_delivered, mut last_cpu) = (Instant::now(), delivered0, cpu0);
             while !halt.load(Ordering::Relaxed) {
                 std::thread::sleep(cfg.sample_every);
-                let snap = observer.snapshot();
+                let (delivered, cpu) = (counters.delivered.load(Ordering::Relaxed), cpu_seconds());
                 let dt = last_t.elapsed().as_secs_f64().max(1e-9);
                 points.push(TimePoint {
                     t: started.elapsed().as_secs_f64(),
-                    pairs_per_s: (snap.written - last_written) as f64 * batch / dt,
-                    occupancy: snap.written.saturating_sub(snap.consumed) as f64 / slots,
+                    pairs_per_s: (delivered - last_delivered) as f64 * batch / dt,
+                    busy_cores: (cpu - last_cpu) / dt,
                 });
-                (last_t, last_written) = (Instant::now(), snap.written);
+                (last_t, last_delivered, last_cpu) = (Instant::now(), delivered, cpu);
             }
             points
         });
-        let result = pipeline.run(
-            &mut feeds,
-            cfg.warmup_batches..u64::MAX,
-            &halt,
-            &mut nothing,
-        );
-        let (wall_s, cpu_s, snap) = (
-            started.elapsed().as_secs_f64(),
-            cpu_seconds() - cpu0,
-            observer.snapshot(),
-        );
+        let result = pipeline.run(&mut sink, cfg.warmup_batches..u64::MAX, &halt);
+        let (wall_s, cpu_s) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
         halt.store(true, Ordering::Relaxed);
         (
             result,
-            snap,
+            counters.stats.snapshot(),
+            counters.delivered.load(Ordering::Relaxed),
             wall_s,
             cpu_s,
             sampler.join().unwrap_or_default(),
         )
     });
-    done.store(true, Ordering::Relaxed);
-    let [RingFeed { mut producer, .. }] = feeds;
-    producer.abort();
-    drain
-        .join()
-        .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??;
-    drop(producer);
     result?;
-    let (stats0, written0) = (before.stats, before.written);
 
-    let batches = snap.written - written0;
-    let pairs = batches * info.geometry.batch_size as u64;
-    let delta = |i: usize| snap.stats[i].saturating_sub(stats0[i]) as f64 / 1e9;
+    let pairs = (delivered1 - delivered0) * pc.batch_size as u64;
+    let delta = |i: usize| stats1[i].saturating_sub(stats0[i]) as f64 / 1e9;
     let stages = STAGES
         .iter()
         .map(|&(stage, idx)| StageTime {
@@ -235,6 +188,13 @@ pub fn measure(
             ms_per_pair: delta(idx) * 1e3 / pairs.max(1) as f64,
         })
         .collect();
+    let geometry = Geometry {
+        slots: 4,
+        batch_size: pc.batch_size as u32,
+        channels: 3,
+        height: pc.image_size,
+        width: pc.image_size,
+    };
     Ok(Measurement {
         pairs,
         wall_s,
@@ -247,7 +207,7 @@ pub fn measure(
         timeline,
         skipped_files: pipeline.bad_files().len(),
         peak_rss_bytes: peak_rss_bytes(),
-        ring_bytes: info.geometry.file_bytes() as u64,
+        ring_bytes: geometry.file_bytes() as u64,
     })
 }
 

@@ -242,6 +242,17 @@ impl AugmentConfig {
         cfg.view_b.validate().map_err(|e| format!("view_b: {e}"))?;
         Ok(cfg)
     }
+
+    /// `--augment-config FILE`: reads the file (missing fields take the paper's values), or the
+    /// paper's settings when no file is given.
+    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<AugmentConfig> {
+        let Some(p) = path else {
+            return Ok(AugmentConfig::default());
+        };
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+        AugmentConfig::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    }
 }
 
 /// Python's `round` (half to even), as torchvision uses it.

@@ -1,26 +1,25 @@
-//! The producer loop: epoch order -> per-sample decode and two views -> ring slot.
+//! The producer loop: epoch order -> per-sample decode and two views -> a [`BatchSink`].
 //!
-//! One batch at a time: the loop acquires a free ring slot, the worker pool fills its samples in
-//! parallel (each worker decodes an image once and writes both views straight into the slot, in
-//! CHW), and the slot is published. A file that cannot be read or decoded is recorded once and
+//! One batch at a time: the sink lends a destination (a free ring slot, a buffer in memory), the
+//! worker pool fills its samples in parallel (each worker makes a pair with its
+//! [`PairMaker`], writing both views straight into the destination, in CHW), and the sink
+//! delivers it. A file that cannot be read or decoded is recorded once and
 //! replaced by a deterministic substitute, so batches stay full and identical across worker counts.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rayon::prelude::*;
-use shared::{stat, Producer, SlotParts, Stats};
+use shared::{stat, Stats};
 
-use crate::augment::{sample_view, AugmentConfig, ViewMaker};
-use crate::decode::{decode_rgb, RgbImage};
-use crate::guard::catch_decoder_panic;
-use crate::keyed_rng::{keyed_rng, Stream};
+use crate::augment::AugmentConfig;
+use crate::handoff::{BatchPlan, Handoff, PanicGuard};
+use crate::pair::{PairKey, PairMaker};
 use crate::sampler::Shard;
+use crate::sink::{BatchMeta, BatchSink, Flow};
 use crate::source::SampleSource;
 
 /// What the pipeline makes and how much of it.
@@ -40,10 +39,11 @@ pub struct PipelineConfig {
     pub throttle: Duration,
 }
 
-/// One ring fed by the pipeline, and the shard of the data it receives.
-pub struct RingFeed {
-    pub producer: Producer,
-    pub shard: Shard,
+/// The global steps of a run ([`Pipeline::plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub steps_per_epoch: u64,
+    pub steps: Range<u64>,
 }
 
 /// A file the loader could not use, and why.
@@ -64,18 +64,6 @@ pub struct RunReport {
     pub bad_files: Vec<BadFile>,
 }
 
-/// Per-thread buffers, reused for every sample the thread makes.
-#[derive(Default)]
-struct Scratch {
-    bytes: Vec<u8>,
-    image: RgbImage,
-    maker: ViewMaker,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
 const UNKNOWN: u8 = 0;
 const BAD: u8 = 2;
 
@@ -83,7 +71,7 @@ const BAD: u8 = 2;
 pub struct Pipeline<'s> {
     source: &'s dyn SampleSource,
     cfg: PipelineConfig,
-    pool: rayon::ThreadPool,
+    workers: usize,
     status: Vec<AtomicU8>,
     bad: Mutex<BTreeMap<usize, BadFile>>,
 }
@@ -101,30 +89,76 @@ impl<'s> Pipeline<'s> {
                 cfg.batch_size
             );
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.workers)
-            .thread_name(|i| format!("loader-worker-{i}"))
-            .build()
-            .context("starting the worker threads")?;
+        let workers = match cfg.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let status = (0..source.len()).map(|_| AtomicU8::new(UNKNOWN)).collect();
         Ok(Pipeline {
             source,
             cfg,
-            pool,
+            workers,
             status,
             bad: Mutex::new(BTreeMap::new()),
         })
     }
 
+    /// What the pipeline makes.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
     /// Worker threads actually running.
     pub fn workers(&self) -> usize {
-        self.pool.current_num_threads()
+        self.workers
     }
 
     /// Full batches per epoch for one shard (the last partial batch is dropped, so every batch
     /// has the same size for the batch-normalised loss). The same for every rank.
     pub fn steps_per_epoch(&self, shard: Shard) -> u64 {
         (shard.len(self.source.len()) / self.cfg.batch_size) as u64
+    }
+
+    /// The global steps a run makes for `shard`: `epochs` passes (or `steps` global steps), from
+    /// epoch `start_epoch`, step `start_step` on. Refuses a shard smaller than one batch and a start
+    /// at or past the end, with what to change.
+    pub fn plan(
+        &self,
+        shard: Shard,
+        epochs: u64,
+        steps: Option<u64>,
+        start_epoch: u64,
+        start_step: u64,
+    ) -> anyhow::Result<Plan> {
+        let steps_per_epoch = self.steps_per_epoch(shard);
+        if steps_per_epoch == 0 {
+            bail!(
+                "each of the {} ranks gets {} images per epoch, fewer than one batch of {}; lower --batch-size",
+                shard.world_size,
+                shard.len(self.source.len()),
+                self.cfg.batch_size
+            );
+        }
+        let total = steps.unwrap_or(epochs * steps_per_epoch);
+        let first = start_epoch * steps_per_epoch + start_step;
+        if first >= total {
+            bail!("the start (global step {first}) is at or past the end ({total} steps); nothing to do");
+        }
+        Ok(Plan {
+            steps_per_epoch,
+            steps: first..total,
+        })
+    }
+
+    /// The ring geometry of one slot per batch (one slot; the caller picks the ring's count).
+    pub fn geometry(&self) -> shared::Geometry {
+        shared::Geometry {
+            slots: 1,
+            batch_size: self.cfg.batch_size as u32,
+            channels: 3,
+            height: self.cfg.image_size,
+            width: self.cfg.image_size,
+        }
     }
 
     /// A fingerprint of what decides the batches beyond the ring header's own fields (geometry,
@@ -147,180 +181,216 @@ impl<'s> Pipeline<'s> {
         self.bad.lock().unwrap().values().cloned().collect()
     }
 
-    /// Produces global steps `steps` (e.g. `0..total`, or `resume_step..total`) into every ring
-    /// of `feeds`, each ring receiving its shard's batches, in lock step. The batches of a step
-    /// are a function of (seed, step, shard) only, so a resumed run continues exactly where an
-    /// uninterrupted one would be. A ring whose next step ([`Producer::next_step`]) is later
-    /// (one taken over from a dead loader) skips the steps before it. Stops early when `stop`
-    /// is set; `on_batch` is called after each published batch with its global step.
+    /// Produces global steps `steps` (e.g. `0..total`, or `resume_step..total`) into every lane of
+    /// `sink` (each lane receiving its shard's batches), in lock step. The batches of a step are a
+    /// function of (seed, step, shard) only, so a resumed run continues exactly where an
+    /// uninterrupted one would be. A lane whose [`BatchSink::next_step`] is later (a ring taken
+    /// over from a dead loader) skips the steps before it. Stops early when `stop` is set or the
+    /// sink says [`Flow::Stop`] (the report says `interrupted`); calls [`BatchSink::finish`] at the
+    /// end unless an error ends the run.
     pub fn run(
         &self,
-        feeds: &mut [RingFeed],
+        sink: &mut dyn BatchSink,
         steps: Range<u64>,
         stop: &AtomicBool,
-        on_batch: &mut dyn FnMut(u64),
     ) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
-        let mut epoch_indices: Vec<Option<(u64, Vec<u32>)>> = vec![None; feeds.len()];
-        'steps: for step in steps {
-            for (feed, cached) in feeds.iter_mut().zip(epoch_indices.iter_mut()) {
-                match feed.producer.next_step() {
-                    next if next > step => continue,
-                    next if next < step => bail!(
-                        "internal error: the ring {} needs step {next} but the loader is at step {step}",
-                        feed.producer.path().display()
-                    ),
-                    _ => {}
-                }
-                let steps_per_epoch = self.steps_per_epoch(feed.shard);
-                let epoch = step / steps_per_epoch;
-                if cached.as_ref().map(|(e, _)| *e) != Some(epoch) {
-                    *cached = Some((
-                        epoch,
-                        feed.shard
-                            .epoch_indices(self.cfg.seed, epoch, self.source.len()),
-                    ));
-                }
-                let indices = &cached.as_ref().expect("just filled").1;
-                let mut slot = match feed.producer.acquire(stop) {
-                    Ok(slot) => slot,
-                    Err(shared::RingError::Interrupted) => {
-                        report.interrupted = true;
-                        break 'steps;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                slot.set_meta(epoch, step, self.cfg.batch_size as u32);
-                let stats = slot.stats();
-                self.fill_batch(
-                    epoch,
-                    step % steps_per_epoch,
-                    indices,
-                    slot.parts_mut(),
-                    Some(stats),
-                )?;
-                if !self.cfg.throttle.is_zero() {
-                    std::thread::sleep(self.cfg.throttle);
-                }
-                let t = Instant::now();
-                slot.publish();
-                stats.add(stat::WRITE_NS, t.elapsed().as_nanos() as u64);
-                stats.add(stat::PAIRS_WRITTEN, self.cfg.batch_size as u64);
-                stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
-                report.batches += 1;
-                report.pairs += self.cfg.batch_size as u64;
-                on_batch(step);
+        let mut plans = self.plans(sink, steps)?.peekable();
+        let handoff = Handoff::new(self.cfg.batch_size);
+        let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+            for i in 0..self.workers {
+                std::thread::Builder::new()
+                    .name(format!("loader-worker-{i}"))
+                    .spawn_scoped(scope, || self.work(&handoff))
+                    .context("starting the worker threads")?;
             }
-            if stop.load(Ordering::Relaxed) {
-                report.interrupted = true;
-                break;
-            }
-        }
+            let result = self.feed(sink, &mut plans, &handoff, stop, &mut report);
+            handoff.shutdown();
+            result
+        });
+        result?;
         report.elapsed = started.elapsed();
         report.bad_files = self.bad_files();
+        sink.finish(&report, stop)?;
         Ok(report)
     }
 
-    /// Fills one batch from an epoch's (shard's) `order`: position `k` of step `step_in_epoch`
-    /// takes the sample at `order[step_in_epoch * B + k]`, or, if that file is bad, the first good
-    /// one among `order[p + B], order[p + 2B], ...` (wrapping). Fails only if no file decodes.
-    pub fn fill_batch(
+    /// The batches of `steps`, lane by lane within a step, in the order the sink receives them:
+    /// a lane whose [`BatchSink::next_step`] is later skips the steps before it.
+    fn plans<'a>(
+        &'a self,
+        sink: &dyn BatchSink,
+        steps: Range<u64>,
+    ) -> anyhow::Result<impl Iterator<Item = BatchPlan> + 'a> {
+        let shards = sink.shards();
+        let mut next = Vec::with_capacity(shards.len());
+        for lane in 0..shards.len() {
+            let first = sink.next_step(lane).unwrap_or(steps.start);
+            if first < steps.start {
+                bail!(
+                    "internal error: lane {lane} of the sink needs step {first} but the loader starts at step {}",
+                    steps.start
+                );
+            }
+            next.push(first);
+        }
+        let mut orders: Vec<Option<(u64, Arc<Vec<u32>>)>> = vec![None; shards.len()];
+        let b = self.cfg.batch_size;
+        let mut seq = 0u64;
+        Ok(steps.flat_map(move |step| {
+            let mut batch = Vec::new();
+            for (lane, shard) in shards.iter().enumerate() {
+                if next[lane] > step {
+                    continue;
+                }
+                next[lane] = step + 1;
+                let steps_per_epoch = self.steps_per_epoch(*shard);
+                let epoch = step / steps_per_epoch;
+                let cached = &mut orders[lane];
+                if cached.as_ref().map(|(e, _)| *e) != Some(epoch) {
+                    let order = shard.epoch_indices(self.cfg.seed, epoch, self.source.len());
+                    *cached = Some((epoch, Arc::new(order)));
+                }
+                let order = Arc::clone(&cached.as_ref().expect("just filled").1);
+                batch.push(BatchPlan {
+                    seq,
+                    meta: BatchMeta {
+                        lane,
+                        epoch,
+                        step,
+                        count: b as u32,
+                    },
+                    order,
+                    first: (step % steps_per_epoch) as usize * b,
+                });
+                seq += 1;
+            }
+            batch
+        }))
+    }
+
+    /// The main thread: announces each batch one ahead (so workers overlap batches), lets the
+    /// sink lend its destination, waits for the workers to fill it, and lets the sink deliver it.
+    fn feed(
         &self,
-        epoch: u64,
-        step_in_epoch: u64,
-        order: &[u32],
-        parts: SlotParts<'_>,
-        stats: Option<&Stats>,
+        sink: &mut dyn BatchSink,
+        plans: &mut std::iter::Peekable<impl Iterator<Item = BatchPlan>>,
+        handoff: &Handoff,
+        stop: &AtomicBool,
+        report: &mut RunReport,
     ) -> anyhow::Result<()> {
         let b = self.cfg.batch_size;
-        let sample_bytes = 3 * (self.cfg.image_size as usize).pow(2);
-        let first = step_in_epoch as usize * b;
-        let results: Vec<bool> = self.pool.install(|| {
-            parts
-                .view_a
-                .par_chunks_mut(sample_bytes)
-                .zip(parts.view_b.par_chunks_mut(sample_bytes))
-                .zip(parts.labels.par_iter_mut())
-                .zip(parts.indices.par_iter_mut())
-                .enumerate()
-                .map(|(k, (((view_a, view_b), label), index))| {
-                    let n = order.len();
-                    for attempt in 0..n.div_ceil(b).max(1) * b {
-                        let idx = order[(first + k + attempt * b) % n] as usize;
-                        if self.status[idx].load(Ordering::Relaxed) == BAD {
-                            continue;
-                        }
-                        if self.make_pair(epoch, idx, view_a, view_b, stats) {
-                            *label = self.source.label(idx);
-                            *index = idx as u64;
-                            return true;
-                        }
-                    }
-                    false
-                })
-                .collect()
-        });
-        if results.iter().any(|ok| !ok) {
-            bail!(
-                "none of the {} images could be decoded (see the bad-file list)",
-                self.source.len()
-            );
+        let mut current = plans.next();
+        if let Some(plan) = current.as_ref() {
+            handoff.announce(plan.clone());
+        }
+        while let Some(plan) = current {
+            let next = plans.next();
+            if let Some(next) = next.as_ref() {
+                handoff.announce(next.clone());
+            }
+            let mut filled = false;
+            let flow = sink.batch(plan.meta, stop, &mut |parts, stats| {
+                handoff.open(parts, stats);
+                handoff.wait_done().map_err(|why| anyhow::anyhow!(why))?;
+                stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
+                if !self.cfg.throttle.is_zero() {
+                    std::thread::sleep(self.cfg.throttle);
+                }
+                filled = true;
+                Ok(())
+            })?;
+            if filled {
+                report.batches += 1;
+                report.pairs += b as u64;
+            }
+            let last_of_step = !matches!(&next, Some(n) if n.meta.step == plan.meta.step);
+            if flow == Flow::Stop || (last_of_step && stop.load(Ordering::Relaxed)) {
+                report.interrupted = true;
+                break;
+            }
+            current = next;
         }
         Ok(())
     }
 
-    /// Reads and decodes sample `idx` once and writes both views; false (and the file recorded as
-    /// bad) if it cannot be read or decoded.
-    fn make_pair(
+    /// A worker: claims samples in order (of the open batch, or one batch ahead into its staging
+    /// pair), makes each with its [`PairMaker`], and hands it over (see [`crate::handoff`]).
+    fn work(&self, handoff: &Handoff) {
+        let _guard = PanicGuard(handoff);
+        let sample_bytes = 3 * (self.cfg.image_size as usize).pow(2);
+        let mut maker = PairMaker::default();
+        let (mut stage_a, mut stage_b) = (vec![0u8; sample_bytes], vec![0u8; sample_bytes]);
+        while let Some(task) = handoff.claim() {
+            let made = match task.dest {
+                // SAFETY: the batch is open and sample k was claimed by this worker alone.
+                Some(dest) => {
+                    let (_, _, a, b, _) = unsafe { dest.sample(task.k) };
+                    self.make_sample(&task.plan, task.k, &mut maker, a, b)
+                }
+                None => {
+                    self.make_sample(&task.plan, task.k, &mut maker, &mut stage_a, &mut stage_b)
+                }
+            };
+            let Some(idx) = made else {
+                handoff.fail(format!(
+                    "none of the {} images could be decoded (see the bad-file list)",
+                    self.source.len()
+                ));
+                return;
+            };
+            let dest = match task.dest {
+                Some(dest) => dest,
+                None => match handoff.wait_open(task.plan.seq) {
+                    Some(dest) => dest,
+                    None => return,
+                },
+            };
+            // SAFETY: as above (a staged sample's batch is open now).
+            let (label, index, a, b, stats) = unsafe { dest.sample(task.k) };
+            if task.dest.is_none() {
+                a.copy_from_slice(&stage_a);
+                b.copy_from_slice(&stage_b);
+            }
+            *label = self.source.label(idx);
+            *index = idx as u64;
+            record_times(&mut maker, stats);
+            handoff.complete();
+        }
+    }
+
+    /// Makes position `k` of a batch: the sample at `order[first + k]`, or, if that file is bad,
+    /// the first good one among `order[p + B], order[p + 2B], ...` (wrapping). Returns the dataset
+    /// index used; `None` only if no file decodes.
+    fn make_sample(
         &self,
-        epoch: u64,
-        idx: usize,
+        plan: &BatchPlan,
+        k: usize,
+        maker: &mut PairMaker,
         view_a: &mut [u8],
         view_b: &mut [u8],
-        stats: Option<&Stats>,
-    ) -> bool {
-        SCRATCH.with(|scratch| {
-            let scratch = &mut *scratch.borrow_mut();
-            let mut clock = StageClock::new(stats);
-            if let Err(e) = self.source.read(idx, &mut scratch.bytes) {
-                self.record_bad(idx, format!("cannot read: {e}"));
-                return false;
+    ) -> Option<usize> {
+        let (b, order) = (self.cfg.batch_size, &plan.order);
+        let n = order.len();
+        for attempt in 0..n.div_ceil(b).max(1) * b {
+            let idx = order[(plan.first + k + attempt * b) % n] as usize;
+            if self.status[idx].load(Ordering::Relaxed) == BAD {
+                continue;
             }
-            clock.lap(stat::READ_NS);
-            let decoded = catch_decoder_panic(|| {
-                decode_rgb(&scratch.bytes, self.cfg.max_pixels, &mut scratch.image)
-            });
-            if let Err(why) = decoded.and_then(|r| r.map_err(|e| e.to_string())) {
+            if let Err(why) = maker.load(self.source, idx, self.cfg.max_pixels) {
                 self.record_bad(idx, why);
-                return false;
+                continue;
             }
-            clock.lap(stat::DECODE_NS);
-            let (w, h) = (scratch.image.width as u32, scratch.image.height as u32);
-            let aug = &self.cfg.augment;
-            for (stream, view, out) in [
-                (Stream::ViewA, &aug.view_a, view_a),
-                (Stream::ViewB, &aug.view_b, view_b),
-            ] {
-                let params = sample_view(
-                    &mut keyed_rng(self.cfg.seed, epoch, idx as u64, stream),
-                    w,
-                    h,
-                    view,
-                );
-                scratch
-                    .maker
-                    .make_view(&scratch.image, &params, self.cfg.image_size, out);
-            }
-            let t = scratch.maker.take_times();
-            if let Some(stats) = stats {
-                stats.add(stat::CROP_NS, t.crop_ns);
-                stats.add(stat::COLOR_NS, t.color_ns);
-                stats.add(stat::BLUR_NS, t.blur_ns);
-                stats.add(stat::WRITE_NS, t.write_ns);
-            }
-            true
-        })
+            let key = PairKey {
+                seed: self.cfg.seed,
+                epoch: plan.meta.epoch,
+                index: idx as u64,
+            };
+            maker.make_pair(key, &self.cfg.augment, self.cfg.image_size, view_a, view_b);
+            return Some(idx);
+        }
+        None
     }
 
     fn record_bad(&self, index: usize, reason: String) {
@@ -338,24 +408,13 @@ impl<'s> Pipeline<'s> {
     }
 }
 
-/// Adds the time since the last lap to a stage counter of the ring's live statistics.
-struct StageClock<'a> {
-    stats: Option<&'a Stats>,
-    last: Instant,
-}
-
-impl<'a> StageClock<'a> {
-    fn new(stats: Option<&'a Stats>) -> Self {
-        StageClock {
-            stats,
-            last: Instant::now(),
-        }
-    }
-    fn lap(&mut self, counter: usize) {
-        let now = Instant::now();
-        if let Some(stats) = self.stats {
-            stats.add(counter, (now - self.last).as_nanos() as u64);
-        }
-        self.last = now;
-    }
+/// Adds a maker's stage times to the sink's live statistics.
+fn record_times(maker: &mut PairMaker, stats: &Stats) {
+    let t = maker.take_times();
+    stats.add(stat::READ_NS, t.read_ns);
+    stats.add(stat::DECODE_NS, t.decode_ns);
+    stats.add(stat::CROP_NS, t.views.crop_ns);
+    stats.add(stat::COLOR_NS, t.views.color_ns);
+    stats.add(stat::BLUR_NS, t.views.blur_ns);
+    stats.add(stat::WRITE_NS, t.views.write_ns);
 }

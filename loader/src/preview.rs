@@ -1,8 +1,9 @@
 //! `loader preview` (see what the model will see) and `loader augment` (replay one view).
 //!
-//! `preview` takes the first `--count` samples of epoch 0's order (what the loader feeds first),
-//! draws both views' parameters exactly as a run with the same seed and `--augment-config` does,
-//! and writes `NNN_a.png`, `NNN_b.png`, the parameters `NNN_a.json`, `NNN_b.json` (the format
+//! `preview` is a run: the pipeline makes the first batch of `--epoch` with a batch size of
+//! `--count` (the first samples of that epoch's order, what the loader feeds first, bad files
+//! replaced as in a run) into a [`MemorySink`] whose callback writes the pairs out: the pixels are
+//! the very bytes a ring slot would hold. It writes `NNN_a.png`, `NNN_b.png`, the parameters `NNN_a.json`, `NNN_b.json` (the format
 //! `augment --params` reads), and `contact_sheet.png` (one row per pair). `augment` applies given
 //! parameters to one image file and writes the view as PNG.
 
@@ -11,10 +12,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::augment::{sample_view, AugmentConfig, ViewMaker, ViewParams};
-use crate::decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
-use crate::keyed_rng::{epoch_order, keyed_rng, Stream};
-use crate::source::{FolderSource, SampleSource};
+use decode::DEFAULT_MAX_PIXELS;
+
+use crate::augment::{AugmentConfig, ViewParams};
+use crate::pair::{chw_to_hwc, PairKey, PairMaker};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::sampler::Shard;
+use crate::sink::{Flow, MemoryBatch, MemorySink};
+use crate::source::OpenedSource;
 
 /// Options of `loader preview`.
 #[derive(clap::Args, Debug)]
@@ -22,6 +27,9 @@ pub struct PreviewArgs {
     /// ImageNet-style folder [default: the built-in demo dataset].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// A packed dataset (`datasets pack`) instead of a folder.
+    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    pub pack: Option<PathBuf>,
     /// Pairs to write (the first ones of epoch 0).
     #[arg(long, default_value_t = 8)]
     pub count: usize,
@@ -59,17 +67,6 @@ pub struct AugmentArgs {
     pub image_size: u32,
 }
 
-/// Reads an augmentation config file (JSON; missing fields take the paper's values).
-pub fn load_augment_config(path: Option<&Path>) -> anyhow::Result<AugmentConfig> {
-    match path {
-        None => Ok(AugmentConfig::default()),
-        Some(p) => {
-            let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            AugmentConfig::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        }
-    }
-}
-
 /// Writes interleaved RGB u8 as a PNG.
 pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> anyhow::Result<()> {
     let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -82,14 +79,6 @@ pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> anyhow::Re
     Ok(())
 }
 
-fn decode_file(path: &Path) -> anyhow::Result<RgbImage> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut image = RgbImage::default();
-    decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut image)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(image)
-}
-
 /// `loader augment`.
 pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     let text = fs::read_to_string(&args.params)
@@ -100,93 +89,155 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     if args.image_size == 0 {
         bail!("--image-size must be at least 1");
     }
-    let image = decode_file(&args.image)?;
+    let bytes =
+        fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let mut maker = PairMaker::default();
+    maker
+        .decode(&bytes, DEFAULT_MAX_PIXELS)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.image.display()))?;
+    let image = maker.image();
     params
         .validate(image.width as u32, image.height as u32)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.params.display()))?;
+    let mut chw = vec![0u8; 3 * (args.image_size as usize).pow(2)];
+    maker.make_view(&params, args.image_size, &mut chw);
     let mut out = Vec::new();
-    ViewMaker::default().make_view_hwc(&image, &params, args.image_size, &mut out);
+    chw_to_hwc(&chw, &mut out);
     write_png(&args.out, args.image_size, args.image_size, &out)?;
     Ok(0)
 }
 
 /// `loader preview`.
 pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
-    let cfg = load_augment_config(args.augment_config.as_deref())?;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => datasets::demo::ensure_demo(&datasets::demo::default_demo_dir())?,
-    };
-    let source = FolderSource::open(&dir)?;
-    if source.is_empty() {
-        bail!("no images in {}", dir.display());
+    if args.image_size == 0 {
+        bail!("--image-size must be at least 1");
     }
+    let opened = OpenedSource::open(args.dir.as_deref(), args.pack.as_deref())?;
+    let source = &*opened.source;
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let s = args.image_size as usize;
-    let order = epoch_order(args.seed, args.epoch, source.len());
-    let count = args.count.min(source.len());
-    let gap = 4usize;
-    let (sheet_w, sheet_h) = (2 * s + 3 * gap, count * (s + gap) + gap);
-    let mut sheet = vec![255u8; sheet_w * sheet_h * 3];
-    let (mut bytes, mut image, mut maker, mut view) = (
-        Vec::new(),
-        RgbImage::default(),
-        ViewMaker::default(),
-        Vec::new(),
+    let count = args.count.clamp(1, source.len());
+    let augment = AugmentConfig::load(args.augment_config.as_deref())?;
+    let cfg = PipelineConfig {
+        batch_size: count,
+        image_size: args.image_size,
+        seed: args.seed,
+        workers: 0,
+        augment,
+        max_pixels: DEFAULT_MAX_PIXELS,
+        throttle: std::time::Duration::ZERO,
+    };
+    let pipeline = Pipeline::new(source, cfg)?;
+    let step = args.epoch * pipeline.steps_per_epoch(Shard::default());
+    let mut sheet = ContactSheet::new(args.image_size as usize, count);
+    let mut failed = None;
+    let mut sink = MemorySink::new(Shard::default(), count, args.image_size, |batch| {
+        let written = write_pairs(args, source, &augment, batch, &mut sheet);
+        Ok(match written {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                failed = Some(e);
+                Flow::Stop
+            }
+        })
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    pipeline.run(&mut sink, step..step + 1, &stop)?;
+    drop(sink);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    for bad in pipeline.bad_files() {
+        eprintln!("loader: skipped {}: {}", bad.name, bad.reason);
+    }
+    sheet.write(&args.out.join("contact_sheet.png"))?;
+    eprintln!(
+        "loader: wrote {count} pairs and contact_sheet.png to {}",
+        args.out.display()
     );
-    let mut written = 0usize;
-    for &idx in order.iter() {
-        if written == count {
-            break;
-        }
-        let idx = idx as usize;
-        source
-            .read(idx, &mut bytes)
-            .with_context(|| source.name(idx))?;
-        if let Err(e) = decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut image) {
-            eprintln!("loader: skipping {}: {e}", source.name(idx));
-            continue;
-        }
-        let (w, h) = (image.width as u32, image.height as u32);
-        for (v, (stream, vcfg)) in [(Stream::ViewA, &cfg.view_a), (Stream::ViewB, &cfg.view_b)]
-            .into_iter()
-            .enumerate()
-        {
-            let params = sample_view(
-                &mut keyed_rng(args.seed, args.epoch, idx as u64, stream),
-                w,
-                h,
-                vcfg,
-            );
-            maker.make_view_hwc(&image, &params, args.image_size, &mut view);
-            let stem = format!("{written:03}_{}", ["a", "b"][v]);
+    Ok(0)
+}
+
+/// Writes a batch's pairs (`NNN_a.png`, `NNN_b.png`, their parameters as JSON) and draws them
+/// into the contact sheet.
+fn write_pairs(
+    args: &PreviewArgs,
+    source: &dyn crate::source::SampleSource,
+    augment: &AugmentConfig,
+    batch: &MemoryBatch,
+    sheet: &mut ContactSheet,
+) -> anyhow::Result<()> {
+    let sample = 3 * (args.image_size as usize).pow(2);
+    let meta = batch.meta.expect("a delivered batch has its meta");
+    let mut maker = PairMaker::default();
+    let mut view = Vec::new();
+    for (k, &index) in batch.indices.iter().enumerate() {
+        let idx = index as usize;
+        // The parameters the pipeline drew for this pair (decoding the image again to know its size).
+        maker
+            .load(source, idx, DEFAULT_MAX_PIXELS)
+            .map_err(|why| anyhow::anyhow!("{}: {why}", source.name(idx)))?;
+        let key = PairKey {
+            seed: args.seed,
+            epoch: meta.epoch,
+            index,
+        };
+        let params: [ViewParams; 2] = maker.draw(key, augment);
+        for (v, pixels) in [&batch.view_a, &batch.view_b].into_iter().enumerate() {
+            chw_to_hwc(&pixels[k * sample..(k + 1) * sample], &mut view);
+            let stem = format!("{k:03}_{}", ["a", "b"][v]);
             write_png(
                 &args.out.join(format!("{stem}.png")),
                 args.image_size,
                 args.image_size,
                 &view,
             )?;
-            let json = serde_json::to_string_pretty(&params)?;
+            let json = serde_json::to_string_pretty(&params[v])?;
             fs::write(args.out.join(format!("{stem}.json")), json + "\n")?;
-            let (x0, y0) = (gap + v * (s + gap), gap + written * (s + gap));
-            for y in 0..s {
-                let dst = ((y0 + y) * sheet_w + x0) * 3;
-                sheet[dst..dst + 3 * s].copy_from_slice(&view[y * 3 * s..(y + 1) * 3 * s]);
-            }
+            sheet.draw(k, v, &view);
         }
-        println!("{written:03}: {} (index {idx})", source.name(idx));
-        written += 1;
+        println!("{k:03}: {} (index {idx})", source.name(idx));
     }
-    let sheet_h = written * (s + gap) + gap;
-    write_png(
-        &args.out.join("contact_sheet.png"),
-        sheet_w as u32,
-        sheet_h as u32,
-        &sheet[..sheet_w * sheet_h * 3],
-    )?;
-    eprintln!(
-        "loader: wrote {written} pairs and contact_sheet.png to {}",
-        args.out.display()
-    );
-    Ok(0)
+    Ok(())
+}
+
+/// One row per pair, view A left and view B right, on white.
+struct ContactSheet {
+    side: usize,
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+impl ContactSheet {
+    const GAP: usize = 4;
+
+    fn new(side: usize, rows: usize) -> ContactSheet {
+        let (width, height) = (
+            2 * side + 3 * Self::GAP,
+            rows * (side + Self::GAP) + Self::GAP,
+        );
+        ContactSheet {
+            side,
+            width,
+            height,
+            rgb: vec![255u8; width * height * 3],
+        }
+    }
+
+    /// Draws `view` (interleaved RGB) at row `row`, column `col`.
+    fn draw(&mut self, row: usize, col: usize, view: &[u8]) {
+        let s = self.side;
+        let (x0, y0) = (
+            Self::GAP + col * (s + Self::GAP),
+            Self::GAP + row * (s + Self::GAP),
+        );
+        for y in 0..s {
+            let dst = ((y0 + y) * self.width + x0) * 3;
+            self.rgb[dst..dst + 3 * s].copy_from_slice(&view[y * 3 * s..(y + 1) * 3 * s]);
+        }
+    }
+
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
+        write_png(path, self.width as u32, self.height as u32, &self.rgb)
+    }
 }

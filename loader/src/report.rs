@@ -1,5 +1,5 @@
-//! A self-contained HTML report of a measurement: a stage breakdown and the throughput and ring
-//! occupancy over time, each drawn as an inline SVG (plotters), so it opens in any browser offline.
+//! A self-contained HTML report of a measurement: a stage breakdown, the throughput and the
+//! cores busy over time, each drawn as an inline SVG (plotters), so it opens in any browser offline.
 
 use std::fmt::Write as _;
 
@@ -64,14 +64,14 @@ pub fn html_report(m: &Measurement, source: &str, target: Option<f64>) -> anyhow
             )?,
         ),
         (
-            "Ring occupancy over time (unread batches / slots)",
+            "Cores busy over time (process CPU time / wall time)",
             line_chart(
                 &m.timeline
                     .iter()
-                    .map(|p| (p.t, p.occupancy))
+                    .map(|p| (p.t, p.busy_cores))
                     .collect::<Vec<_>>(),
-                "occupancy",
-                Some(1.0),
+                "cores busy",
+                None,
             )?,
         ),
     ];

@@ -149,7 +149,7 @@ fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Per-worker buffers for [`resize_crop`].
+/// Per-worker buffers for [`Resampler::resize_crop`].
 #[derive(Default)]
 pub struct Resampler {
     horiz: Taps,
@@ -557,37 +557,6 @@ mod tests {
                     assert_eq!(a, b, "AVX2: {cw} -> {out_w} at {x0}");
                 }
             }
-        }
-    }
-
-    /// `cargo test --release -p loader horizontal_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn horizontal_speed() {
-        let (w, h) = (500usize, 400usize);
-        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) >> 3) as u8).collect();
-        let mut taps = Taps::default();
-        for cw in [300usize, 500, 150] {
-            taps.compute(cw, 224);
-            taps.compute_groups();
-            let mut out = vec![0u8; h * 224 * 3];
-            let t = std::time::Instant::now();
-            let reps = 200;
-            for _ in 0..reps {
-                horizontal(&taps, &src, w * 3, 0, h, &mut out);
-            }
-            let ns = t.elapsed().as_nanos() as f64 / (reps * h * 224) as f64;
-            println!("horizontal {cw} -> 224: {ns:.2} ns per output pixel");
-            let mut vert = Taps::default();
-            vert.compute(cw.min(h), 224);
-            let mut acc = Vec::new();
-            let mut out = vec![0u8; 224 * 224 * 3];
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                vertical(&vert, &src, w * 3, 0, 0, 224, &mut out, &mut acc);
-            }
-            let ns = t.elapsed().as_nanos() as f64 / (reps * 224 * 224) as f64;
-            println!("vertical {} -> 224: {ns:.2} ns per output pixel", cw.min(h));
         }
     }
 

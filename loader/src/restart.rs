@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use shared::{Opened, Producer, RingError, RingInfo};
 
-use crate::pipeline::RingFeed;
+use crate::ring_sink::RingFeed;
 use crate::sampler::Shard;
 
 /// Opens one ring per path with `info` (its rank and world size set from the path's shard):

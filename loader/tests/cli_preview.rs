@@ -16,8 +16,8 @@ fn golden(name: &str) -> std::path::PathBuf {
 }
 
 fn read_png(path: &Path) -> Vec<u8> {
-    let mut img = loader::decode::RgbImage::default();
-    loader::decode::decode_rgb(&std::fs::read(path).unwrap(), 1 << 30, &mut img).unwrap();
+    let mut img = decode::RgbImage::default();
+    decode::decode_rgb(&std::fs::read(path).unwrap(), 1 << 30, &mut img).unwrap();
     img.pixels
 }
 

@@ -1,13 +1,16 @@
-//! Same seed, same bytes: batches made with 1, 2 or 5 workers are identical, because every random
-//! choice is keyed by (seed, epoch, index, view); a different seed or epoch gives other views.
+//! Same seed, same bytes: batches made with 1, 2 or 5 workers are identical, every one of them,
+//! because every random choice is keyed by (seed, epoch, index, view); a different seed or epoch
+//! gives other views. And the sink seam's stop and error semantics.
 
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+
 use loader::augment::AugmentConfig;
-use loader::keyed_rng::epoch_order;
 use loader::pipeline::{Pipeline, PipelineConfig};
+use loader::sampler::Shard;
+use loader::sink::{Flow, MemoryBatch, MemorySink};
 use loader::source::SampleSource;
-use shared::SlotParts;
 
 struct Memory(Vec<Vec<u8>>);
 
@@ -45,62 +48,115 @@ fn dataset() -> Memory {
     Memory(files)
 }
 
-fn batch(source: &Memory, workers: usize, seed: u64, epoch: u64) -> (Vec<u8>, Vec<u8>, Vec<u64>) {
-    let (b, size) = (6usize, 32u32);
-    let cfg = PipelineConfig {
-        batch_size: b,
-        image_size: size,
+fn config(batch_size: usize, image_size: u32, seed: u64, workers: usize) -> PipelineConfig {
+    PipelineConfig {
+        batch_size,
+        image_size,
         seed,
         workers,
         augment: AugmentConfig::default(),
         max_pixels: 1 << 30,
         throttle: Duration::ZERO,
-    };
-    let pipeline = Pipeline::new(source, cfg).unwrap();
-    let sample = 3 * (size * size) as usize;
-    let (mut a, mut v, mut labels, mut idx) = (
-        vec![0u8; b * sample],
-        vec![0u8; b * sample],
-        vec![0u32; b],
-        vec![0u64; b],
-    );
-    let order = epoch_order(seed, epoch, source.len());
-    for step in 0..2 {
-        pipeline
-            .fill_batch(
-                epoch,
-                step,
-                &order,
-                SlotParts {
-                    labels: &mut labels,
-                    indices: &mut idx,
-                    view_a: &mut a,
-                    view_b: &mut v,
-                },
-                None,
-            )
-            .unwrap();
     }
-    (a, v, idx)
+}
+
+/// Every batch of global steps `steps` (2 per epoch here), as a run delivers them to a sink.
+fn batches(
+    source: &Memory,
+    workers: usize,
+    seed: u64,
+    steps: std::ops::Range<u64>,
+) -> Vec<MemoryBatch> {
+    let (b, size) = (6usize, 32u32);
+    let pipeline = Pipeline::new(source, config(b, size, seed, workers)).unwrap();
+    let mut out = Vec::new();
+    let mut sink = MemorySink::new(Shard::default(), b, size, |batch| {
+        out.push(batch.clone());
+        Ok(Flow::Continue)
+    });
+    let report = pipeline
+        .run(&mut sink, steps.clone(), &AtomicBool::new(false))
+        .unwrap();
+    drop(sink);
+    assert_eq!(report.batches, steps.end - steps.start);
+    assert!(!report.interrupted);
+    out
 }
 
 #[test]
 fn batches_are_identical_for_any_number_of_workers() {
     let source = dataset();
-    let one = batch(&source, 1, 5, 2);
-    for workers in [2, 5] {
-        assert!(
-            batch(&source, workers, 5, 2) == one,
-            "{workers} workers differ from 1"
-        );
+    // Steps 3..7: epochs 1, 2 and 3, so every batch of an epoch and an epoch change are compared.
+    let one = batches(&source, 1, 5, 3..7);
+    assert_eq!(one.len(), 4);
+    for (k, batch) in one.iter().enumerate() {
+        let meta = batch.meta.unwrap();
+        assert_eq!((meta.step, meta.epoch), (3 + k as u64, (3 + k as u64) / 2));
     }
-    assert!(one.0 != one.1, "the two views differ");
+    for workers in [2, 5] {
+        let other = batches(&source, workers, 5, 3..7);
+        for (k, (a, b)) in one.iter().zip(&other).enumerate() {
+            assert!(
+                a.view_a == b.view_a
+                    && a.view_b == b.view_b
+                    && a.indices == b.indices
+                    && a.labels == b.labels
+                    && a.meta == b.meta,
+                "step {}: {workers} workers differ from 1",
+                3 + k
+            );
+        }
+    }
+    assert!(one[0].view_a != one[0].view_b, "the two views differ");
     assert!(
-        batch(&source, 2, 6, 2).0 != one.0,
+        batches(&source, 2, 6, 3..4)[0].view_a != one[0].view_a,
         "another seed gives other views"
     );
+    // Step 5 (epoch 2) with the indices of step 3 (epoch 1) would differ by epoch alone.
     assert!(
-        batch(&source, 2, 5, 3).0 != one.0,
+        one[0].view_a != one[2].view_a,
         "another epoch gives other views"
     );
+}
+
+#[test]
+fn a_sink_that_says_stop_ends_the_run_after_that_batch() {
+    let source = dataset();
+    let pipeline = Pipeline::new(&source, config(4, 8, 0, 1)).unwrap();
+    let mut seen = 0;
+    let mut sink = MemorySink::new(Shard::default(), 4, 8, |_| {
+        seen += 1;
+        Ok(if seen == 2 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    });
+    let report = pipeline
+        .run(&mut sink, 0..100, &AtomicBool::new(false))
+        .unwrap();
+    assert_eq!((report.batches, report.interrupted), (2, true));
+    let counters = sink.counters();
+    assert_eq!(
+        counters
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // A stop flag set before the run: nothing is delivered.
+    let report = pipeline
+        .run(&mut sink, 0..100, &AtomicBool::new(true))
+        .unwrap();
+    assert_eq!((report.batches, report.interrupted), (0, true));
+}
+
+#[test]
+fn an_error_in_the_sink_callback_ends_the_run_with_that_error() {
+    let source = dataset();
+    let pipeline = Pipeline::new(&source, config(4, 8, 0, 1)).unwrap();
+    let mut sink = MemorySink::new(Shard::default(), 4, 8, |_| anyhow::bail!("disk full"));
+    let err = pipeline
+        .run(&mut sink, 0..100, &AtomicBool::new(false))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "disk full");
 }

@@ -53,6 +53,25 @@ pub fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Output {
     wait_with_deadline(child, limit)
 }
 
+/// Waits until the ring file `ring` exists, failing with the loader's stderr (when piped) if the
+/// loader exits first or `limit` passes (a hang guard, not a speed assertion).
+pub fn wait_for_ring(ring: &str, loader: &mut Child, limit: Duration) {
+    let start = Instant::now();
+    while !Path::new(ring).exists() {
+        let exited = loader.try_wait().expect("try_wait");
+        if exited.is_some() || start.elapsed() > limit {
+            let _ = loader.kill();
+            let status = loader.wait().expect("waiting for the loader");
+            let mut err = String::new();
+            if let Some(mut e) = loader.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the ring {ring} never appeared (loader: {status}); loader stderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits for `child`, killing it and failing if it outlives `limit`.
 pub fn wait_with_deadline(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use barlow_tests::{
     assert_succeeded, bin, json_field, loader_feeding, make_demo, ring_in, run_with_deadline,
-    signal, wait_with_deadline,
+    signal, wait_for_ring, wait_with_deadline,
 };
 
 const LIMIT: Duration = Duration::from_secs(600);
@@ -68,7 +68,7 @@ fn trainer_reports_a_killed_loader_instead_of_hanging() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 8);
     let ring = ring_in(tmp.path(), "kill");
-    let loader = loader_feeding(&data, &ring)
+    let mut loader = loader_feeding(&data, &ring)
         .args([
             "--steps",
             "100000",
@@ -89,11 +89,8 @@ fn trainer_reports_a_killed_loader_instead_of_hanging() {
         .spawn()
         .unwrap();
     // Let the two get going, then kill -9 the loader.
-    while !Path::new(&ring).exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_ring(&ring, &mut loader, LIMIT);
     std::thread::sleep(Duration::from_secs(2));
-    let mut loader = loader;
     signal(&loader, libc::SIGKILL);
     let _ = loader.wait();
     let killed_at = Instant::now();
@@ -119,15 +116,13 @@ fn loader_removes_its_ring_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 8);
     let ring = ring_in(tmp.path(), "term");
-    let loader = loader_feeding(&data, &ring)
+    let mut loader = loader_feeding(&data, &ring)
         .args(["--steps", "1000", "--batch-size", "4", "--image-size", "32"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    while !Path::new(&ring).exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_ring(&ring, &mut loader, LIMIT);
     // The ring fills (no trainer) and the loader waits for a free slot: it must still stop cleanly.
     std::thread::sleep(Duration::from_millis(500));
     signal(&loader, libc::SIGTERM);

@@ -162,8 +162,16 @@ fn profile_stages_add_up_and_the_report_is_valid_html_with_one_svg_per_plot() {
         .descendants()
         .filter(|n| n.tag_name().name() == "svg")
         .count();
-    assert_eq!(svgs, 3, "stage breakdown, throughput and occupancy");
-    assert!(html.contains("wait for slot"), "the stage table");
+    assert_eq!(svgs, 3, "stage breakdown, throughput and cores busy");
+    assert!(html.contains("write+solarize"), "the stage table");
+    assert!(
+        m["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["busy_cores"].as_f64().unwrap() > 0.0),
+        "the timeline records busy cores"
+    );
     let fetches = doc
         .descendants()
         .filter(|n| n.attribute("src").is_some() || n.tag_name().name() == "link")

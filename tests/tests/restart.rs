@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use barlow_tests::{
     assert_succeeded, bin, digest_trainer, loader_feeding, make_demo, ring_in, run_with_deadline,
-    signal, wait_with_deadline,
+    signal, wait_for_ring, wait_with_deadline,
 };
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -297,12 +297,10 @@ fn rings_writable_by_others_or_owned_by_another_user_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 8);
     let ring = ring_in(tmp.path(), "owner");
-    let loader = loader_cmd(&data, &ring, &["--steps", "100000", "--throttle-ms", "50"])
+    let mut loader = loader_cmd(&data, &ring, &["--steps", "100000", "--throttle-ms", "50"])
         .spawn()
         .unwrap();
-    while !Path::new(&ring).exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_ring(&ring, &mut loader, LIMIT);
     std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o666)).unwrap();
     refusals(&data, &ring, "mode 0666");
     std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o600)).unwrap();

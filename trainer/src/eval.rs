@@ -1,6 +1,6 @@
 //! k-NN evaluation of a backbone: the usual quick check of self-supervised representations.
 //!
-//! Every image of a labelled folder (`root/<class>/<file>`) is decoded (`loader::decode`), centre
+//! Every image of a labelled folder (`root/<class>/<file>`) is decoded (the `decode` crate, barlow's one decoder), centre
 //! cropped and resized like torchvision's eval transform (`Resize(S / 0.875)` +
 //! `CenterCrop(S)`: the central square of side `0.875 * min(h, w)`, resized to `S x S`, bilinear),
 //! normalised, and embedded by the backbone in evaluation mode. Features are L2-normalised; each
@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use datasets::folder::ImageFolder;
+use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
 use fast_image_resize as fir;
-use loader::decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
-use loader::source::{FolderSource, SampleSource};
 use serde::Serialize;
 
 use crate::input::normalize_cm;
@@ -77,38 +77,41 @@ pub fn centre_crop_resize(img: &RgbImage, size: usize, resizer: &mut fir::Resize
 
 /// Decodes and centre-crops every image of `dir`.
 pub fn load_folder(dir: &Path, size: usize) -> Result<EvalSet> {
-    let source = FolderSource::open(dir).with_context(|| format!("scanning {}", dir.display()))?;
-    if source.is_empty() {
+    let folder = ImageFolder::scan(dir).with_context(|| format!("scanning {}", dir.display()))?;
+    if folder.is_empty() {
         bail!(
             "{} holds no images (expected root/<class>/<image>)",
             dir.display()
         );
     }
-    let n = source.len();
+    let n = folder.len();
     let sample = 3 * size * size;
     let mut set = EvalSet {
         pixels: Vec::with_capacity(n * sample),
         labels: Vec::with_capacity(n),
-        classes: source.folder.classes.clone(),
+        classes: folder.classes.clone(),
         size,
         skipped: Vec::new(),
     };
-    let mut bytes = Vec::new();
     let mut img = RgbImage::default();
     let mut resizer = fir::Resizer::new();
     let mut chw = vec![0u8; sample];
-    for i in 0..n {
-        if let Err(e) = source.read(i, &mut bytes) {
-            set.skipped.push((source.name(i), e.to_string()));
-            continue;
-        }
+    for s in &folder.samples {
+        let name = || s.path.display().to_string();
+        let bytes = match std::fs::read(&s.path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                set.skipped.push((name(), e.to_string()));
+                continue;
+            }
+        };
         if let Err(e) = decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut img) {
-            set.skipped.push((source.name(i), e.to_string()));
+            set.skipped.push((name(), e.to_string()));
             continue;
         }
         centre_crop_resize(&img, size, &mut resizer, &mut chw);
         set.pixels.extend_from_slice(&chw);
-        set.labels.push(source.label(i));
+        set.labels.push(s.label);
     }
     Ok(set)
 }

@@ -503,8 +503,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
             throttle: Duration::from_millis(args.throttle_ms),
             digest: args.digest,
         };
+        let loader_wait = LoaderWait::start(&consumer);
         let summary = dry_run(&mut consumer, &cfg, &stop, &mut std::io::stdout().lock())?;
-        print_summary(&summary);
+        print_summary(&summary, loader_wait.fraction(&consumer, &summary));
         return Ok(if summary.interrupted { 130 } else { 0 });
     }
     let cfg = SessionConfig {
@@ -534,6 +535,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     };
     trainer::nn::profile::set_enabled(args.profile_ops);
     let mut stdout = std::io::stdout().lock();
+    let loader_wait = LoaderWait::start(&consumer);
     let summary = match pick_device(args.device) {
         DeviceKind::Cpu => {
             let dev = Cpu::seed_from_u64(args.seed);
@@ -543,7 +545,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         }
         DeviceKind::Cuda => train_on_cuda(&args, &mut consumer, &cfg, &stop, &mut stdout)?,
     };
-    print_summary(&summary);
+    print_summary(&summary, loader_wait.fraction(&consumer, &summary));
     Ok(if summary.interrupted { 130 } else { 0 })
 }
 
@@ -707,7 +709,31 @@ fn check_devices(_: ModelArch, _: &[usize], _: CheckShape, _: bool, _: f64) -> a
     anyhow::bail!("this trainer was built without CUDA; rebuild with `--features cuda` (see README, GPU build)")
 }
 
-fn print_summary(s: &SessionSummary) {
+/// The loader's time waiting for free slots during this session, from the ring's statistics.
+struct LoaderWait(u64);
+
+impl LoaderWait {
+    fn start(consumer: &Consumer) -> LoaderWait {
+        LoaderWait(consumer.stats().get(shared::stat::PRODUCER_WAIT_NS))
+    }
+
+    /// Fraction of the session's wall time the loader waited for free slots.
+    fn fraction(&self, consumer: &Consumer, s: &SessionSummary) -> f64 {
+        let ns = consumer
+            .stats()
+            .get(shared::stat::PRODUCER_WAIT_NS)
+            .saturating_sub(self.0);
+        (ns as f64 / 1e9 / s.elapsed.as_secs_f64().max(1e-9)).min(1.0)
+    }
+}
+
+/// Who held the session back, by the one definition every binary uses ([`shared::Verdict`]): the
+/// trainer's waiting fraction against the loader's.
+fn run_verdict(trainer_wait: f64, loader_wait: f64, steps: u64) -> shared::Verdict {
+    shared::Verdict::judge(trainer_wait, loader_wait, None, steps > 0)
+}
+
+fn print_summary(s: &SessionSummary, loader_wait: f64) {
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
     let k = s.losses.len().min(5);
     let secs = s.elapsed.as_secs_f64().max(1e-9);
@@ -721,13 +747,18 @@ fn print_summary(s: &SessionSummary) {
         )
     };
     eprintln!(
-        "trainer: done: {} steps, {} samples in {:.1}s = {:.1} pairs/s{loss}; waited for input {:.0}% of the time{}",
+        "trainer: done: {} steps, {} samples in {:.1}s = {:.1} pairs/s{loss}",
         s.steps,
         s.samples,
         secs,
         s.samples as f64 / secs,
+    );
+    let verdict = run_verdict(s.stall_fraction(), loader_wait, s.steps);
+    eprintln!(
+        "trainer: verdict: {verdict} (trainer waited for batches {:.0}% of the time, loader waited for free slots {:.0}%): {}",
         100.0 * s.stall_fraction(),
-        if s.stall_fraction() > 0.3 { " (input-bound: the loader needs more cores)" } else { " (compute-bound)" },
+        100.0 * loader_wait,
+        verdict.advice()
     );
     if let Some((totals, compute_ms)) = &s.op_totals {
         let steps = s.steps.max(1) as f64;
@@ -774,5 +805,26 @@ fn print_resume_hint(checkpoint_dir: Option<&std::path::Path>, shm: &str) {
             st.image_hw.0,
             last + 1
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_verdict;
+    use shared::Verdict;
+
+    #[test]
+    fn the_verdict_is_the_shared_definition() {
+        // A 25% stall is input-bound by the shared 20% threshold (a private 30% rule said
+        // compute-bound here).
+        assert_eq!(run_verdict(0.25, 0.0, 10), Verdict::InputBound);
+        assert_eq!(
+            run_verdict(0.25, 0.0, 10),
+            Verdict::judge(0.25, 0.0, None, true)
+        );
+        assert_eq!(run_verdict(0.05, 0.6, 10), Verdict::ComputeBound);
+        // Neither side waits: balanced, not "compute-bound".
+        assert_eq!(run_verdict(0.1, 0.1, 10), Verdict::Balanced);
+        assert_eq!(run_verdict(0.0, 0.0, 0), Verdict::Idle);
     }
 }

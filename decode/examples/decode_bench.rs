@@ -1,12 +1,12 @@
-//! Decode speed of `loader::decode::decode_rgb` over a folder of images, one thread:
-//! `cargo run --release -p loader --example decode_bench -- DIR [PASSES]`.
+//! Decode speed of `decode::decode_rgb` over a folder of images, one thread:
+//! `cargo run --release -p decode --example decode_bench -- DIR [PASSES]`.
 //! Reads every file into memory first, then decodes them all PASSES times into one reused buffer;
 //! prints images/s of wall time and of CPU time, megapixels/s, and a checksum of the pixels.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use loader::decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
+use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)

@@ -1,9 +1,21 @@
-//! Bytes -> interleaved RGB pixels, the way Pillow's `Image.open(f).convert('RGB')` would.
+//! barlow's one image decoder: bytes -> interleaved RGB pixels, the way Pillow's
+//! `Image.open(f).convert('RGB')` would. The loader, the trainer's k-NN evaluation, `datasets pack`
+//! and the fuzz target all decode through [`decode_rgb`], so none of them can forget the two
+//! safeguards, which live inside it:
+//!
+//! - **the pixel cap**: the pixel count is checked from the header before anything is allocated
+//!   ([`DecodeError::TooLarge`]);
+//! - **the panic guard**: a panic inside a third-party decoder becomes
+//!   [`DecodeError::Crashed`] (and prints nothing; see [`guard`]).
 //!
 //! JPEG goes through zune-jpeg in strict mode (a truncated file is an error, as in Pillow, not a
 //! grey-filled image); a PNG (ImageNet holds one PNG named `.JPEG`) goes through the `png` crate.
-//! The pixel count is checked from the header before anything is allocated. EXIF orientation is
-//! ignored, as PIL and torchvision ignore it.
+//! EXIF orientation is ignored, as PIL and torchvision ignore it.
+//!
+//! **Architecture invariant:** this crate knows nothing of datasets, rings or augmentation; it
+//! depends only on the decoders, so any crate can use it.
+
+pub mod guard;
 
 use std::fmt;
 
@@ -35,6 +47,8 @@ pub enum DecodeError {
     },
     /// The decoder rejected the data (truncated, corrupt, unsupported variant).
     Corrupt(String),
+    /// The decoder panicked on this file (caught by [`guard::catch_decoder_panic`]).
+    Crashed(String),
 }
 
 impl fmt::Display for DecodeError {
@@ -49,14 +63,30 @@ impl fmt::Display for DecodeError {
                 width * height
             ),
             DecodeError::Corrupt(why) => write!(f, "corrupt or truncated image: {why}"),
+            DecodeError::Crashed(why) => f.write_str(why),
         }
     }
 }
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes `bytes` into `out`, reusing its pixel buffer.
+/// Decodes `bytes` into `out`, reusing its pixel buffer. Images declaring more than `max_pixels`
+/// pixels are refused before any allocation; a panic inside the decoder is an error, not a crash.
+/// On error `out` holds no valid image.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), DecodeError> {
+    guard::catch_decoder_panic(|| decode_unguarded(bytes, max_pixels, out))
+        .unwrap_or_else(|why| Err(DecodeError::Crashed(why)))
+}
+
+/// Reads a whole file and decodes it (for one-off tools: `loader augment`, tests).
+pub fn decode_file(path: &std::path::Path, max_pixels: u64) -> Result<RgbImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut image = RgbImage::default();
+    decode_rgb(&bytes, max_pixels, &mut image).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(image)
+}
+
+fn decode_unguarded(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), DecodeError> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
         decode_jpeg(bytes, max_pixels, out)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {

@@ -1,0 +1,74 @@
+//! Speed of the hottest kernels, one thread, at the SIMD level the process picks at start-up
+//! (`BARLOW_SIMD=scalar` or `avx2` caps it, to see what each level buys):
+//! `cargo run --release -p loader --example kernel_speed [-- REPS]`.
+//!
+//! Prints the best time per call over a few rounds of REPS calls (default 200): crop + bicubic
+//! resize of 150, 300 and 500 pixel wide crops of a 500x400 image to 224x224, Gaussian blur of a
+//! 224x224 view, and hue on a 224x224 view without and with a pending brightness table. (These
+//! were `#[ignore]`d "tests" that asserted nothing; correctness is the unit tests' and goldens'.)
+
+use std::time::Instant;
+
+use loader::blur::{gaussian_blur, BlurScratch};
+use loader::color::{blend_table, hue_lut, IDENTITY};
+use loader::resample::Resampler;
+
+/// Best seconds per call of `f` over 5 rounds of `reps` calls.
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            t.elapsed().as_secs_f64() / reps as f64
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+fn main() {
+    let reps: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().expect("REPS must be a number"))
+        .unwrap_or(200);
+    let level = std::env::var("BARLOW_SIMD").unwrap_or_else(|_| "the best available".into());
+    println!("SIMD level: {level}");
+
+    let (w, h) = (500usize, 400usize);
+    let image: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) >> 3) as u8).collect();
+    let side = 224usize;
+    let mut view = vec![0u8; 3 * side * side];
+    let mut resampler = Resampler::default();
+    for cw in [150usize, 300, 500] {
+        let crop = (0, 0, cw, cw.min(h));
+        let s = best(reps, || {
+            resampler.resize_crop(&image, w, crop, side, side, &mut view)
+        });
+        println!(
+            "crop+resize {cw}x{} -> 224x224: {:.1} us",
+            cw.min(h),
+            s * 1e6
+        );
+    }
+
+    let source = view.clone();
+    let mut scratch = BlurScratch::default();
+    let s = best(reps, || {
+        view.copy_from_slice(&source);
+        gaussian_blur(&mut view, side, side, 1.3, &mut scratch);
+    });
+    println!("blur 224x224 (sigma 1.3, copy included): {:.1} us", s * 1e6);
+
+    let mut brightness = [0u8; 256];
+    blend_table(0, 1.2, &mut brightness);
+    for (what, table) in [("identity", IDENTITY), ("brightness table", brightness)] {
+        let s = best(reps, || {
+            view.copy_from_slice(&source);
+            hue_lut(&mut view, -0.1, &table);
+        });
+        println!(
+            "hue 224x224 ({what}, copy included): {:.2} ns per pixel",
+            s * 1e9 / (side * side) as f64
+        );
+    }
+}

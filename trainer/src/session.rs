@@ -19,9 +19,9 @@ use shared::{stat, Consumer};
 use crate::checkpoint::{self, TrainState, CHECKPOINT_FILE};
 use crate::input::normalize_views;
 use crate::lars::{Lars, LarsConfig, Schedule};
-use crate::model::{projector_spec, Arch, BarlowModel};
+use crate::model::{projector_spec, Arch, BarlowModel, StepGrads};
 use crate::nn::profile::{self, OpKind};
-use crate::nn::NnDevice;
+use crate::nn::{Fmap, NnDevice};
 
 /// What to train and for how long.
 #[derive(Clone, Debug)]
@@ -107,6 +107,26 @@ impl SessionSummary {
 
 /// Trains from `consumer` on `dev` until the configured step/epoch, end of data, or `stop`.
 /// `out` receives the JSON [`StepStats`] lines.
+/// One training step, as every caller runs it (the session, `trainer bench`, `trainer
+/// step-dump`): both views forward and backward with the loss ([`BarlowModel::loss_and_grads`]),
+/// then the LARS update at `(lr_weights, lr_biases)`, timed as the optimizer's op kind. The loss
+/// stays on the device ([`StepGrads::loss`] reads it): read it after queueing the next work.
+pub fn train_step<D: NnDevice>(
+    model: &mut BarlowModel<D>,
+    opt: &mut Lars<D>,
+    a: Fmap<D>,
+    b: Fmap<D>,
+    lambd: f32,
+    (lr_weights, lr_biases): (f64, f64),
+) -> anyhow::Result<StepGrads<D>> {
+    let sg = model.loss_and_grads(a, b, lambd)?;
+    let dev = sg.loss_tensor.device().clone();
+    profile::timed(&dev, OpKind::Optimizer, || {
+        opt.step(&mut model.store, &sg.grads, lr_weights, lr_biases)
+    })?;
+    Ok(sg)
+}
+
 pub fn train<D: NnDevice>(
     dev: &D,
     consumer: &mut Consumer,
@@ -333,10 +353,7 @@ pub fn train<D: NnDevice>(
             loader_step = Some(batch.step());
             batch.release();
             let (lr_w, lr_b) = schedule.lrs(step);
-            let sg = model.loss_and_grads(a, b, cfg.lambd)?;
-            profile::timed(dev, OpKind::Optimizer, || {
-                opt.step(&mut model.store, &sg.grads, lr_w, lr_b)
-            })?;
+            let sg = train_step(&mut model, &mut opt, a, b, cfg.lambd, (lr_w, lr_b))?;
             // the one wait for the device per step: everything is queued by now
             let loss = sg.loss();
             drop(sg);

@@ -112,8 +112,8 @@ enum Command {
     ///
     /// DIR/init.safetensors: every parameter and running statistic before the first step, and the
     /// batches (`views.a.<k>`, `views.b.<k>`: u8 [batch, 3, size, size]); DIR/after.safetensors:
-    /// the state after the last step, the LARS momentum (`lars.mu.<name>`) and the last step's
-    /// gradients (`grad.<name>`). Both carry the run's settings, learning rates and losses as
+    /// the state after the last step, the LARS momentum (`lars.mu.<name>`) and every step's
+    /// gradients (`grad.<k>.<name>`, k = 0, 1, ...). Both carry the run's settings, learning rates and losses as
     /// JSON in the metadata key `barlow.step_dump`, also printed on stdout.
     #[command(after_help = "Example (step 25: after the 10-epoch warm-up at 2 steps per epoch):\n  \
 trainer step-dump --arch resnet18 --projector 64-64-64 --steps 3 --start-step 25 --out /tmp/r18\n  \

@@ -13,8 +13,8 @@
 //!   view fed first / second at step `k`), with the run's [`DumpInfo`] as JSON in the metadata
 //!   key [`INFO_KEY`].
 //! - `after.safetensors`: the state after the last step (parameters, running statistics, LARS
-//!   momentum `lars.mu.<name>`) and the last step's gradients `grad.<name>`; the metadata holds
-//!   the [`DumpInfo`] with the loss of every step filled in.
+//!   momentum `lars.mu.<name>`) and every step's gradients `grad.<k>.<name>`; the metadata
+//!   holds the [`DumpInfo`] with the loss of every step filled in.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,12 +29,11 @@ use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
 use crate::lars::{Lars, LarsConfig, Schedule};
 use crate::model::{Arch, BarlowModel};
 use crate::nn::NnDevice;
-use crate::params::Kind;
 use crate::session::train_step;
 
 /// Metadata key of the JSON [`DumpInfo`] in both files.
 pub const INFO_KEY: &str = "barlow.step_dump";
-/// Name prefix of the last step's gradients in `after.safetensors`.
+/// Name prefix of the gradients in `after.safetensors`: `grad.<step k>.<name>`.
 pub const GRAD_PREFIX: &str = "grad.";
 
 /// What to run.
@@ -169,7 +168,8 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
     write_safetensors(&dir.join("init.safetensors"), &init, meta(&info)?)?;
     drop(init);
 
-    let mut last = None;
+    // every step's gradients, host copies under `grad.<k>.<name>`
+    let mut grads: Vec<NamedBytes> = Vec::new();
     for (k, (a, b)) in views.iter().enumerate() {
         let (va, vb) = normalize_views(
             dev,
@@ -183,20 +183,18 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
         )?;
         let sg = train_step(&mut model, &mut opt, va, vb, cfg.lambd, info.lrs[k])?;
         info.losses.push(sg.loss());
-        last = Some(sg);
-    }
-    let grads = last.expect("at least one step").grads;
-    let after = state_tensors(&model, |i| {
-        let p = &model.store.params[i];
-        let mut v = Vec::new();
-        if p.kind != Kind::Buffer {
-            v.push((
-                format!("{GRAD_PREFIX}{}", p.name),
+        for (_, p) in model.store.trainable() {
+            grads.push((
+                format!("{GRAD_PREFIX}{k}.{}", p.name),
                 Dtype::F32,
                 p.shape.clone(),
-                f32_bytes(&grads.get(&p.t).as_vec()),
+                f32_bytes(&sg.grads.get(&p.t).as_vec()),
             ));
         }
+    }
+    let mut after = state_tensors(&model, |i| {
+        let p = &model.store.params[i];
+        let mut v = Vec::new();
         if let Some(mu) = &opt.mu[i] {
             v.push((
                 format!("{MU_PREFIX}{}", p.name),
@@ -207,6 +205,7 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
         }
         v
     });
+    after.append(&mut grads);
     write_safetensors(&dir.join("after.safetensors"), &after, meta(&info)?)?;
     Ok(info)
 }
@@ -214,6 +213,7 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::Kind;
     use ::safetensors::tensor::SafeTensors;
     use dfdx::prelude::*;
 
@@ -252,6 +252,7 @@ mod tests {
         let mut m = BarlowModel::new(&dev, cfg.arch, &cfg.projector, cfg.seed);
         let mut opt = Lars::new(&m.store, cfg.lars);
         let mut losses = vec![];
+        let floats = |t: ::safetensors::tensor::TensorView| crate::checkpoint::floats(t.data());
         for k in 0..2 {
             let a = init.tensor(&format!("views.a.{k}")).unwrap();
             let b = init.tensor(&format!("views.b.{k}")).unwrap();
@@ -271,15 +272,21 @@ mod tests {
             let (lw, lb) = cfg.schedule.lrs(2 + k as u64);
             opt.step(&mut m.store, &g.grads, lw, lb).unwrap();
             losses.push(g.loss());
+            let i = m.store.index_of("projector.0.weight").unwrap();
+            let name = format!("{GRAD_PREFIX}{k}.projector.0.weight");
+            let dumped = floats(after.tensor(&name).unwrap());
+            assert_eq!(dumped, g.grads.get(&m.store.params[i].t).as_vec());
         }
         assert_eq!(losses, info.losses);
-        let floats = |t: ::safetensors::tensor::TensorView| crate::checkpoint::floats(t.data());
         for (i, p) in m.store.params.iter().enumerate() {
             assert_eq!(floats(after.tensor(&p.name).unwrap()), p.t.as_vec());
             let t0 = init.tensor(&p.name).unwrap();
             assert_eq!(t0.shape(), p.shape.as_slice(), "{}", p.name);
             let has = |prefix: &str| after.tensor(&format!("{prefix}{}", p.name)).is_ok();
-            assert_eq!(has(GRAD_PREFIX), p.kind != Kind::Buffer, "{}", p.name);
+            for k in 0..2 {
+                let g = format!("{GRAD_PREFIX}{k}.");
+                assert_eq!(has(&g), p.kind != Kind::Buffer, "{}", p.name);
+            }
             assert_eq!(has(MU_PREFIX), p.kind != Kind::Buffer, "{}", p.name);
             if let Some(mu) = &opt.mu[i] {
                 let f = floats(after.tensor(&format!("{MU_PREFIX}{}", p.name)).unwrap());

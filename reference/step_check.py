@@ -32,6 +32,7 @@ tensor of any case is outside its bound (each one named), 2 on a usage or setup 
   python3 reference/step_check.py --trainer target/debug/trainer --case r18-64-1-warmup
 """
 import argparse
+import copy
 import json
 import math
 import subprocess
@@ -60,6 +61,11 @@ CASES = [
     ("r50-64-3-warmup", "resnet50", "64-64-64", 3, "warmup"),
     ("r50-8192-1-after", "resnet50", "8192-8192-8192", 1, "after"),
 ]
+
+# a ReLU input below this many times PyTorch's own f32 error at it may round to the other side of
+# 0 in barlow's f32 forward
+KINK_K = 30
+VERBOSE = False
 
 BOUNDS = {"loss": 1e-5, "lr": 1e-12, "grad": 1e-4, "param": 1e-4, "momentum": 1e-4, "running": 1e-5}
 KINDS = ["loss", "lr", "grad", "param", "momentum", "running", "init"]
@@ -139,6 +145,99 @@ def check_init(report, state, model):
             report.add("init", name, abs(std_ratio - 1), ok=bool(abs(std_ratio - 1) <= 0.05 and mean_ok))
 
 
+class _TapReLUFn(torch.autograd.Function):
+    """ReLU whose backward mask (x > 0, PyTorch's) is kept where `explain_kink_flips` can flip
+    single elements of it, and which keeps its upstream gradient."""
+
+    @staticmethod
+    def forward(ctx, x, record, name):
+        ctx.mask = x > 0
+        ctx.record = record
+        record.append({"name": name, "x": x.detach(), "mask": ctx.mask, "gy": None})
+        ctx.index = len(record) - 1
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, gy):
+        ctx.record[ctx.index]["gy"] = gy
+        return gy * ctx.mask, None, None
+
+
+class TapReLU(torch.nn.Module):
+    """Stands in for nn.ReLU (same forward, same gradient) and records each call."""
+
+    def __init__(self, record, name):
+        super().__init__()
+        self.record = record
+        self.name = name
+
+    def forward(self, x):
+        return _TapReLUFn.apply(x, self.record, self.name)
+
+
+def tap_relus(model):
+    """Replaces every nn.ReLU of `model` by a TapReLU; returns the shared record of calls."""
+    record = []
+    for pname, parent in list(model.named_modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.ReLU):
+                setattr(parent, name, TapReLU(record, f"{pname}.{name}"))
+    return record
+
+
+def grad_distance(model, barlow):
+    """Sum over parameters of the squared relative gradient error against barlow's (`barlow`:
+    name -> (f32 tensor, its norm))."""
+    total = 0.0
+    for name, p in model.named_parameters():
+        ref, n = barlow[name]
+        d = float(torch.linalg.vector_norm(ref - p.grad, dtype=torch.float64))
+        total += (d / n) ** 2 if n > 0 else (0.0 if d == 0 else 1e30)
+    return total
+
+
+def explain_kink_flips(model, loss, record, record64, barlow):
+    """ReLU ties. A ReLU input whose sign is uncertain at f32 precision (|x| below KINK_K times
+    PyTorch's own f32 error there, |x32 - x64|, from the same step in float64) can fall on the
+    other side of the kink in barlow's f32 forward than in PyTorch's; that moves the element's
+    upstream gradient into (or out of) every layer below: a difference of f32 rounding, not of
+    the computation. The gradients are computed with PyTorch's masks; then each such element is
+    flipped in turn, the backward pass rerun, and the flip kept if it brings the gradients closer
+    to barlow's (sum of squared relative errors over all parameters). Leaves the gradients of
+    the kept masks in .grad; returns the kept flips as (call number, index, |x64|) and the
+    number of candidates."""
+    def backward():
+        model.zero_grad()
+        loss.backward(retain_graph=True)
+        return grad_distance(model, barlow)
+
+    best = backward()
+    candidates = []
+    for call, (r, r64) in enumerate(zip(record, record64)):
+        if r["gy"] is None:
+            continue
+        x64 = r64["x"]
+        err = (r["x"].double() - x64).abs()
+        near = (x64.abs() < KINK_K * err) & (r["gy"] != 0)
+        for i in near.flatten().nonzero().flatten().tolist():
+            candidates.append((call, i, abs(float(x64.flatten()[i]))))
+    kept = []
+    if VERBOSE:
+        print(f"  {len(candidates)} ReLU inputs near 0", file=sys.stderr, flush=True)
+    for call, i, rel in candidates:
+        m = record[call]["mask"].view(-1)
+        m[i] = ~m[i]
+        d = backward()
+        if d < best:
+            best = d
+            kept.append((call, i, rel))
+        else:
+            m[i] = ~m[i]
+    if candidates and (not kept or kept[-1][:2] != candidates[-1][:2]):
+        backward()  # the gradients of the kept masks
+    return kept, len(candidates)
+
+
 def run_case(trainer, case, workdir, threads):
     name, arch, proj, steps, phase = case
     start = PHASES[phase]
@@ -166,10 +265,13 @@ def run_case(trainer, case, workdir, threads):
         raise SystemExit(f"step_check: {name}: names differ from the official model's: missing "
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
     model.train()
+    record = tap_relus(model)
     opt = official_lars(model, WEIGHT_DECAY)
     mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(info["std"]).view(1, 3, 1, 1)
-    losses = []
+    after, ameta = read_safetensors(out / "after.safetensors")
+    ainfo = json.loads(ameta["barlow.step_dump"])
+    losses, flips, near = [], [], 0
     for k in range(steps):
         lr = learning_rate(start + k, BATCH, STEPS_PER_EPOCH, EPOCHS, WARMUP_EPOCHS)
         set_learning_rates(opt, lr, LR_WEIGHTS, LR_BIASES)
@@ -178,19 +280,34 @@ def run_case(trainer, case, workdir, threads):
         # torchvision's ToTensor (x / 255) and Normalize ((x - mean) / std)
         y1, y2 = ((torch.from_numpy(np.array(init[f"views.{v}.{k}"])).float().div(255) - mean) / std
                   for v in "ab")
-        opt.zero_grad()
+        # the same step in float64: how far f32 rounding moves each ReLU input
+        model64 = copy.deepcopy(model).double()
+        record64 = model64.backbone.relu.record
+        record64.clear()
+        with torch.no_grad():
+            model64(y1.double(), y2.double())
+        del model64
+        record.clear()
         loss = model(y1, y2)  # barlow forwards view a first: its running statistics see a, then b
-        loss.backward()
-        opt.step()
+        barlow = {}
+        for n, _ in model.named_parameters():
+            t = torch.from_numpy(np.array(after[f"grad.{k}.{n}"]))
+            barlow[n] = (t, float(torch.linalg.vector_norm(t, dtype=torch.float64)))
+        step_flips, n_near = explain_kink_flips(model, loss, record, record64, barlow)
+        step_flips = [(f"step {start + k} {record[c]['name']}", i, v) for c, i, v in step_flips]
+        flips += step_flips
+        near += n_near
+        record.clear()
         losses.append(loss.item())
+        del loss
+        opt.step()
     t_torch = time.time() - t0
     del init
 
-    after, _ = read_safetensors(out / "after.safetensors")
-    for k, (got, ref) in enumerate(zip(info["losses"], losses)):
+    for k, (got, ref) in enumerate(zip(ainfo["losses"], losses)):
         report.add("loss", f"step {start + k}", rel_err(got, ref))
     for pname, p in model.named_parameters():
-        report.add("grad", pname, rel_err(after["grad." + pname], p.grad.numpy()))
+        report.add("grad", pname, rel_err(after[f"grad.{steps - 1}.{pname}"], p.grad.numpy()))
         report.add("param", pname, rel_err(after[pname], p.detach().numpy()))
         report.add("momentum", pname, rel_err(after["lars.mu." + pname], opt.state[p]["mu"].numpy()))
     for bname, b in model.named_buffers():
@@ -198,7 +315,7 @@ def run_case(trainer, case, workdir, threads):
             continue
         report.add("running", bname, rel_err(after[bname], b.numpy()))
     del after
-    return report, losses, t_barlow, t_torch
+    return report, losses, flips, near, t_barlow, t_torch
 
 
 def main():
@@ -229,9 +346,11 @@ def main():
     failed = []
     for case in cases:
         with tempfile.TemporaryDirectory(dir=a.workdir, prefix="step_check.") as tmp:
-            report, losses, t_b, t_t = run_case(trainer, case, tmp, a.threads)
+            report, losses, flips, near, t_b, t_t = run_case(trainer, case, tmp, a.threads)
         status = "FAIL" if report.failures else "ok"
-        print(f"{case[0]}: {status}: loss {losses[-1]:.4f} | {report.line()} | barlow {t_b:.1f}s, torch {t_t:.1f}s",
+        kinks = ", ".join(f"{n}[{i}] x={v:.0e}" for n, i, v in flips) or "none"
+        print(f"{case[0]}: {status}: loss {losses[-1]:.4f} | {report.line()} | ReLU ties taken the other way: "
+              f"{len(flips)} of {near} ({kinks}) | barlow {t_b:.1f}s, torch {t_t:.1f}s",
               flush=True)
         for f in report.failures[:20]:
             print(f"  outside bound: {f}", flush=True)

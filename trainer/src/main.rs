@@ -115,9 +115,11 @@ enum Command {
     /// the state after the last step, the LARS momentum (`lars.mu.<name>`) and every step's
     /// gradients (`grad.<k>.<name>`, k = 0, 1, ...). Both carry the run's settings, learning rates and losses as
     /// JSON in the metadata key `barlow.step_dump`, also printed on stdout.
-    #[command(after_help = "Example (step 25: after the 10-epoch warm-up at 2 steps per epoch):\n  \
+    #[command(
+        after_help = "Example (step 25: after the 10-epoch warm-up at 2 steps per epoch):\n  \
 trainer step-dump --arch resnet18 --projector 64-64-64 --steps 3 --start-step 25 --out /tmp/r18\n  \
-python3 reference/step_check.py --help")]
+python3 reference/step_check.py --help"
+    )]
     StepDump {
         /// Directory to write init.safetensors and after.safetensors into (created if missing).
         #[arg(long, value_name = "DIR")]

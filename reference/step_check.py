@@ -25,6 +25,12 @@ after zero-init) must be all zeros in barlow too. The official `bn.running_*` bu
 barlow counterpart (barlow keeps no running statistics for the loss's BatchNorm: they never enter
 training) and are not compared.
 
+ReLU ties: an activation within f32 rounding of 0 can take the other side of the kink in barlow
+than in PyTorch and move one element's gradient through every layer below it. The ReLU inputs
+whose sign is uncertain at f32 precision (from the same step rerun in float64) are flipped one at
+a time in PyTorch's backward pass and a flip kept where it brings the gradients closer to
+barlow's; the flips kept are printed. Results and open cases: reference/README.md.
+
 Prints one line per case with the worst relative error per kind and its tensor; exits 1 if any
 tensor of any case is outside its bound (each one named), 2 on a usage or setup error.
 
@@ -238,7 +244,7 @@ def explain_kink_flips(model, loss, record, record64, barlow):
     return kept, len(candidates)
 
 
-def run_case(trainer, case, workdir, threads):
+def run_case(trainer, case, workdir):
     name, arch, proj, steps, phase = case
     start = PHASES[phase]
     out = Path(workdir) / name
@@ -320,7 +326,7 @@ def run_case(trainer, case, workdir, threads):
 
 def main():
     ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
         epilog="Cases: " + ", ".join(c[0] for c in CASES) + f" (batch {BATCH}, {SIZE}x{SIZE}, seed {SEED}; "
                f"warm-up = step {PHASES['warmup']}, after = step {PHASES['after']} of a "
                f"{WARMUP_EPOCHS}-epoch warm-up at {STEPS_PER_EPOCH} steps per epoch). The files go to a "
@@ -332,7 +338,10 @@ def main():
                     help="run only this case (repeatable; default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--workdir", help="where the dumps go (default: a temporary folder)")
+    ap.add_argument("--verbose", action="store_true", help="say how many ReLU ties each step has")
     a = ap.parse_args()
+    global VERBOSE
+    VERBOSE = a.verbose
     trainer = Path(a.trainer)
     if not trainer.is_file():
         print(f"step_check: no trainer binary at {trainer} (cargo build --release -p trainer, or --trainer PATH)",
@@ -346,7 +355,7 @@ def main():
     failed = []
     for case in cases:
         with tempfile.TemporaryDirectory(dir=a.workdir, prefix="step_check.") as tmp:
-            report, losses, flips, near, t_b, t_t = run_case(trainer, case, tmp, a.threads)
+            report, losses, flips, near, t_b, t_t = run_case(trainer, case, tmp)
         status = "FAIL" if report.failures else "ok"
         kinks = ", ".join(f"{n}[{i}] x={v:.0e}" for n, i, v in flips) or "none"
         print(f"{case[0]}: {status}: loss {losses[-1]:.4f} | {report.line()} | ReLU ties taken the other way: "

@@ -1,6 +1,10 @@
 """The pieces of facebookresearch/barlowtwins main.py that barlow's PyTorch references share:
-the official LARS optimizer, the projector and the Barlow Twins loss. Imported by
-`reference/torch_knn.py` (the k-NN check) and `scripts/gpu/torch_bt.py` (GPU timing)."""
+the official LARS optimizer and its parameter groups, the learning-rate schedule, the projector,
+the Barlow Twins loss and the ResNet model. Imported by `reference/torch_knn.py` (the k-NN check),
+`reference/step_check.py` (one training step against barlow's) and `scripts/gpu/torch_bt.py` (GPU
+timing)."""
+import math
+
 import torch
 from torch import nn
 
@@ -44,6 +48,39 @@ class LARS(torch.optim.Optimizer):
                 p.add_(mu, alpha=-g["lr"])
 
 
+def official_lars(model, weight_decay=1.5e-6):
+    """LARS over `model`'s parameters as main.py builds it: group 0 the weights (ndim != 1), group
+    1 the biases and BatchNorm parameters, both filters on, lr set per step by
+    `set_learning_rates`."""
+    weights = [p for p in model.parameters() if p.ndim != 1]
+    biases = [p for p in model.parameters() if p.ndim == 1]
+    return LARS([{"params": weights}, {"params": biases}], lr=0, weight_decay=weight_decay,
+                weight_decay_filter=True, lars_adaptation_filter=True)
+
+
+def learning_rate(step, batch_size, steps_per_epoch, epochs, warmup_epochs=10):
+    """main.py's adjust_learning_rate before the group factors: linear warm-up over
+    `warmup_epochs` (10 in main.py) from 0, then cosine decay to 0.001x, times batch_size / 256."""
+    max_steps = epochs * steps_per_epoch
+    warmup_steps = warmup_epochs * steps_per_epoch
+    base_lr = batch_size / 256
+    if step < warmup_steps:
+        lr = base_lr * step / warmup_steps
+    else:
+        step -= warmup_steps
+        max_steps -= warmup_steps
+        q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
+        end_lr = base_lr * 0.001
+        lr = base_lr * q + end_lr * (1 - q)
+    return lr
+
+
+def set_learning_rates(optimizer, lr, lr_weights, lr_biases):
+    """The end of adjust_learning_rate: group 0 gets lr * lr_weights, group 1 lr * lr_biases."""
+    optimizer.param_groups[0]["lr"] = lr * lr_weights
+    optimizer.param_groups[1]["lr"] = lr * lr_biases
+
+
 def projector(sizes):
     """Linear (no bias), BatchNorm1d, ReLU between the layers of `sizes`; a last Linear (no bias)."""
     layers = []
@@ -62,3 +99,25 @@ def barlow_twins_loss(bn, z1, z2, lambd):
     off = c.flatten()[:-1].view(c.shape[0] - 1, c.shape[0] + 1)[:, 1:].flatten()
     off_diag = off.pow(2).sum()
     return on_diag + lambd * off_diag, on_diag, off_diag
+
+
+class BarlowTwins(nn.Module):
+    """main.py's model: torchvision `arch` (zero_init_residual=True, fc removed), the projector
+    from the backbone width through `sizes` ("8192-8192-8192"), BatchNorm1d(affine=False) `bn`;
+    forward(y1, y2) returns the loss."""
+
+    def __init__(self, arch, sizes, lambd=0.0051):
+        import torchvision
+        super().__init__()
+        self.lambd = lambd
+        self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
+        feat = self.backbone.fc.in_features
+        self.backbone.fc = nn.Identity()
+        sizes = [feat] + [int(s) for s in sizes.split("-")]
+        self.projector = projector(sizes)
+        self.bn = nn.BatchNorm1d(sizes[-1], affine=False)
+
+    def forward(self, y1, y2):
+        z1 = self.projector(self.backbone(y1))
+        z2 = self.projector(self.backbone(y2))
+        return barlow_twins_loss(self.bn, z1, z2, self.lambd)[0]

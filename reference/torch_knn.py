@@ -19,7 +19,6 @@ fixed random order, which does not leak labels through the batch statistics).
 """
 import argparse
 import json
-import math
 import os
 import random
 import time
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image, ImageFilter, ImageOps
 
-from official_bt import LARS, barlow_twins_loss, projector  # same folder
+from official_bt import barlow_twins_loss, learning_rate, official_lars, projector, set_learning_rates  # same folder
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -154,19 +153,8 @@ class BarlowTwins(nn.Module):
 
 # ---------------------------------------------------------------- schedule (official)
 def adjust_learning_rate(args, optimizer, steps_per_epoch, step):
-    max_steps = args.epochs * steps_per_epoch
-    warmup_steps = args.warmup_epochs * steps_per_epoch
-    base_lr = args.batch_size / 256
-    if step < warmup_steps:
-        lr = base_lr * step / warmup_steps
-    else:
-        step -= warmup_steps
-        max_steps -= warmup_steps
-        q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
-        end_lr = base_lr * 0.001
-        lr = base_lr * q + end_lr * (1 - q)
-    optimizer.param_groups[0]["lr"] = lr * args.lr_weights
-    optimizer.param_groups[1]["lr"] = lr * args.lr_biases
+    lr = learning_rate(step, args.batch_size, steps_per_epoch, args.epochs, args.warmup_epochs)
+    set_learning_rates(optimizer, lr, args.lr_weights, args.lr_biases)
     return lr
 
 
@@ -267,10 +255,7 @@ def main():
     ds = PairDataset(imgs, make_transform(args.size, args.aug, args.blur_scale))
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.workers)
-    weights = [p for p in model.parameters() if p.ndim != 1]
-    biases = [p for p in model.parameters() if p.ndim == 1]
-    opt = LARS([{"params": weights}, {"params": biases}], lr=0, weight_decay=args.weight_decay,
-               weight_decay_filter=True, lars_adaptation_filter=True)
+    opt = official_lars(model, args.weight_decay)
     spe = len(loader)
     losses, history = [], []
     step = 0

@@ -17,28 +17,9 @@ import time
 from pathlib import Path
 
 import torch
-import torchvision
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "reference"))
-from official_bt import LARS, barlow_twins_loss, projector  # noqa: E402
-
-
-class BarlowTwins(nn.Module):
-    def __init__(self, arch, sizes, lambd=0.0051):
-        super().__init__()
-        self.lambd = lambd
-        self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
-        feat = self.backbone.fc.in_features
-        self.backbone.fc = nn.Identity()
-        sizes = [feat] + [int(s) for s in sizes.split("-")]
-        self.projector = projector(sizes)
-        self.bn = nn.BatchNorm1d(sizes[-1], affine=False)
-
-    def forward(self, y1, y2):
-        z1 = self.projector(self.backbone(y1))
-        z2 = self.projector(self.backbone(y2))
-        return barlow_twins_loss(self.bn, z1, z2, self.lambd)[0]
+from official_bt import BarlowTwins, official_lars  # noqa: E402
 
 
 def main():
@@ -57,10 +38,9 @@ def main():
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
     model = BarlowTwins(a.arch, a.projector).to(dev)
-    weights = [p for p in model.parameters() if p.ndim != 1]
-    biases = [p for p in model.parameters() if p.ndim == 1]
-    opt = LARS([{"params": weights}, {"params": biases}], lr=0.2 * a.batch / 256, weight_decay=1.5e-6,
-               weight_decay_filter=True, lars_adaptation_filter=True)
+    opt = official_lars(model)
+    for g, lr in zip(opt.param_groups, (0.2, 0.0048)):
+        g["lr"] = lr * a.batch / 256
     y1 = torch.randn(a.batch, 3, a.size, a.size, device=dev)
     y2 = torch.randn(a.batch, 3, a.size, a.size, device=dev)
 

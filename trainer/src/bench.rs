@@ -79,15 +79,15 @@ pub fn bench<D: NnDevice>(
     )?;
     let mut step = || -> anyhow::Result<(f64, f32)> {
         let t = Instant::now();
-        let mut sg = model.loss_and_grads(va.clone(), vb.clone(), crate::loss::DEFAULT_LAMBDA)?;
-        profile::timed(dev, OpKind::Optimizer, || {
-            opt.step(
-                &mut model.store,
-                &mut sg.grads,
-                0.2 * cfg.batch as f64 / 256.0,
-                0.0048,
-            )
-        })?;
+        let sg = crate::session::train_step(
+            &mut model,
+            &mut opt,
+            va.clone(),
+            vb.clone(),
+            crate::loss::DEFAULT_LAMBDA,
+            (0.2 * cfg.batch as f64 / 256.0, 0.0048),
+            |_, _| {},
+        )?;
         let loss = sg.loss();
         Ok((t.elapsed().as_secs_f64() * 1e3, loss))
     };

@@ -24,7 +24,8 @@ use crate::nn::NnDevice;
 pub const STATE_KEY: &str = "barlow.state";
 /// File name of the checkpoint inside `--checkpoint-dir`.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-const MU_PREFIX: &str = "lars.mu.";
+/// Name prefix of the LARS momentum buffers (`lars.mu.<parameter name>`).
+pub const MU_PREFIX: &str = "lars.mu.";
 
 /// Everything besides the tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,11 +65,8 @@ impl TrainState {
     }
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
+/// Little-endian f32 bytes back to values.
+pub fn floats(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -128,18 +126,41 @@ pub fn save<D: NnDevice>(
             ));
         }
     }
-    let views = owned
+    let tensors: Vec<_> = owned
+        .into_iter()
+        .map(|(n, s, b)| (n, StDtype::F32, s, b))
+        .collect();
+    let meta = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
+    write_safetensors(path, &tensors, meta)
+        .with_context(|| format!("saving checkpoint {}", path.display()))
+}
+
+/// One tensor to write: name, dtype, shape, little-endian bytes.
+pub type NamedBytes = (String, StDtype, Vec<usize>, Vec<u8>);
+
+/// Writes `tensors` and the string metadata `meta` as one safetensors file, atomically
+/// ([`write_atomic`]).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[NamedBytes],
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let views = tensors
         .iter()
-        .map(|(n, s, b)| {
-            TensorView::new(StDtype::F32, s.clone(), b)
+        .map(|(n, dt, s, b)| {
+            TensorView::new(*dt, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| anyhow!("{n}: {e:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
     let bytes = ::safetensors::tensor::serialize(views, &Some(meta))
-        .map_err(|e| anyhow!("serialising a checkpoint: {e:?}"))?;
-    write_atomic(path, &bytes).with_context(|| format!("saving checkpoint {}", path.display()))
+        .map_err(|e| anyhow!("serialising {}: {e:?}", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
+/// f32 values as little-endian bytes (safetensors' layout).
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Reads the training state of a checkpoint without building the model.

@@ -9,7 +9,9 @@
 //! - [`input`]: u8 NCHW batches -> normalised f32 tensors;
 //! - [`session`]: the training loop fed by the ring, with wait/compute accounting;
 //! - [`device_check`]: one step on two devices (CPU vs CUDA), compared;
-//! - [`bench`]: the time of one training step on random inputs (`trainer bench`).
+//! - [`bench`]: the time of one training step on random inputs (`trainer bench`);
+//! - [`step_dump`]: training steps written out for the comparison with the official PyTorch code
+//!   (`trainer step-dump`, `reference/step_check.py`).
 
 pub mod input;
 pub mod lars;
@@ -27,3 +29,4 @@ pub mod device_check;
 pub mod dry_run;
 pub mod eval;
 pub mod session;
+pub mod step_dump;

@@ -41,7 +41,8 @@ paper's --projector 8192-8192-8192, --lr-weights 0.2, --lr-biases 0.0048, --warm
 Examples:\n  loader --shm bt0 &\n  trainer --shm bt0 --steps 100\n  \
 trainer --shm bt0 --arch resnet50 --epochs 1000 --checkpoint-dir runs/r50 --resume\n  \
 trainer eval --checkpoint runs/r50/checkpoint.safetensors --dir /data/val\n  \
-trainer export --checkpoint runs/r50/checkpoint.safetensors --out r50.safetensors"
+trainer export --checkpoint runs/r50/checkpoint.safetensors --out r50.safetensors\n  \
+trainer step-dump --out /tmp/r18 && python3 reference/step_check.py  (one step vs the official code)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -103,6 +104,63 @@ enum Command {
         /// Compute device [default: cuda when built with it and a GPU is present, else cpu].
         #[arg(long, value_enum)]
         device: Option<DeviceKind>,
+    },
+    /// Run barlow's training step(s) on the CPU from a seeded model on seeded random batches and
+    /// write the state before and after as safetensors under the official parameter names: what
+    /// `reference/step_check.py` loads into the official PyTorch code (torchvision ResNet, the
+    /// official projector, loss and LARS) to compare the loss, every gradient, the updated
+    /// parameters, the LARS momentum and the BatchNorm running statistics.
+    ///
+    /// DIR/init.safetensors: every parameter and running statistic before the first step, and the
+    /// batches (`views.a.<k>`, `views.b.<k>`: u8 [batch, 3, size, size]); DIR/after.safetensors:
+    /// the state after the last step, the LARS momentum (`lars.mu.<name>`) and every step's
+    /// gradients (`grad.<k>.<name>`, k = 0, 1, ...). Both carry the run's settings, learning rates and losses as
+    /// JSON in the metadata key `barlow.step_dump`, also printed on stdout.
+    #[command(
+        after_help = "Example (step 25: after the 10-epoch warm-up at 2 steps per epoch):\n  \
+trainer step-dump --arch resnet18 --projector 64-64-64 --steps 3 --start-step 25 --out /tmp/r18\n  \
+python3 reference/step_check.py --help"
+    )]
+    StepDump {
+        /// Directory to write init.safetensors and after.safetensors into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Arch::Resnet18)]
+        arch: Arch,
+        /// Projector sizes [default: the architecture's preset].
+        #[arg(long)]
+        projector: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 64)]
+        image_size: usize,
+        /// Seed of the weights and of the batches.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training steps to run, each on a batch of its own.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// Global step of the first step: its place in the learning-rate schedule.
+        #[arg(long, default_value_t = 5)]
+        start_step: u64,
+        /// Steps per epoch of the schedule (the official warm-up is 10 epochs of these).
+        #[arg(long, default_value_t = 2)]
+        steps_per_epoch: u64,
+        /// Planned epochs (the cosine schedule's length).
+        #[arg(long, default_value_t = 100.0)]
+        epochs: f64,
+        #[arg(long, default_value_t = 10.0)]
+        warmup_epochs: f64,
+        /// Base learning rate of the weights (x batch/256).
+        #[arg(long, default_value_t = 0.2)]
+        lr_weights: f64,
+        /// Base learning rate of biases and BatchNorm parameters (x batch/256).
+        #[arg(long, default_value_t = 0.0048)]
+        lr_biases: f64,
+        #[arg(long, default_value_t = 1.5e-6)]
+        weight_decay: f64,
+        #[arg(long, default_value_t = trainer::loss::DEFAULT_LAMBDA)]
+        lambd: f32,
     },
     /// Write the backbone of a checkpoint as safetensors with torchvision's parameter names
     /// (load with `torchvision.models.resnet50().load_state_dict(sd, strict=False)`; fc is absent).
@@ -327,6 +385,54 @@ fn main() {
                 DeviceKind::Cuda => bench_on_cuda(&cfg, !no_tf32)?,
             };
             println!("{}", serde_json::to_string(&result)?);
+            Ok(0)
+        })(),
+        Some(Command::StepDump {
+            out,
+            arch,
+            projector,
+            batch_size,
+            image_size,
+            seed,
+            steps,
+            start_step,
+            steps_per_epoch,
+            epochs,
+            warmup_epochs,
+            lr_weights,
+            lr_biases,
+            weight_decay,
+            lambd,
+        }) => (|| {
+            let arch = arch.model();
+            let cfg = trainer::step_dump::DumpConfig {
+                arch,
+                projector: parse_projector(
+                    projector.as_deref().unwrap_or(arch.default_projector()),
+                )?,
+                batch: batch_size,
+                size: image_size,
+                seed,
+                start_step,
+                steps,
+                lambd,
+                lars: LarsConfig {
+                    weight_decay,
+                    ..Default::default()
+                },
+                schedule: trainer::lars::Schedule {
+                    batch_size,
+                    steps_per_epoch,
+                    warmup_epochs,
+                    epochs,
+                    lr_weights,
+                    lr_biases,
+                },
+            };
+            let dev = Cpu::seed_from_u64(seed);
+            dev.enable_cache();
+            let info = trainer::step_dump::dump_steps(&dev, &cfg, &out)?;
+            println!("{}", serde_json::to_string(&info)?);
             Ok(0)
         })(),
         Some(Command::Export { checkpoint, out }) => {

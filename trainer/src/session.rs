@@ -19,9 +19,9 @@ use shared::{stat, Consumer};
 use crate::checkpoint::{self, TrainState, CHECKPOINT_FILE};
 use crate::input::normalize_views;
 use crate::lars::{Lars, LarsConfig, Schedule};
-use crate::model::{projector_spec, Arch, BarlowModel};
+use crate::model::{projector_spec, Arch, BarlowModel, StepGrads};
 use crate::nn::profile::{self, OpKind};
-use crate::nn::NnDevice;
+use crate::nn::{Fmap, NnDevice};
 
 /// What to train and for how long.
 #[derive(Clone, Debug)]
@@ -103,6 +103,29 @@ impl SessionSummary {
     pub fn stall_fraction(&self) -> f64 {
         self.wait.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
     }
+}
+
+/// One training step, as every caller runs it (the session, `trainer bench`, `trainer
+/// step-dump`): both views forward and backward with the loss ([`BarlowModel::loss_and_grads`]),
+/// then the LARS update at `(lr_weights, lr_biases)`, timed as the optimizer's op kind. The loss
+/// stays on the device ([`StepGrads::loss`] reads it): read it after queueing the next work.
+pub fn train_step<D: NnDevice>(
+    model: &mut BarlowModel<D>,
+    opt: &mut Lars<D>,
+    a: Fmap<D>,
+    b: Fmap<D>,
+    lambd: f32,
+    (lr_weights, lr_biases): (f64, f64),
+    inspect: impl FnOnce(&BarlowModel<D>, &dfdx::prelude::Gradients<f32, D>),
+) -> anyhow::Result<StepGrads<D>> {
+    let mut sg = model.loss_and_grads(a, b, lambd)?;
+    // LARS takes the gradients out: whoever wants to see them looks now
+    inspect(model, &sg.grads);
+    let dev = sg.loss_tensor.device().clone();
+    profile::timed(&dev, OpKind::Optimizer, || {
+        opt.step(&mut model.store, &mut sg.grads, lr_weights, lr_biases)
+    })?;
+    Ok(sg)
 }
 
 /// Trains from `consumer` on `dev` until the configured step/epoch, end of data, or `stop`.
@@ -333,10 +356,15 @@ pub fn train<D: NnDevice>(
             loader_step = Some(batch.step());
             batch.release();
             let (lr_w, lr_b) = schedule.lrs(step);
-            let mut sg = model.loss_and_grads(a, b, cfg.lambd)?;
-            profile::timed(dev, OpKind::Optimizer, || {
-                opt.step(&mut model.store, &mut sg.grads, lr_w, lr_b)
-            })?;
+            let sg = train_step(
+                &mut model,
+                &mut opt,
+                a,
+                b,
+                cfg.lambd,
+                (lr_w, lr_b),
+                |_, _| {},
+            )?;
             // the one wait for the device per step: everything is queued by now
             let loss = sg.loss();
             drop(sg);

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
 use crate::lars::{Lars, LarsConfig};
 use crate::model::{projector_spec, Arch, BarlowModel};
-use crate::nn::profile::{self, OpKind};
+use crate::nn::profile;
 use crate::nn::NnDevice;
 
 /// What to time.
@@ -98,8 +98,7 @@ pub fn bench<D: NnDevice>(
         let _ = profile::take_totals();
         let (ms, _) = step()?;
         let totals = profile::take_totals();
-        ops_ms = OpKind::ALL.iter().map(|k| k.key()).zip(totals).collect();
-        ops_ms.insert("other", (ms - totals.iter().sum::<f64>()).max(0.0));
+        ops_ms = profile::breakdown(totals, ms);
     }
     profile::set_enabled(was_enabled);
     let peak = profile::peak_memory();
@@ -131,6 +130,7 @@ pub fn bench<D: NnDevice>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::profile::OpKind;
     use dfdx::prelude::*;
 
     /// On the CPU the profile sees every kind of op of a ResNet step, and the step is timed.

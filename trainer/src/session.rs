@@ -382,10 +382,7 @@ pub fn train<D: NnDevice>(
                     *a += t;
                 }
                 acc.1 += compute_ms;
-                let mut m: std::collections::BTreeMap<&'static str, f64> =
-                    OpKind::ALL.iter().map(|k| k.key()).zip(totals).collect();
-                m.insert("other", (compute_ms - totals.iter().sum::<f64>()).max(0.0));
-                m
+                profile::breakdown(totals, compute_ms)
             });
             let peak = profile::peak_memory();
             if peak > 0 {

@@ -151,16 +151,7 @@ fn timed<D: NnDevice, R>(
     kind: OpKind,
     f: impl FnOnce() -> Result<R, D::Err>,
 ) -> Result<R, D::Err> {
-    if !profile::enabled() {
-        return f();
-    }
-    let stop = dev.start_timer()?;
-    let r = f()?;
-    profile::push(kind, stop()?);
-    if let Some(bytes) = dev.memory_in_use() {
-        profile::note_memory(bytes);
-    }
-    Ok(r)
+    profile::timed_as(dev, kind, |e| e, f)
 }
 
 /// Takes the gradient of `t` out of `grads`, or a zeroed one when none is held yet.

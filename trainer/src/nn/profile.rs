@@ -85,17 +85,41 @@ pub fn timed<D: super::NnDevice, R>(
     kind: OpKind,
     f: impl FnOnce() -> anyhow::Result<R>,
 ) -> anyhow::Result<R> {
+    timed_as(
+        dev,
+        kind,
+        |e| anyhow::anyhow!("timing the device: {e:?}"),
+        f,
+    )
+}
+
+/// [`timed`] for any error type: `timer_err` turns the timer's own failures into it (the ops
+/// keep the device's error).
+pub fn timed_as<D: super::NnDevice, R, E>(
+    dev: &D,
+    kind: OpKind,
+    timer_err: impl Fn(D::Err) -> E,
+    f: impl FnOnce() -> Result<R, E>,
+) -> Result<R, E> {
     if !enabled() {
         return f();
     }
-    let timer_err = |e: D::Err| anyhow::anyhow!("timing the device: {e:?}");
-    let stop = dev.start_timer().map_err(timer_err)?;
+    let stop = dev.start_timer().map_err(&timer_err)?;
     let r = f()?;
-    push(kind, stop().map_err(timer_err)?);
+    push(kind, stop().map_err(&timer_err)?);
     if let Some(bytes) = dev.memory_in_use() {
         note_memory(bytes);
     }
     Ok(r)
+}
+
+/// A step's device milliseconds by kind (`totals` in [`OpKind::ALL`]'s order, keyed as in the
+/// JSON stats) plus `other`: the rest of the step's `step_ms`.
+pub fn breakdown(totals: [f64; 6], step_ms: f64) -> std::collections::BTreeMap<&'static str, f64> {
+    let mut m: std::collections::BTreeMap<&'static str, f64> =
+        OpKind::ALL.iter().map(|k| k.key()).zip(totals).collect();
+    m.insert("other", (step_ms - totals.iter().sum::<f64>()).max(0.0));
+    m
 }
 
 /// Milliseconds per [`OpKind`] (in [`OpKind::ALL`]'s order) of every interval queued since the

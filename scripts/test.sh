@@ -28,7 +28,7 @@ if [ -n "${torch_install:-}" ] && ! wait "$torch_install"; then
 fi
 # One training step of barlow's real code against the official PyTorch code (issue 19).
 cargo build --locked -p trainer
-"$TORCH_VENV/bin/python" reference/step_check.py --trainer target/debug/trainer --case r18-64-1-warmup
+"$TORCH_VENV/bin/python" reference/step_check.py --trainer target/debug/trainer --case r18-64-1-warmup --case r50-64-3-warmup
 # The CUDA trainer must keep compiling: type-check it without a CUDA toolkit (dfdx's ci-check).
 cargo check --locked -p trainer --features cuda-check
 echo "test suite: $(( $(date +%s) - start ))s (build included)"

@@ -13,7 +13,8 @@
 //!   view fed first / second at step `k`), with the run's [`DumpInfo`] as JSON in the metadata
 //!   key [`INFO_KEY`].
 //! - `after.safetensors`: the state after the last step (parameters, running statistics, LARS
-//!   momentum `lars.mu.<name>`) and every step's gradients `grad.<k>.<name>`; the metadata
+//!   momentum `lars.mu.<name>`), every step's gradients `grad.<k>.<name>` and ReLU decisions
+//!   `relu.<k>.<i>` (see [`RELU_PREFIX`]); the metadata
 //!   holds the [`DumpInfo`] with the loss of every step filled in.
 
 use std::collections::HashMap;
@@ -28,13 +29,17 @@ use crate::checkpoint::{f32_bytes, write_safetensors, NamedBytes, MU_PREFIX};
 use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
 use crate::lars::{Lars, LarsConfig, Schedule};
 use crate::model::{Arch, BarlowModel};
-use crate::nn::NnDevice;
+use crate::nn::{relu_masks, NnDevice};
 use crate::session::train_step;
 
 /// Metadata key of the JSON [`DumpInfo`] in both files.
 pub const INFO_KEY: &str = "barlow.step_dump";
 /// Name prefix of the gradients in `after.safetensors`: `grad.<step k>.<name>`.
 pub const GRAD_PREFIX: &str = "grad.";
+/// Name prefix of the ReLU decisions in `after.safetensors`: `relu.<step k>.<call i>`, u8
+/// `[rows, cols]` channel-major (`(C, B*H*W)` maps, `(F, B)` vectors), 1 where the input was
+/// above 0, in forward order (backbone and projector of view a, then of view b).
+pub const RELU_PREFIX: &str = "relu.";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -191,8 +196,18 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
                 ));
             }
         };
-        let sg = train_step(&mut model, &mut opt, va, vb, cfg.lambd, info.lrs[k], record)?;
-        info.losses.push(sg.loss());
+        let (sg, masks) = relu_masks::record(|| {
+            train_step(&mut model, &mut opt, va, vb, cfg.lambd, info.lrs[k], record)
+        });
+        info.losses.push(sg?.loss());
+        for (i, m) in masks.into_iter().enumerate() {
+            grads.push((
+                format!("{RELU_PREFIX}{k}.{i}"),
+                Dtype::U8,
+                vec![m.rows, m.cols],
+                m.positive,
+            ));
+        }
     }
     let mut after = state_tensors(&model, |i| {
         let p = &model.store.params[i];
@@ -297,5 +312,18 @@ mod tests {
             }
         }
         assert!(after.tensor("backbone.bn1.running_var").is_ok());
+        // tiny: 4 conv-bn-relu layers per view, then the projector's hidden layer
+        for k in 0..2 {
+            let relus = (0..)
+                .take_while(|i| after.tensor(&format!("{RELU_PREFIX}{k}.{i}")).is_ok())
+                .count();
+            assert_eq!(relus, 2 * (4 + 1), "step {k}");
+            let first = after.tensor(&format!("{RELU_PREFIX}{k}.0")).unwrap();
+            assert_eq!(first.shape()[1], 4 * 8 * 8, "(C, B*H*W) after the stride-2 stem");
+            let proj = after.tensor(&format!("{RELU_PREFIX}{k}.4")).unwrap();
+            assert_eq!(proj.shape(), &[16, 4], "the projector's hidden layer, (F, B)");
+            assert!(first.data().iter().all(|&v| v <= 1));
+            assert!(first.data().iter().any(|&v| v == 1) && first.data().iter().any(|&v| v == 0));
+        }
     }
 }

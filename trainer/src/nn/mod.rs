@@ -7,6 +7,7 @@
 //!   what the model calls: they run the device's forward, record one backward op on dfdx's tape
 //!   (`Tape::add_backward_op`) and, in backward, **free their output's gradient** as soon as they
 //!   have used it (a producer's backward runs after all its consumers').
+//! - [`relu_masks`]: records each ReLU's decisions during a forward pass (`trainer step-dump`).
 //! - [`cpu`]: the CPU kernels (im2col + `gemm`, per-channel loops).
 //! - `cuda` (feature `cuda`): cuDNN convolutions (own minimal FFI, loaded at run time), NVRTC
 //!   kernels for BatchNorm+ReLU, add+ReLU and max pool, TF32 through the math mode.
@@ -24,6 +25,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod ops;
 pub mod profile;
+pub mod relu_masks;
 
 pub use ops::NnDevice;
 

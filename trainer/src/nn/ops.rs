@@ -22,6 +22,7 @@ use dfdx::prelude::*;
 use dfdx::tensor::Tensorlike;
 
 use super::profile::{self, Interval, OpKind};
+use super::relu_masks;
 use super::{ConvGeom, ConvShape, Flat, Fmap, Mat, PoolShape};
 
 /// A device's f32 storage buffer (`CachableVec` on CPU, `CachableCudaSlice` on CUDA).
@@ -273,6 +274,9 @@ pub fn batch_norm<D: NnDevice, T: Tape<f32, D>>(
         )
     })?;
     let y = wrap(&dev, c, y);
+    if relu {
+        relu_masks::note(&y);
+    }
     if let Some((rm, rv)) = running {
         let unbias = if n > 1 {
             n as f64 / (n - 1) as f64
@@ -369,6 +373,7 @@ pub fn add_relu<D: NnDevice, T: Tape<f32, D> + Merge<R>, R: Tape<f32, D>>(
         dev.add_relu_forward(a.storage(), b.storage())
     })?;
     let y = wrap(&dev, c, y);
+    relu_masks::note(&y);
     if T::OWNS_TAPE {
         let (a, b) = (a.ghost(), b.ghost());
         let y_saved = y.clone();

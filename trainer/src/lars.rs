@@ -323,7 +323,6 @@ mod tests {
 #[cfg(test)]
 mod two_level_sum_tests {
     use super::*;
-    use dfdx::prelude::*;
     use rand::{Rng, SeedableRng};
 
     /// The squared norm of a projector-sized weight (2048 x 8192) within 1e-5 of the f64 sum

@@ -447,6 +447,12 @@ impl NnDevice for Cpu {
     fn start_timer(&self) -> Result<Stopper<Self>, Self::Err> {
         Ok(cpu_timer())
     }
+
+    /// The heap's high-water mark since the previous sample (scratch buffers inside an op
+    /// included).
+    fn memory_in_use(&self) -> Option<u64> {
+        Some(super::host_memory::take_high_water())
+    }
 }
 
 /// Wall-clock time: the CPU kernels run synchronously.

@@ -8,6 +8,7 @@
 //!   (`Tape::add_backward_op`) and, in backward, **free their output's gradient** as soon as they
 //!   have used it (a producer's backward runs after all its consumers').
 //! - [`relu_masks`]: records each ReLU's decisions during a forward pass (`trainer step-dump`).
+//! - [`host_memory`]: the heap counted by a global allocator: the CPU device's memory use.
 //! - [`cpu`]: the CPU kernels (im2col + `gemm`, per-channel loops).
 //! - `cuda` (feature `cuda`): cuDNN convolutions (own minimal FFI, loaded at run time), NVRTC
 //!   kernels for BatchNorm+ReLU, add+ReLU and max pool, TF32 through the math mode.
@@ -23,6 +24,7 @@ use dfdx::prelude::*;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod host_memory;
 pub mod ops;
 pub mod profile;
 pub mod relu_masks;

@@ -136,8 +136,9 @@ pub trait NnDevice: Device<f32> {
     /// that work is queued, gives the interval (see [`super::profile`]).
     fn start_timer(&self) -> Result<Stopper<Self>, Self::Err>;
 
-    /// Bytes of device memory in use by everything on the device (sampled while profiling to
-    /// find a step's peak); `None` where the device cannot tell (the CPU).
+    /// Bytes of device memory in use, sampled after each op while profiling to find a step's
+    /// peak: the most in use since the previous sample where the device counts its allocations
+    /// (the CPU: [`super::host_memory`]), else the present use; `None` where it cannot tell.
     fn memory_in_use(&self) -> Option<u64> {
         None
     }

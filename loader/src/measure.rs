@@ -23,7 +23,7 @@ pub struct MeasureConfig {
     pub seconds: f64,
     /// Batches made and discarded before measuring.
     pub warmup_batches: u64,
-    /// Interval of the throughput/occupancy timeline.
+    /// Interval between the readings behind the throughput and busy-cores timeline.
     pub sample_every: Duration,
 }
 
@@ -42,9 +42,9 @@ pub const STAGES: [(&str, usize); 6] = [
 pub struct TimePoint {
     /// Seconds since the measurement started.
     pub t: f64,
-    /// Pairs per second over the last interval.
+    /// Pairs per second over the window that ends at `t` (see [`smoothing_window`]).
     pub pairs_per_s: f64,
-    /// Cores busy over the last interval (process CPU time / wall time).
+    /// Cores busy over that window (process CPU time / wall time).
     pub busy_cores: f64,
 }
 
@@ -148,21 +148,19 @@ pub fn measure(
             }
             halt.store(true, Ordering::Relaxed);
         });
+        // Raw readings (seconds, batches delivered, CPU seconds); rates come from a window over
+        // them below.
         let sampler = s.spawn(|| {
-            let mut points = Vec::new();
-            let (mut last_t, mut last_delivered, mut last_cpu) = (Instant::now(), delivered0, cpu0);
+            let mut readings = vec![(0.0, delivered0, cpu0)];
             while !halt.load(Ordering::Relaxed) {
                 std::thread::sleep(cfg.sample_every);
-                let (delivered, cpu) = (counters.delivered.load(Ordering::Relaxed), cpu_seconds());
-                let dt = last_t.elapsed().as_secs_f64().max(1e-9);
-                points.push(TimePoint {
-                    t: started.elapsed().as_secs_f64(),
-                    pairs_per_s: (delivered - last_delivered) as f64 * batch / dt,
-                    busy_cores: (cpu - last_cpu) / dt,
-                });
-                (last_t, last_delivered, last_cpu) = (Instant::now(), delivered, cpu);
+                readings.push((
+                    started.elapsed().as_secs_f64(),
+                    counters.delivered.load(Ordering::Relaxed),
+                    cpu_seconds(),
+                ));
             }
-            points
+            readings
         });
         let result = pipeline.run(&mut sink, cfg.warmup_batches..u64::MAX, &halt);
         let (wall_s, cpu_s) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
@@ -177,6 +175,8 @@ pub fn measure(
         )
     });
     result?;
+    let batches_per_s = (delivered1 - delivered0) as f64 / wall_s.max(1e-9);
+    let timeline = smoothed_timeline(&timeline, batches_per_s, batch);
 
     let pairs = (delivered1 - delivered0) * pc.batch_size as u64;
     let delta = |i: usize| stats1[i].saturating_sub(stats0[i]) as f64 / 1e9;
@@ -209,6 +209,51 @@ pub fn measure(
         peak_rss_bytes: peak_rss_bytes(),
         ring_bytes: geometry.file_bytes() as u64,
     })
+}
+
+/// A rate over a window of at least a second and about six batches (at most half the run), so
+/// that it does not alternate between two values as whole batches land in one sampling interval
+/// or the next.
+pub fn smoothing_window(batches_per_s: f64, span: f64) -> f64 {
+    let six_batches = 6.0 / batches_per_s.max(1e-9);
+    six_batches.clamp(1.0, (span / 2.0).max(1.0)).min(span)
+}
+
+/// For each reading time in `times` (ascending) that has a whole `window` behind it: its index
+/// and the index of the latest reading at least `window` before it.
+pub fn window_ends(times: &[f64], window: f64) -> Vec<(usize, usize)> {
+    let Some(&t0) = times.first() else {
+        return Vec::new();
+    };
+    let mut j = 0;
+    let mut out = Vec::new();
+    for (i, &t) in times.iter().enumerate() {
+        if t - t0 < window - 1e-9 {
+            continue;
+        }
+        while j + 1 < i && times[j + 1] <= t - window + 1e-9 {
+            j += 1;
+        }
+        out.push((i, j));
+    }
+    out
+}
+
+fn smoothed_timeline(readings: &[(f64, u64, f64)], batches_per_s: f64, batch: f64) -> Vec<TimePoint> {
+    let times: Vec<f64> = readings.iter().map(|r| r.0).collect();
+    let span = times.last().copied().unwrap_or(0.0);
+    window_ends(&times, smoothing_window(batches_per_s, span))
+        .into_iter()
+        .map(|(i, j)| {
+            let ((t, delivered, cpu), (t_then, delivered_then, cpu_then)) = (readings[i], readings[j]);
+            let dt = (t - t_then).max(1e-9);
+            TimePoint {
+                t,
+                pairs_per_s: (delivered - delivered_then) as f64 * batch / dt,
+                busy_cores: (cpu - cpu_then) / dt,
+            }
+        })
+        .collect()
 }
 
 /// The measurement as a plain-text table: stages (ms per pair, share), rates, and cores needed.

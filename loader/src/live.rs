@@ -18,7 +18,7 @@ use serde::Serialize;
 use shared::{stat, Observer, RingInfo, RingState, Verdict, STATS_LEN};
 
 use crate::augment::AugmentConfig;
-use crate::measure::{smoothing_window, window_ends, StageTime, STAGES};
+use crate::measure::{rate_between, smoothing_window, window_ends, StageTime, STAGES};
 
 /// How long and how often to read the ring.
 #[derive(Clone, Debug)]
@@ -30,11 +30,11 @@ pub struct LiveConfig {
 }
 
 impl LiveConfig {
-    /// `seconds` of readings, every 100 ms (less often on long profiles: about 300 readings).
+    /// `seconds` of readings, every 25 ms (less often on long profiles: about 300 readings).
     pub fn for_seconds(seconds: f64) -> LiveConfig {
         LiveConfig {
             seconds,
-            sample_every: Duration::from_secs_f64((seconds / 300.0).clamp(0.1, 2.0)),
+            sample_every: Duration::from_secs_f64((seconds / 300.0).clamp(0.025, 2.0)),
         }
     }
 }
@@ -348,6 +348,8 @@ pub fn analyse(
 fn timeline(readings: &[Reading], window: f64, batch: f64, slots: f64) -> Vec<LivePoint> {
     let occ = |r: &Reading| r.written.saturating_sub(r.consumed) as f64 / slots;
     let times: Vec<f64> = readings.iter().map(|r| r.t).collect();
+    let written: Vec<u64> = readings.iter().map(|r| r.written).collect();
+    let consumed_counts: Vec<u64> = readings.iter().map(|r| r.consumed).collect();
     window_ends(&times, window)
         .into_iter()
         .map(|(i, j)| {
@@ -363,8 +365,8 @@ fn timeline(readings: &[Reading], window: f64, batch: f64, slots: f64) -> Vec<Li
             );
             LivePoint {
                 t: now.t,
-                loader_pairs_per_s: produced as f64 * batch / dt,
-                trainer_pairs_per_s: consumed as f64 * batch / dt,
+                loader_pairs_per_s: rate_between(&times, &written, j, i) * batch,
+                trainer_pairs_per_s: rate_between(&times, &consumed_counts, j, i) * batch,
                 occupancy,
                 loader_wait,
                 trainer_wait,
@@ -434,7 +436,8 @@ fn findings(p: &LiveProfile, verdict: Verdict) -> Vec<String> {
         if let (Some(busy), Some(w)) = (l.cpu_cores_busy, l.workers) {
             if busy < 0.6 * w as f64 {
                 out.push(format!(
-                    "The loader is not short of CPU: it kept only {busy:.1} cores of its {w} workers busy, so something other than its stages holds it back (slow file reads, --throttle-ms, a shared or throttled CPU); more workers will not help until that is found."
+                    "The loader is not short of CPU: it kept only {busy:.1} cores busy with {w} worker{}, so something other than its stages holds it back (slow file reads, --throttle-ms, a shared or throttled CPU); more workers will not help until that is found.",
+                    if w == 1 { "" } else { "s" }
                 ));
             }
         }

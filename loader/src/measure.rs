@@ -239,18 +239,31 @@ pub fn window_ends(times: &[f64], window: f64) -> Vec<(usize, usize)> {
     out
 }
 
+/// The rate of a counter (`counts`, read at `times`) over the window from reading `j` to reading
+/// `i`: measured between the first and the last moment in it that the counter moved, so that it is
+/// not quantised to whole batches per window; where it moved less than twice, over the window.
+pub fn rate_between(times: &[f64], counts: &[u64], j: usize, i: usize) -> f64 {
+    let moved_at = |k: usize| k > 0 && counts[k] != counts[k - 1];
+    let first = (j + 1..=i).find(|&k| moved_at(k));
+    let last = (j + 1..=i).rev().find(|&k| moved_at(k));
+    match (first, last) {
+        (Some(a), Some(b)) if b > a => (counts[b] - counts[a]) as f64 / (times[b] - times[a]),
+        _ => counts[i].saturating_sub(counts[j]) as f64 / (times[i] - times[j]).max(1e-9),
+    }
+}
+
 fn smoothed_timeline(readings: &[(f64, u64, f64)], batches_per_s: f64, batch: f64) -> Vec<TimePoint> {
     let times: Vec<f64> = readings.iter().map(|r| r.0).collect();
+    let delivered: Vec<u64> = readings.iter().map(|r| r.1).collect();
     let span = times.last().copied().unwrap_or(0.0);
     window_ends(&times, smoothing_window(batches_per_s, span))
         .into_iter()
         .map(|(i, j)| {
-            let ((t, delivered, cpu), (t_then, delivered_then, cpu_then)) = (readings[i], readings[j]);
-            let dt = (t - t_then).max(1e-9);
+            let ((t, _, cpu), (t_then, _, cpu_then)) = (readings[i], readings[j]);
             TimePoint {
                 t,
-                pairs_per_s: (delivered - delivered_then) as f64 * batch / dt,
-                busy_cores: (cpu - cpu_then) / dt,
+                pairs_per_s: rate_between(&times, &delivered, j, i) * batch,
+                busy_cores: (cpu - cpu_then) / (t - t_then).max(1e-9),
             }
         })
         .collect()
@@ -292,4 +305,29 @@ pub fn table(m: &Measurement, target: Option<f64>) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_between_moves_is_not_quantised_to_whole_batches_per_window() {
+        // A batch every 150 ms, read every 10 ms: over any 1 s window, 6 or 7 batches land, but
+        // the rate between the first and last move is 1/0.15 to within a reading.
+        let times: Vec<f64> = (0..400).map(|k| k as f64 * 0.01).collect();
+        let counts: Vec<u64> = times.iter().map(|t| (t / 0.15).floor() as u64).collect();
+        for (i, j) in window_ends(&times, 1.0) {
+            let r = rate_between(&times, &counts, j, i);
+            assert!((r - 1.0 / 0.15).abs() < 0.15, "{r} at {}", times[i]);
+        }
+        // Fewer than two moves: the plain count over the window (here none: 0).
+        assert_eq!(rate_between(&times, &[3; 400], 0, 399), 0.0);
+    }
+
+    #[test]
+    fn windows_start_once_a_whole_window_lies_behind() {
+        let times = [0.0, 0.5, 1.0, 1.5, 2.0];
+        assert_eq!(window_ends(&times, 1.0), vec![(2, 0), (3, 1), (4, 2)]);
+    }
 }

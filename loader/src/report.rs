@@ -97,10 +97,10 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
     )?;
     writeln!(
         html,
-        "<div class=\"verdict\" data-verdict=\"{v}\" style=\"background:{}\"><b>{}</b> &nbsp;{}\n<ul>",
+        "<div class=\"verdict\" data-verdict=\"{v}\" style=\"background:{}\"><b>{}</b> &#160;the trainer waited for its input {:.0}% of the time\n<ul>",
         css(verdict_color(p.verdict.verdict)),
         p.verdict.verdict.to_uppercase(),
-        escape(p.verdict.advice),
+        100.0 * p.verdict.trainer_wait,
         v = p.verdict.verdict,
     )?;
     for f in &p.findings {
@@ -113,7 +113,7 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
         "<table class=\"keys\">\n<tr><th>trainer</th><th></th><th>loader</th><th></th></tr>\n\
 <tr><td>takes</td><td>{:.1} pairs/s</td><td>makes</td><td>{:.1} pairs/s</td></tr>\n\
 <tr><td>step</td><td>{:.1} ms = {:.1} waiting + {:.1} computing</td><td>workers / cores busy</td><td>{} / {}</td></tr>\n\
-<tr><td>compute speed (never waiting)</td><td>{} pairs/s</td><td>per-core rate</td><td>{} pairs per CPU-second</td></tr>\n\
+<tr><td>compute speed (never waiting)</td><td>{}</td><td>per-core rate</td><td>{} pairs per CPU-second</td></tr>\n\
 <tr><td>waits for a batch</td><td>{:.0}% of the time</td><td>waits for a free slot</td><td>{:.0}% of the time</td></tr>\n\
 <tr><td>ring occupancy (mean)</td><td>{:.0}%</td><td>cores to keep the trainer fed</td><td>{}</td></tr>\n</table>",
         t.pairs_per_s,
@@ -123,7 +123,8 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
         t.compute_ms_per_step,
         l.workers.map_or("?".to_string(), |w| w.to_string()),
         opt(l.cpu_cores_busy, 1),
-        opt(t.pairs_per_compute_s, 1),
+        t.pairs_per_compute_s
+            .map_or("unbounded (it hardly computes)".to_string(), |v| format!("{v:.1} pairs/s")),
         opt(l.pairs_per_cpu_s, 0),
         100.0 * p.verdict.trainer_wait,
         100.0 * p.verdict.loader_wait,

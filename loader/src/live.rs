@@ -425,6 +425,31 @@ fn findings(p: &LiveProfile, verdict: Verdict) -> Vec<String> {
         ));
     }
     if verdict == Verdict::InputBound {
+        let here = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Its workers idle while the trainer waits: the stages are not what holds it back.
+        let idle_workers = match (l.cpu_cores_busy, l.workers) {
+            (Some(busy), Some(w)) if busy < 0.6 * w as f64 => Some((busy, w)),
+            _ => None,
+        };
+        match (p.loader_cores_to_keep_up, idle_workers) {
+            (_, Some((busy, w))) => out.push(format!(
+                "The loader is not short of CPU: it kept only {busy:.1} cores busy with {w} worker{}, so something other than its stages holds it back (slow file reads, --throttle-ms, a shared or throttled CPU); more workers will not help until that is found.",
+                if w == 1 { "" } else { "s" }
+            )),
+            (Some(cores), None) if cores > here as f64 => out.push(format!(
+                "That is more than this machine's {here} cores: make each pair cheaper (datasets pack --max-side, a smaller --image-size) or feed from more machines."
+            )),
+            (Some(cores), None) => {
+                // A quarter more than the bare need, for the main thread and the ups and downs.
+                let workers = ((cores * 1.25).ceil() as usize).min(here);
+                if l.workers.is_none_or(|w| (w as usize) < workers) {
+                    out.push(format!(
+                        "Run the loader with --workers {workers} (this machine has {here} cores)."
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
         if let Some(a) = &p.attack_first {
             out.push(format!(
                 "Attack {} first: {:.2} ms of every pair's loader time ({:.0}%).",
@@ -432,22 +457,6 @@ fn findings(p: &LiveProfile, verdict: Verdict) -> Vec<String> {
                 a.ms_per_pair,
                 100.0 * a.share
             ));
-        }
-        if let (Some(busy), Some(w)) = (l.cpu_cores_busy, l.workers) {
-            if busy < 0.6 * w as f64 {
-                out.push(format!(
-                    "The loader is not short of CPU: it kept only {busy:.1} cores busy with {w} worker{}, so something other than its stages holds it back (slow file reads, --throttle-ms, a shared or throttled CPU); more workers will not help until that is found.",
-                    if w == 1 { "" } else { "s" }
-                ));
-            }
-        }
-        if let Some(cores) = p.loader_cores_to_keep_up {
-            let here = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if cores > here as f64 {
-                out.push(format!(
-                    "That is more than this machine's {here} cores: make each pair cheaper (datasets pack --max-side, a smaller --image-size) or feed from more machines."
-                ));
-            }
         }
     } else if verdict == Verdict::ComputeBound {
         out.push(

@@ -393,7 +393,7 @@ fn measure_command(
     let mcfg = MeasureConfig {
         seconds: args.seconds,
         warmup_batches: args.warmup,
-        sample_every: Duration::from_millis(250),
+        sample_every: Duration::from_millis(50),
     };
     let m = measure(&pipeline, &mcfg, &stop)?;
     if args.json {

@@ -211,12 +211,15 @@ pub fn measure(
     })
 }
 
-/// A rate over a window of at least a second and about six batches (at most half the run), so
-/// that it does not alternate between two values as whole batches land in one sampling interval
-/// or the next.
+/// A rate over a window of about ten batches, at least a fifth of the run (1 to 2 s) and at most
+/// half of it, so that it does not alternate between two values as whole batches land in one
+/// sampling interval or the next.
 pub fn smoothing_window(batches_per_s: f64, span: f64) -> f64 {
-    let six_batches = 6.0 / batches_per_s.max(1e-9);
-    six_batches.clamp(1.0, (span / 2.0).max(1.0)).min(span)
+    let ten_batches = 10.0 / batches_per_s.max(1e-9);
+    let shortest = (span / 5.0).clamp(1.0, 2.0);
+    ten_batches
+        .clamp(shortest, (span / 2.0).max(shortest))
+        .min(span)
 }
 
 /// For each reading time in `times` (ascending) that has a whole `window` behind it: its index

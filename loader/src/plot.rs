@@ -217,6 +217,23 @@ pub fn lines(
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
+        // The key above the plot, where it never hides a line.
+        let (key, root) = root.split_vertically(26);
+        let mut lx = 74;
+        for s in series {
+            key.draw(&PathElement::new(
+                vec![(lx, 14), (lx + 24, 14)],
+                s.color.stroke_width(4),
+            ))
+            .map_err(plot_err)?;
+            key.draw(&Text::new(
+                s.name.to_string(),
+                (lx + 30, 14),
+                font(14).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(plot_err)?;
+            lx += 50 + 8 * s.name.len() as i32;
+        }
         let t_min = series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -233,7 +250,7 @@ pub fn lines(
                 .flat_map(|s| s.points.iter().map(|p| p.1))
                 .fold(0.0, f64::max)
                 .max(1e-3)
-                * 1.25
+                * 1.15
         });
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
@@ -260,18 +277,8 @@ pub fn lines(
                 let style = s.color.stroke_width(if i == 0 && series.len() > 1 { 7 } else { 3 });
                 chart
                     .draw_series(LineSeries::new(s.points.iter().copied(), style))
-                    .map_err(plot_err)?
-                    .label(s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+                    .map_err(plot_err)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .label_font(font(14))
-                .draw()
-                .map_err(plot_err)?;
         } else {
             chart
                 .draw_series([label_at!(

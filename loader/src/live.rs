@@ -285,7 +285,12 @@ pub fn analyse(
     let mean_occupancy = readings.iter().map(occ).sum::<f64>() / readings.len() as f64;
     let loader_wait = (d(stat::PRODUCER_WAIT_NS) / 1e9 / span).min(1.0);
     let trainer_wait = wait_s / span;
-    let overall = verdict_of(trainer_wait, loader_wait, mean_occupancy, steps + written > 0);
+    let overall = verdict_of(
+        trainer_wait,
+        loader_wait,
+        mean_occupancy,
+        steps + written > 0,
+    );
     let window_s = smoothing_window(steps.max(written) as f64 / span, span);
     let timeline = timeline(readings, window_s, batch, slots);
     let share_over_time = [
@@ -370,8 +375,13 @@ fn timeline(readings: &[Reading], window: f64, batch: f64, slots: f64) -> Vec<Li
                 occupancy,
                 loader_wait,
                 trainer_wait,
-                verdict: verdict_of(trainer_wait, loader_wait, occupancy, produced + consumed > 0)
-                    .as_str(),
+                verdict: verdict_of(
+                    trainer_wait,
+                    loader_wait,
+                    occupancy,
+                    produced + consumed > 0,
+                )
+                .as_str(),
             }
         })
         .collect()
@@ -577,7 +587,10 @@ fn geometry(
             .unwrap_or_else(|| "the built-in demo dataset".to_string())
     });
     let (augment, augment_from) = match loader {
-        None => (None, "unknown (the loader runs in another pid namespace)".to_string()),
+        None => (
+            None,
+            "unknown (the loader runs in another pid namespace)".to_string(),
+        ),
         Some(l) => match l.path("--augment-config") {
             None => (
                 Some(AugmentConfig::default()),
@@ -667,8 +680,13 @@ mod tests {
                 reading(t, i, i, 0.07 * i as f64, 0.03 * i as f64)
             })
             .collect();
-        let p = analyse(Path::new("/dev/shm/x"), &info(), &readings, &Processes::default())
-            .unwrap();
+        let p = analyse(
+            Path::new("/dev/shm/x"),
+            &info(),
+            &readings,
+            &Processes::default(),
+        )
+        .unwrap();
         assert_eq!(p.verdict.verdict, "input-bound");
         assert!((p.trainer.wait_ms_per_step - 70.0).abs() < 1.0, "{p:?}");
         assert!((p.trainer.compute_ms_per_step - 30.0).abs() < 1.0);
@@ -682,7 +700,10 @@ mod tests {
         assert_eq!(attack.stage, "decode");
         assert!((attack.share - 0.75).abs() < 1e-6);
         // Smoothed over a window, the rate is steady: no alternating values.
-        assert!(p.timeline.iter().all(|pt| (pt.trainer_pairs_per_s - 40.0).abs() < 1e-6));
+        assert!(p
+            .timeline
+            .iter()
+            .all(|pt| (pt.trainer_pairs_per_s - 40.0).abs() < 1e-6));
         assert!(p.timeline.iter().all(|pt| pt.verdict == "input-bound"));
         assert!(p.findings[0].starts_with("Input-bound"));
         assert!(p.findings.iter().any(|f| f.contains("Attack decode first")));
@@ -696,8 +717,13 @@ mod tests {
         for r in &mut readings {
             r.stats[stat::PRODUCER_WAIT_NS] = (r.t * 0.8e9) as u64;
         }
-        let p = analyse(Path::new("/dev/shm/x"), &info(), &readings, &Processes::default())
-            .unwrap();
+        let p = analyse(
+            Path::new("/dev/shm/x"),
+            &info(),
+            &readings,
+            &Processes::default(),
+        )
+        .unwrap();
         assert_eq!(p.verdict.verdict, "compute-bound");
         assert_eq!(p.trainer.compute_from, "time not spent waiting");
         assert!((p.trainer.compute_ms_per_step - 100.0).abs() < 1.0);
@@ -725,7 +751,10 @@ mod tests {
             cwd: Some(PathBuf::from("/work")),
         };
         assert_eq!(p.flag("--dir"), Some("d"));
-        assert_eq!(p.path("--augment-config"), Some(PathBuf::from("/work/a.json")));
+        assert_eq!(
+            p.path("--augment-config"),
+            Some(PathBuf::from("/work/a.json"))
+        );
         assert_eq!(p.flag("--pack"), None);
     }
 

@@ -54,7 +54,9 @@ enum Command {
     /// step (waiting vs computing), the loader's stages and how many loader cores would keep the
     /// trainer fed. Without: the loader alone, like bench, plus the cores a --target rate needs.
     /// --report writes a self-contained HTML page with plots.
-    #[command(after_help = "Examples:\n  loader profile --shm bt0 --seconds 30 --report input.html   # a run going on\n  loader profile --dir /data/train --target 2500 --report loader.html   # the loader alone")]
+    #[command(
+        after_help = "Examples:\n  loader profile --shm bt0 --seconds 30 --report input.html   # a run going on\n  loader profile --dir /data/train --target 2500 --report loader.html   # the loader alone"
+    )]
     Profile(ProfileArgs),
     /// Watch a live ring (read-only): loader and trainer rates, occupancy, and who holds training back.
     Stat(StatArgs),

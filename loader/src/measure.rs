@@ -255,7 +255,11 @@ pub fn rate_between(times: &[f64], counts: &[u64], j: usize, i: usize) -> f64 {
     }
 }
 
-fn smoothed_timeline(readings: &[(f64, u64, f64)], batches_per_s: f64, batch: f64) -> Vec<TimePoint> {
+fn smoothed_timeline(
+    readings: &[(f64, u64, f64)],
+    batches_per_s: f64,
+    batch: f64,
+) -> Vec<TimePoint> {
     let times: Vec<f64> = readings.iter().map(|r| r.0).collect();
     let delivered: Vec<u64> = readings.iter().map(|r| r.1).collect();
     let span = times.last().copied().unwrap_or(0.0);

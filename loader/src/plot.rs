@@ -274,7 +274,9 @@ pub fn lines(
             for (i, s) in series.iter().enumerate() {
                 // The first line is drawn wider, so that where a later one covers it (the
                 // trainer takes what the loader makes) both stay visible.
-                let style = s.color.stroke_width(if i == 0 && series.len() > 1 { 7 } else { 3 });
+                let style = s
+                    .color
+                    .stroke_width(if i == 0 && series.len() > 1 { 7 } else { 3 });
                 chart
                     .draw_series(LineSeries::new(s.points.iter().copied(), style))
                     .map_err(plot_err)?;

@@ -72,7 +72,11 @@ fn stage_bars(stages: &[crate::measure::StageTime], highlight: Option<&str>) -> 
             } else {
                 plot::LOADER
             },
-            note: format!("{:.3} ms  ({:.0}%)", s.ms_per_pair, 100.0 * s.seconds / total),
+            note: format!(
+                "{:.3} ms  ({:.0}%)",
+                s.ms_per_pair,
+                100.0 * s.seconds / total
+            ),
         })
         .collect()
 }
@@ -253,7 +257,10 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
         g.workers.map_or("unknown".into(), |w| w.to_string()),
     );
     row("seed", g.seed.to_string());
-    row("rank / world size", format!("{} / {}", g.rank, g.world_size));
+    row(
+        "rank / world size",
+        format!("{} / {}", g.rank, g.world_size),
+    );
     row("stream key", g.stream_key.clone());
     row(
         "loader command",

@@ -120,11 +120,20 @@ fn a_slow_trainer_is_compute_bound() {
     assert_eq!(p["verdict"]["verdict"], "compute-bound", "{p}");
     // The dry run holds each batch 150 ms and publishes that as its compute time.
     let compute = p["trainer"]["compute_ms_per_step"].as_f64().unwrap();
-    assert!((140.0..400.0).contains(&compute), "{compute} ms per step computing");
+    assert!(
+        (140.0..400.0).contains(&compute),
+        "{compute} ms per step computing"
+    );
     assert_eq!(p["trainer"]["compute_from"], "the trainer's own counter");
-    assert!(p["verdict"]["mean_occupancy"].as_f64().unwrap() >= 0.5, "{p}");
+    assert!(
+        p["verdict"]["mean_occupancy"].as_f64().unwrap() >= 0.5,
+        "{p}"
+    );
     assert!(p["loader_cores_to_keep_up"].as_f64().unwrap() > 0.0);
-    assert!(p["attack_first"].is_null(), "nothing to attack when compute-bound");
+    assert!(
+        p["attack_first"].is_null(),
+        "nothing to attack when compute-bound"
+    );
     check_live_report(&report, p, "compute-bound", tmp.path());
 }
 
@@ -197,7 +206,10 @@ fn check_live_report(report: &Path, profile: &serde_json::Value, verdict: &str, 
     let lines = doc
         .descendants()
         .filter(|n| n.tag_name().name() == "polyline")
-        .filter(|n| n.attribute("points").is_some_and(|p| p.split(' ').count() > 5))
+        .filter(|n| {
+            n.attribute("points")
+                .is_some_and(|p| p.split(' ').count() > 5)
+        })
         .count();
     assert!(lines >= 3, "loader, trainer and occupancy lines: {lines}");
     let fetches = doc

@@ -5,6 +5,7 @@
 //! Every chart carries `data-series` naming what it draws, so a test can check that a page holds
 //! the plots it should, and each series has a colour of its own (the screenshot test looks for it).
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::element::EmptyElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -77,6 +78,38 @@ macro_rules! label_at {
     };
 }
 
+/// The axes of a horizontal bar chart on `area`: x from 0 to `x_max` with its grid and
+/// description, y from 0 to `y_max` without an axis (bars carry their own labels), `left` pixels
+/// left of the plot for those labels.
+fn bar_axes<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    left: u32,
+    x_max: f64,
+    y_max: f64,
+    x_desc: &str,
+) -> anyhow::Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .margin_right(20)
+        .x_label_area_size(34)
+        .y_label_area_size(left)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(WHITE)
+        .bold_line_style(RGBColor(225, 225, 225))
+        .disable_y_axis()
+        .y_labels(0)
+        .x_labels(6)
+        .x_desc(x_desc)
+        .label_style(font(13))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(chart)
+}
+
 /// One horizontal bar per entry, first at the top, its label on the left and its note at its end.
 pub fn hbars(bars: &[Bar], x_desc: &str) -> anyhow::Result<String> {
     let n = bars.len().max(1);
@@ -87,25 +120,7 @@ pub fn hbars(bars: &[Bar], x_desc: &str) -> anyhow::Result<String> {
         root.fill(&WHITE).map_err(plot_err)?;
         // Room after the longest bar for its note.
         let x_max = bars.iter().map(|b| b.value).fold(0.0, f64::max).max(1e-9) * 1.3;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .margin_right(20)
-            .x_label_area_size(34)
-            .y_label_area_size(120)
-            .build_cartesian_2d(0.0..x_max, 0.0..n as f64)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(RGBColor(225, 225, 225))
-            .disable_y_axis()
-            .y_labels(0)
-            .x_labels(6)
-            .x_desc(x_desc)
-            .label_style(font(13))
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = bar_axes(&root, 120, x_max, n as f64, x_desc)?;
         let row = |i: usize| (n - 1 - i) as f64;
         chart
             .draw_series(bars.iter().enumerate().map(|(i, b)| {
@@ -141,25 +156,7 @@ pub fn stacked_hbar(parts: &[Bar], x_desc: &str) -> anyhow::Result<String> {
         root.fill(&WHITE).map_err(plot_err)?;
         let total = parts.iter().map(|p| p.value).sum::<f64>().max(1e-9);
         let (area, legend) = root.split_vertically(112);
-        let mut chart = ChartBuilder::on(&area)
-            .margin(10)
-            .margin_right(20)
-            .x_label_area_size(34)
-            .y_label_area_size(10)
-            .build_cartesian_2d(0.0..total, 0.0..1.0)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(RGBColor(225, 225, 225))
-            .disable_y_axis()
-            .y_labels(0)
-            .x_labels(6)
-            .x_desc(x_desc)
-            .label_style(font(13))
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = bar_axes(&area, 10, total, 1.0, x_desc)?;
         let mut x = 0.0;
         let centre = font(14)
             .color(&WHITE)

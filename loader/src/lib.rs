@@ -9,14 +9,16 @@
 //! workers overlapping batches through [`handoff`], into a [`sink::BatchSink`]: the rings of a
 //! run ([`ring_sink`], which [`restart`] opens or takes over and [`watch`] reports trainers on)
 //! or memory ([`sink::MemorySink`]: [`measure`] for `loader bench`/`profile`, [`preview`], tests).
-//! [`sampler`] shards each epoch between ranks; [`summary`] prints the end of a run; [`report`]
-//! and [`stat`] are `loader profile --report` and `loader stat`.
+//! [`sampler`] shards each epoch between ranks; [`summary`] prints the end of a run; [`live`]
+//! profiles a ring in use (`loader profile --shm`), [`report`] draws a profile as HTML with the
+//! charts of [`plot`], and [`stat`] is `loader stat`.
 
 pub mod augment;
 pub mod blur;
 pub mod color;
 pub mod handoff;
 pub mod keyed_rng;
+pub mod live;
 pub mod lut;
 pub mod measure;
 pub mod pack;
@@ -24,6 +26,7 @@ pub mod pair;
 pub mod params;
 pub mod pipeline;
 pub mod planar;
+pub mod plot;
 pub mod preview;
 pub mod report;
 pub mod resample;

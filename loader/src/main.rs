@@ -49,7 +49,14 @@ enum Command {
     /// Measure the full pipeline (every augmentation on) into a drained ring: pairs/s, pairs per
     /// CPU-second, time per stage, peak RSS.
     Bench(MeasureArgs),
-    /// Like bench, plus how many cores a target rate needs, and an optional HTML report.
+    /// Profile a training run's input. With --shm NAME: the ring a loader and a trainer are using
+    /// (read-only): the verdict over time, both sides' rates, the ring's occupancy, the trainer's
+    /// step (waiting vs computing), the loader's stages and how many loader cores would keep the
+    /// trainer fed. Without: the loader alone, like bench, plus the cores a --target rate needs.
+    /// --report writes a self-contained HTML page with plots.
+    #[command(
+        after_help = "Examples:\n  loader profile --shm bt0 --seconds 30 --report input.html   # a run going on\n  loader profile --dir /data/train --target 2500 --report loader.html   # the loader alone"
+    )]
     Profile(ProfileArgs),
     /// Watch a live ring (read-only): loader and trainer rates, occupancy, and who holds training back.
     Stat(StatArgs),
@@ -126,6 +133,12 @@ impl InputArgs {
 /// Options of `loader profile`.
 #[derive(clap::Args, Debug)]
 struct ProfileArgs {
+    /// Profile this ring in use (name in /dev/shm or absolute path) instead of measuring the loader
+    /// alone: --seconds of readings of its live counters; --json prints the profile as one object.
+    #[arg(long, conflicts_with_all = ["dir", "pack", "target", "warmup"])]
+    shm: Option<String>,
+    #[command(flatten)]
+    ownership: OwnershipArgs,
     #[command(flatten)]
     measure: MeasureArgs,
     /// Pairs per second the trainer needs: prints how many cores that takes.
@@ -232,9 +245,10 @@ fn main() {
         Some(Command::Preview(args)) => loader::preview::preview(&args),
         Some(Command::Augment(args)) => loader::preview::augment(&args),
         Some(Command::Bench(args)) => measure_command(&args, None, None),
-        Some(Command::Profile(args)) => {
-            measure_command(&args.measure, args.target, args.report.as_deref())
-        }
+        Some(Command::Profile(args)) => match &args.shm {
+            Some(shm) => live_profile_command(&args, shm),
+            None => measure_command(&args.measure, args.target, args.report.as_deref()),
+        },
         Some(Command::Stat(args)) => stat_command(&args),
     };
     match result {
@@ -247,6 +261,13 @@ fn main() {
 }
 
 fn install_stop_handler() -> anyhow::Result<Arc<AtomicBool>> {
+    stop_handler(
+        "interrupted, finishing the current batch and removing the ring, unless its trainer waits for a new loader (Ctrl-C again to force)",
+    )
+}
+
+/// Sets the returned flag on Ctrl-C (saying `what` happens next); a second Ctrl-C exits at once.
+fn stop_handler(what: &'static str) -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -254,7 +275,7 @@ fn install_stop_handler() -> anyhow::Result<Arc<AtomicBool>> {
             eprintln!("\nloader: second interrupt, exiting now");
             std::process::exit(130);
         }
-        eprintln!("\nloader: interrupted, finishing the current batch and removing the ring, unless its trainer waits for a new loader (Ctrl-C again to force)");
+        eprintln!("\nloader: {what}");
     })
     .context("installing the Ctrl-C handler")?;
     Ok(stop)
@@ -374,7 +395,7 @@ fn measure_command(
     let mcfg = MeasureConfig {
         seconds: args.seconds,
         warmup_batches: args.warmup,
-        sample_every: Duration::from_millis(250),
+        sample_every: Duration::from_millis(50),
     };
     let m = measure(&pipeline, &mcfg, &stop)?;
     if args.json {
@@ -401,6 +422,36 @@ fn measure_command(
         std::fs::write(path, html)
             .with_context(|| format!("writing the report {}", path.display()))?;
         eprintln!("loader: report written to {}", path.display());
+    }
+    Ok(0)
+}
+
+fn live_profile_command(args: &ProfileArgs, shm: &str) -> anyhow::Result<i32> {
+    use loader::live::{self, LiveConfig, Processes};
+    args.ownership.apply();
+    let stop = stop_handler("interrupted: profiling what was read so far (Ctrl-C again to quit)")?;
+    let path = ring_path(shm)?;
+    let observer = shared::Observer::open_wait(&path, Duration::from_secs(10))?;
+    let seconds = args.measure.seconds;
+    eprintln!(
+        "loader: profiling the ring {} for {seconds}s (read-only; Ctrl-C stops early)",
+        path.display()
+    );
+    let before = Processes::of(&observer);
+    let readings = live::sample(&observer, &LiveConfig::for_seconds(seconds), &stop);
+    // A trainer may attach during the profile; a loader may be gone by its end.
+    let processes = before.or(Processes::of(&observer));
+    let profile = live::analyse(&path, observer.info(), &readings, &processes)?;
+    if args.measure.json {
+        println!("{}", serde_json::to_string(&profile)?);
+    } else {
+        print!("{}", live::text(&profile));
+    }
+    if let Some(report) = &args.report {
+        let html = loader::report::live_html_report(&profile)?;
+        std::fs::write(report, html)
+            .with_context(|| format!("writing the report {}", report.display()))?;
+        eprintln!("loader: report written to {}", report.display());
     }
     Ok(0)
 }

@@ -23,7 +23,7 @@ pub struct MeasureConfig {
     pub seconds: f64,
     /// Batches made and discarded before measuring.
     pub warmup_batches: u64,
-    /// Interval of the throughput/occupancy timeline.
+    /// Interval between the readings behind the throughput and busy-cores timeline.
     pub sample_every: Duration,
 }
 
@@ -42,9 +42,9 @@ pub const STAGES: [(&str, usize); 6] = [
 pub struct TimePoint {
     /// Seconds since the measurement started.
     pub t: f64,
-    /// Pairs per second over the last interval.
+    /// Pairs per second over the window that ends at `t` (see [`smoothing_window`]).
     pub pairs_per_s: f64,
-    /// Cores busy over the last interval (process CPU time / wall time).
+    /// Cores busy over that window (process CPU time / wall time).
     pub busy_cores: f64,
 }
 
@@ -148,21 +148,19 @@ pub fn measure(
             }
             halt.store(true, Ordering::Relaxed);
         });
+        // Raw readings (seconds, batches delivered, CPU seconds); rates come from a window over
+        // them below.
         let sampler = s.spawn(|| {
-            let mut points = Vec::new();
-            let (mut last_t, mut last_delivered, mut last_cpu) = (Instant::now(), delivered0, cpu0);
+            let mut readings = vec![(0.0, delivered0, cpu0)];
             while !halt.load(Ordering::Relaxed) {
                 std::thread::sleep(cfg.sample_every);
-                let (delivered, cpu) = (counters.delivered.load(Ordering::Relaxed), cpu_seconds());
-                let dt = last_t.elapsed().as_secs_f64().max(1e-9);
-                points.push(TimePoint {
-                    t: started.elapsed().as_secs_f64(),
-                    pairs_per_s: (delivered - last_delivered) as f64 * batch / dt,
-                    busy_cores: (cpu - last_cpu) / dt,
-                });
-                (last_t, last_delivered, last_cpu) = (Instant::now(), delivered, cpu);
+                readings.push((
+                    started.elapsed().as_secs_f64(),
+                    counters.delivered.load(Ordering::Relaxed),
+                    cpu_seconds(),
+                ));
             }
-            points
+            readings
         });
         let result = pipeline.run(&mut sink, cfg.warmup_batches..u64::MAX, &halt);
         let (wall_s, cpu_s) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
@@ -177,6 +175,8 @@ pub fn measure(
         )
     });
     result?;
+    let batches_per_s = (delivered1 - delivered0) as f64 / wall_s.max(1e-9);
+    let timeline = smoothed_timeline(&timeline, batches_per_s, batch);
 
     let pairs = (delivered1 - delivered0) * pc.batch_size as u64;
     let delta = |i: usize| stats1[i].saturating_sub(stats0[i]) as f64 / 1e9;
@@ -209,6 +209,71 @@ pub fn measure(
         peak_rss_bytes: peak_rss_bytes(),
         ring_bytes: geometry.file_bytes() as u64,
     })
+}
+
+/// A rate over a window of about ten batches, at least a fifth of the run (1 to 2 s) and at most
+/// half of it, so that it does not alternate between two values as whole batches land in one
+/// sampling interval or the next.
+pub fn smoothing_window(batches_per_s: f64, span: f64) -> f64 {
+    let ten_batches = 10.0 / batches_per_s.max(1e-9);
+    let shortest = (span / 5.0).clamp(1.0, 2.0);
+    ten_batches
+        .clamp(shortest, (span / 2.0).max(shortest))
+        .min(span)
+}
+
+/// For each reading time in `times` (ascending) that has a whole `window` behind it: its index
+/// and the index of the latest reading at least `window` before it.
+pub fn window_ends(times: &[f64], window: f64) -> Vec<(usize, usize)> {
+    let Some(&t0) = times.first() else {
+        return Vec::new();
+    };
+    let mut j = 0;
+    let mut out = Vec::new();
+    for (i, &t) in times.iter().enumerate() {
+        if t - t0 < window - 1e-9 {
+            continue;
+        }
+        while j + 1 < i && times[j + 1] <= t - window + 1e-9 {
+            j += 1;
+        }
+        out.push((i, j));
+    }
+    out
+}
+
+/// The rate of a counter (`counts`, read at `times`) over the window from reading `j` to reading
+/// `i`: measured between the first and the last moment in it that the counter moved, so that it is
+/// not quantised to whole batches per window; where it moved less than twice, over the window.
+pub fn rate_between(times: &[f64], counts: &[u64], j: usize, i: usize) -> f64 {
+    let moved_at = |k: usize| k > 0 && counts[k] != counts[k - 1];
+    let first = (j + 1..=i).find(|&k| moved_at(k));
+    let last = (j + 1..=i).rev().find(|&k| moved_at(k));
+    match (first, last) {
+        (Some(a), Some(b)) if b > a => (counts[b] - counts[a]) as f64 / (times[b] - times[a]),
+        _ => counts[i].saturating_sub(counts[j]) as f64 / (times[i] - times[j]).max(1e-9),
+    }
+}
+
+fn smoothed_timeline(
+    readings: &[(f64, u64, f64)],
+    batches_per_s: f64,
+    batch: f64,
+) -> Vec<TimePoint> {
+    let times: Vec<f64> = readings.iter().map(|r| r.0).collect();
+    let delivered: Vec<u64> = readings.iter().map(|r| r.1).collect();
+    let span = times.last().copied().unwrap_or(0.0);
+    window_ends(&times, smoothing_window(batches_per_s, span))
+        .into_iter()
+        .map(|(i, j)| {
+            let ((t, _, cpu), (t_then, _, cpu_then)) = (readings[i], readings[j]);
+            TimePoint {
+                t,
+                pairs_per_s: rate_between(&times, &delivered, j, i) * batch,
+                busy_cores: (cpu - cpu_then) / (t - t_then).max(1e-9),
+            }
+        })
+        .collect()
 }
 
 /// The measurement as a plain-text table: stages (ms per pair, share), rates, and cores needed.
@@ -247,4 +312,29 @@ pub fn table(m: &Measurement, target: Option<f64>) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_between_moves_is_not_quantised_to_whole_batches_per_window() {
+        // A batch every 150 ms, read every 10 ms: over any 1 s window, 6 or 7 batches land, but
+        // the rate between the first and last move is 1/0.15 to within a reading.
+        let times: Vec<f64> = (0..400).map(|k| k as f64 * 0.01).collect();
+        let counts: Vec<u64> = times.iter().map(|t| (t / 0.15).floor() as u64).collect();
+        for (i, j) in window_ends(&times, 1.0) {
+            let r = rate_between(&times, &counts, j, i);
+            assert!((r - 1.0 / 0.15).abs() < 0.15, "{r} at {}", times[i]);
+        }
+        // Fewer than two moves: the plain count over the window (here none: 0).
+        assert_eq!(rate_between(&times, &[3; 400], 0, 399), 0.0);
+    }
+
+    #[test]
+    fn windows_start_once_a_whole_window_lies_behind() {
+        let times = [0.0, 0.5, 1.0, 1.5, 2.0];
+        assert_eq!(window_ends(&times, 1.0), vec![(2, 0), (3, 1), (4, 2)]);
+    }
 }

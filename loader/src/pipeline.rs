@@ -295,6 +295,7 @@ impl<'s> Pipeline<'s> {
                 handoff.open(parts, stats);
                 handoff.wait_done().map_err(|why| anyhow::anyhow!(why))?;
                 stats.set(stat::SKIPPED, self.bad.lock().unwrap().len() as u64);
+                stats.set(stat::WORKERS, self.workers as u64);
                 if !self.cfg.throttle.is_zero() {
                     std::thread::sleep(self.cfg.throttle);
                 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::layout::{offset, RingInfo, RingState};
-use crate::liveness::{Side, SideRecord, DEFAULT_STALE_AFTER};
+use crate::liveness::{process_visible, Side, SideRecord, DEFAULT_STALE_AFTER};
 use crate::map::{wait_ready, Mapping};
 use crate::stats::STATS_LEN;
 use crate::RingError;
@@ -73,6 +73,16 @@ impl Observer {
     /// What the producer declared.
     pub fn info(&self) -> &RingInfo {
         &self.info
+    }
+
+    /// The producer's and the consumer's pids where they run in this pid namespace and exist, so
+    /// that `/proc/<pid>` is that process (for its CPU time or command line); None otherwise.
+    pub fn local_pids(&self) -> (Option<u32>, Option<u32>) {
+        let local = |side| {
+            let r = SideRecord::read(&self.map, side);
+            (r.pid != 0 && process_visible(r.pid, r.pidns)).then_some(r.pid)
+        };
+        (local(Side::Producer), local(Side::Consumer))
     }
 
     /// Reads the ring's current shared state.

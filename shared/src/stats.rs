@@ -38,8 +38,10 @@ pub mod stat {
     pub const BYTES_READ: usize = 11;
     /// Time the consumer spent outside the ring (e.g. training steps).
     pub const TRAIN_NS: usize = 12;
+    /// Worker threads the loader runs (set, not added, by the producer; 0 = not published).
+    pub const WORKERS: usize = 13;
     /// First index with no assigned meaning; `FIRST_FREE..STATS_LEN` are free for experiments.
-    pub const FIRST_FREE: usize = 13;
+    pub const FIRST_FREE: usize = 14;
 
     /// Short names for display, indexed like the counters ("" = unassigned).
     pub const NAMES: [&str; super::STATS_LEN] = {
@@ -57,6 +59,7 @@ pub mod stat {
         n[FLIP_NS] = "flip_ns";
         n[BYTES_READ] = "bytes_read";
         n[TRAIN_NS] = "train_ns";
+        n[WORKERS] = "workers";
         n
     };
 }

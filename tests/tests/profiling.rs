@@ -1,5 +1,8 @@
-//! Where the time goes (issue 7): verdicts from both sides, `loader stat`, `loader profile`.
+//! Where the time goes (issues 7 and 16): verdicts from both sides, `loader stat`, `loader
+//! profile --shm` on the live ring (its JSON, its HTML report and a screenshot of it), and
+//! `loader profile --dir`.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -10,13 +13,19 @@ use barlow_tests::{
 
 const LIMIT: Duration = Duration::from_secs(300);
 
-/// Runs a loader and a dry-run trainer with the given extra arguments and a `loader stat` beside
-/// them; returns (loader stderr, trainer stderr, stat JSON lines).
-fn run_pair(
-    loader_extra: &[&str],
-    trainer_extra: &[&str],
-    tag: &str,
-) -> (String, String, Vec<serde_json::Value>) {
+/// What one loader + trainer pair showed its observers.
+struct Observed {
+    loader: String,
+    trainer: String,
+    /// `loader stat --json` lines.
+    stat: Vec<serde_json::Value>,
+    /// `loader profile --shm --json`.
+    profile: serde_json::Value,
+}
+
+/// Runs a loader and a dry-run trainer with the given extra arguments, with a `loader stat` and a
+/// 3-second `loader profile --shm` (HTML report to `report`) beside them.
+fn run_pair(loader_extra: &[&str], trainer_extra: &[&str], tag: &str, report: &Path) -> Observed {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_demo(tmp.path(), 2, 16);
     let ring = ring_in(tmp.path(), tag);
@@ -27,7 +36,7 @@ fn run_pair(
             "--image-size",
             "16",
             "--steps",
-            "30",
+            "40",
             "--json",
         ])
         .args(loader_extra)
@@ -55,12 +64,19 @@ fn run_pair(
         ]),
         LIMIT,
     );
+    let profile = run_with_deadline(
+        Command::new(bin("loader"))
+            .args(["profile", "--shm", &ring, "--seconds", "3", "--json"])
+            .arg("--report")
+            .arg(report),
+        LIMIT,
+    );
     let trainer = wait_with_deadline(trainer, LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
     assert!(loader.status.success() && trainer.status.success());
     let summary: serde_json::Value =
         serde_json::from_slice(&loader.stdout).expect("loader --json prints its summary");
-    assert_eq!(summary["batches"], 30);
+    assert_eq!(summary["batches"], 40);
     let verdict = summary["verdict"].as_str().unwrap().to_string();
     let stderr = String::from_utf8_lossy(&loader.stderr);
     assert!(
@@ -68,15 +84,17 @@ fn run_pair(
         "the JSON and the text agree: {stderr}"
     );
     assert_succeeded("loader stat", &stat);
-    let lines = String::from_utf8_lossy(&stat.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("stat --json prints JSON lines"))
-        .collect();
-    (
-        String::from_utf8_lossy(&loader.stderr).into_owned(),
-        String::from_utf8_lossy(&trainer.stderr).into_owned(),
-        lines,
-    )
+    assert_succeeded("loader profile --shm", &profile);
+    Observed {
+        loader: String::from_utf8_lossy(&loader.stderr).into_owned(),
+        trainer: String::from_utf8_lossy(&trainer.stderr).into_owned(),
+        stat: String::from_utf8_lossy(&stat.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("stat --json prints JSON lines"))
+            .collect(),
+        profile: serde_json::from_slice(&profile.stdout)
+            .expect("profile --shm --json prints one JSON object"),
+    }
 }
 
 fn majority(lines: &[serde_json::Value], verdict: &str) -> bool {
@@ -86,24 +104,165 @@ fn majority(lines: &[serde_json::Value], verdict: &str) -> bool {
 
 #[test]
 fn a_slow_trainer_is_compute_bound() {
-    let (loader, trainer, stat) = run_pair(&[], &["--throttle-ms", "150"], "slowtrainer");
-    assert!(trainer.contains("compute-bound"), "{trainer}");
-    assert!(loader.contains("verdict: compute-bound"), "{loader}");
-    assert!(majority(&stat, "compute-bound"), "{stat:?}");
-    for l in &stat {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("compute-bound.html");
+    let o = run_pair(&[], &["--throttle-ms", "150"], "slowtrainer", &report);
+    assert!(o.trainer.contains("compute-bound"), "{}", o.trainer);
+    assert!(o.loader.contains("verdict: compute-bound"), "{}", o.loader);
+    assert!(majority(&o.stat, "compute-bound"), "{:?}", o.stat);
+    for l in &o.stat {
         assert!(
             l["occupancy"].as_f64().unwrap() >= 0.5,
             "a slow trainer keeps the ring full: {l}"
         );
     }
+    let p = &o.profile;
+    assert_eq!(p["verdict"]["verdict"], "compute-bound", "{p}");
+    // The dry run holds each batch 150 ms and publishes that as its compute time.
+    let compute = p["trainer"]["compute_ms_per_step"].as_f64().unwrap();
+    assert!(
+        (140.0..400.0).contains(&compute),
+        "{compute} ms per step computing"
+    );
+    assert_eq!(p["trainer"]["compute_from"], "the trainer's own counter");
+    assert!(
+        p["verdict"]["mean_occupancy"].as_f64().unwrap() >= 0.5,
+        "{p}"
+    );
+    assert!(p["loader_cores_to_keep_up"].as_f64().unwrap() > 0.0);
+    assert!(
+        p["attack_first"].is_null(),
+        "nothing to attack when compute-bound"
+    );
+    check_live_report(&report, p, "compute-bound", tmp.path());
 }
 
 #[test]
 fn a_slow_loader_is_input_bound() {
-    let (loader, trainer, stat) = run_pair(&["--throttle-ms", "150"], &[], "slowloader");
-    assert!(trainer.contains("input-bound"), "{trainer}");
-    assert!(loader.contains("verdict: input-bound"), "{loader}");
-    assert!(majority(&stat, "input-bound"), "{stat:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("input-bound.html");
+    let o = run_pair(&["--throttle-ms", "150"], &[], "slowloader", &report);
+    assert!(o.trainer.contains("input-bound"), "{}", o.trainer);
+    assert!(o.loader.contains("verdict: input-bound"), "{}", o.loader);
+    assert!(majority(&o.stat, "input-bound"), "{:?}", o.stat);
+    let p = &o.profile;
+    assert_eq!(p["verdict"]["verdict"], "input-bound", "{p}");
+    assert!(p["verdict"]["trainer_wait"].as_f64().unwrap() > 0.5, "{p}");
+    let stages: Vec<&str> = p["loader"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert!(
+        stages.contains(&p["attack_first"]["stage"].as_str().unwrap()),
+        "an input-bound run names a stage to attack: {p}"
+    );
+    // The loader sleeps 150 ms a batch outside its stages: the profile says it is not short of CPU.
+    let findings = p["findings"].to_string();
+    assert!(findings.contains("not short of CPU"), "{findings}");
+    check_live_report(&report, p, "input-bound", tmp.path());
+}
+
+/// The live report: well-formed, self-contained, the verdict and every plot present with the
+/// series it should draw, and (where chromium is installed) rendered with each series' colour.
+fn check_live_report(report: &Path, profile: &serde_json::Value, verdict: &str, dir: &Path) {
+    let html = std::fs::read_to_string(report).unwrap();
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc =
+        roxmltree::Document::parse_with_options(&html, options).expect("the report is well-formed");
+    let banner = doc
+        .descendants()
+        .find(|n| n.attribute("data-verdict").is_some())
+        .expect("a verdict banner");
+    assert_eq!(banner.attribute("data-verdict"), Some(verdict));
+    let charts: Vec<String> = doc
+        .descendants()
+        .filter_map(|n| n.attribute("data-series"))
+        .map(String::from)
+        .collect();
+    let expected = [
+        verdict.to_string(),
+        "loader makes,trainer takes".to_string(),
+        "ring occupancy (%)".to_string(),
+        "waiting for input,computing".to_string(),
+        "read,decode,crop+resize,colour,blur,write+solarize".to_string(),
+    ];
+    assert_eq!(charts.len(), expected.len(), "{charts:?}");
+    assert!(
+        charts[0].split(',').any(|v| v == verdict),
+        "the verdict strip shows {verdict}: {charts:?}"
+    );
+    assert_eq!(charts[1..], expected[1..], "each plot draws its series");
+    let svgs = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "svg")
+        .count();
+    assert_eq!(svgs, 5, "one SVG per plot");
+    // Every line chart has its lines: polylines with many points.
+    let lines = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "polyline")
+        .filter(|n| {
+            n.attribute("points")
+                .is_some_and(|p| p.split(' ').count() > 5)
+        })
+        .count();
+    assert!(lines >= 3, "loader, trainer and occupancy lines: {lines}");
+    let fetches = doc
+        .descendants()
+        .filter(|n| n.attribute("src").is_some() || n.tag_name().name() == "link")
+        .count();
+    assert_eq!(fetches, 0, "self-contained: nothing fetched from elsewhere");
+    assert!(
+        html.contains(&format!("{} x {}", 16, 16)) && html.contains("batch size"),
+        "the run's geometry"
+    );
+    assert!(profile["geometry"]["loader_command"]
+        .as_str()
+        .is_some_and(|c| c.contains("--shm")));
+
+    let Some(png) = screenshot_if_chromium(report, dir, (900, 2400)) else {
+        return;
+    };
+    let verdict_colour = if verdict == "input-bound" {
+        WAITING
+    } else {
+        GOOD
+    };
+    for (what, rgb) in [
+        ("the loader's line and stage bars", LOADER),
+        ("the trainer's line and compute bar", TRAINER),
+        ("the occupancy line", OCCUPANCY),
+        ("the verdict banner and strip", verdict_colour),
+    ] {
+        let n = pixels_of(&png, rgb);
+        assert!(n > 300, "{what}: {n} pixels of {rgb:?} in the screenshot");
+    }
+}
+
+// The report's series colours (loader/src/plot.rs).
+const TRAINER: [u8; 3] = [31, 119, 180];
+const LOADER: [u8; 3] = [255, 127, 14];
+const OCCUPANCY: [u8; 3] = [148, 103, 189];
+const WAITING: [u8; 3] = [214, 39, 40];
+const GOOD: [u8; 3] = [44, 160, 44];
+
+/// Pixels of a PNG within a few levels of `rgb`.
+fn pixels_of(png: &Path, rgb: [u8; 3]) -> usize {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert!(channels >= 3 && info.bit_depth == png::BitDepth::Eight);
+    buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .filter(|px| (0..3).all(|c| px[c].abs_diff(rgb[c]) <= 4))
+        .count()
 }
 
 #[test]
@@ -177,17 +336,18 @@ fn profile_stages_add_up_and_the_report_is_valid_html_with_one_svg_per_plot() {
         .filter(|n| n.attribute("src").is_some() || n.tag_name().name() == "link")
         .count();
     assert_eq!(fetches, 0, "self-contained: nothing fetched from elsewhere");
-    screenshot_if_chromium(&report, tmp.path());
+    screenshot_if_chromium(&report, tmp.path(), (900, 1600));
 }
 
-/// Where Debian's chromium is installed (CI installs it), the report renders to a non-blank PNG.
-fn screenshot_if_chromium(report: &std::path::Path, dir: &std::path::Path) {
-    let chromium = std::path::Path::new("/usr/bin/chromium");
+/// Where Debian's chromium is installed (CI installs it), the report renders to a non-blank PNG
+/// (returned).
+fn screenshot_if_chromium(report: &Path, dir: &Path, (w, h): (u32, u32)) -> Option<PathBuf> {
+    let chromium = Path::new("/usr/bin/chromium");
     if !chromium.exists() {
         eprintln!("chromium not installed: screenshot check skipped");
-        return;
+        return None;
     }
-    let png = dir.join("report.png");
+    let png = report.with_extension("png");
     let out = run_with_deadline(
         Command::new(chromium)
             .args([
@@ -199,8 +359,8 @@ fn screenshot_if_chromium(report: &std::path::Path, dir: &std::path::Path) {
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
-                "--window-size=900,1600",
             ])
+            .arg(format!("--window-size={w},{h}"))
             .arg(format!(
                 "--user-data-dir={}",
                 dir.join("chromium-profile").display()
@@ -216,4 +376,5 @@ fn screenshot_if_chromium(report: &std::path::Path, dir: &std::path::Path) {
         "a rendered page, {} bytes",
         bytes.len()
     );
+    Some(png)
 }

@@ -1,8 +1,9 @@
 """The pieces of facebookresearch/barlowtwins main.py that barlow's PyTorch references share:
 the official LARS optimizer and its parameter groups, the learning-rate schedule, the projector,
 the Barlow Twins loss and the ResNet model. Imported by `reference/torch_knn.py` (the k-NN check),
-`reference/step_check.py` (one training step against barlow's) and `scripts/gpu/torch_bt.py` (GPU
-timing)."""
+`reference/step_check.py` (one training step against barlow's), `scripts/gpu/torch_bt.py` (GPU
+timing), `examples/torch_bt.py` (training from barlow's ring, one GPU or many) and
+`scripts/gpu/torch_feed.py` (the official input pipeline against the ring)."""
 import math
 
 import torch
@@ -90,11 +91,15 @@ def projector(sizes):
     return nn.Sequential(*layers)
 
 
-def barlow_twins_loss(bn, z1, z2, lambd):
+def barlow_twins_loss(bn, z1, z2, lambd, batch_size=None, all_reduce=None):
     """C = bn(z1)^T bn(z2) / N; returns (loss, on-diagonal term, off-diagonal sum of squares) with
-    loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2. `bn` is BatchNorm1d(affine=False)."""
+    loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2. `bn` is BatchNorm1d(affine=False).
+    Data-parallel, as main.py: N is the global `batch_size` and `all_reduce` (torch.distributed's)
+    sums C over the ranks in place, outside autograd."""
     c = bn(z1).T @ bn(z2)
-    c = c / z1.shape[0]
+    c = c / (batch_size or z1.shape[0])
+    if all_reduce is not None:
+        all_reduce(c)
     on_diag = torch.diagonal(c).add(-1).pow(2).sum()
     off = c.flatten()[:-1].view(c.shape[0] - 1, c.shape[0] + 1)[:, 1:].flatten()
     off_diag = off.pow(2).sum()
@@ -104,12 +109,14 @@ def barlow_twins_loss(bn, z1, z2, lambd):
 class BarlowTwins(nn.Module):
     """main.py's model: torchvision `arch` (zero_init_residual=True, fc removed), the projector
     from the backbone width through `sizes` ("8192-8192-8192"), BatchNorm1d(affine=False) `bn`;
-    forward(y1, y2) returns the loss."""
+    forward(y1, y2) returns the loss. Data-parallel (main.py under DDP): pass the global
+    `batch_size` and `all_reduce=torch.distributed.all_reduce`."""
 
-    def __init__(self, arch, sizes, lambd=0.0051):
+    def __init__(self, arch, sizes, lambd=0.0051, batch_size=None, all_reduce=None):
         import torchvision
         super().__init__()
         self.lambd = lambd
+        self.batch_size, self.all_reduce = batch_size, all_reduce
         self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
         feat = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()
@@ -120,4 +127,4 @@ class BarlowTwins(nn.Module):
     def forward(self, y1, y2):
         z1 = self.projector(self.backbone(y1))
         z2 = self.projector(self.backbone(y2))
-        return barlow_twins_loss(self.bn, z1, z2, self.lambd)[0]
+        return barlow_twins_loss(self.bn, z1, z2, self.lambd, self.batch_size, self.all_reduce)[0]

@@ -36,6 +36,7 @@ class RingLoader:
     - `prefetch`: batches made ready ahead while the caller computes (default 2).
     - `wait`: seconds to wait for the ring to appear (as `trainer --wait`).
 
+    `indices` holds the dataset indices (numpy int64) of the batch yielded last.
     `len()` is the number of batches the ring's loader plans to deliver (its `--steps` or
     `--epochs`, from the ring's first step); `step` is the global step of the next batch;
     `state_dict()` holds it with the loader command that resumes the stream there;
@@ -76,6 +77,7 @@ class RingLoader:
         self._stop = threading.Event()
         self._thread = None
         self._done = False
+        self.indices = None
 
     # -- what a training loop uses ------------------------------------------------------------
 
@@ -114,13 +116,14 @@ class RingLoader:
         if isinstance(item, BaseException):
             self._done = True
             raise item
-        step, x_a, x_b, labels, ready = item
+        step, x_a, x_b, labels, indices, ready = item
         if ready is not None:
             current = torch.cuda.current_stream(self.device)
             current.wait_event(ready)
             for t in (x_a, x_b, labels):
                 t.record_stream(current)
         self.step = step + 1
+        self.indices = indices
         return x_a, x_b, labels
 
     def state_dict(self):
@@ -128,12 +131,6 @@ class RingLoader:
         what the stream is made of, and `loader_command`, the loader options that restart the
         ring's stream exactly there (as `trainer --resume` prints them)."""
         i = self.info
-        cmd = (f"loader --shm {self.name} --seed {i['seed']} --batch-size {i['batch_size']} "
-               f"--image-size {i['height']} --start-step {self.step}")
-        if i["world_size"] > 1:
-            cmd += f" --rank {i['rank']} --world-size {i['world_size']}"
-        if i["planned_steps"]:
-            cmd += f" --steps {i['planned_steps']}"
         return {
             "step": self.step,
             "epoch": self.step // i["steps_per_epoch"] if i["steps_per_epoch"] else 0,
@@ -142,23 +139,34 @@ class RingLoader:
             "image_size": [i["height"], i["width"]],
             "rank": i["rank"],
             "world_size": i["world_size"],
-            "loader_command": cmd + " [your other options: --dir or --pack, --workers, ...]",
+            "loader_command": self.loader_command(self.step),
         }
 
+    def loader_command(self, step):
+        """The loader options that make this ring's stream start at global step `step`."""
+        i = self.info
+        cmd = (f"loader --shm {self.name} --seed {i['seed']} --batch-size {i['batch_size']} "
+               f"--image-size {i['height']} --start-step {step}")
+        if i["world_size"] > 1:
+            cmd += f" --rank {i['rank']} --world-size {i['world_size']}"
+        if i["planned_steps"]:
+            cmd += f" --steps {i['planned_steps']}"
+        return cmd + " [your other options: --dir or --pack, --workers, ...]"
+
     def load_state_dict(self, state):
-        """Checks that the ring continues where `state` (from `state_dict()`) left off; raises
-        `RingError` with the loader command to run if it does not."""
+        """Checks that the ring continues where `state` (from `state_dict()`; only "step" is
+        required) left off; raises `RingError` with the loader command to run if it does not."""
         want = int(state["step"])
         have = self.info["first_step"] + self.ring.position
-        for key in ("seed", "batch_size", "rank", "world_size"):
+        for key in ("seed", "batch_size", "world_size"):
             if key in state and state[key] != self.info[key]:
                 raise RingError(
                     f"the ring's {key} is {self.info[key]} but the checkpoint's stream had {state[key]}; "
-                    f"restart the loader with: {state.get('loader_command', '')}")
+                    f"restart the loader as the checkpoint's stream was made")
         if have != want:
             raise RingError(
                 f"the ring {self.name} starts at global step {have} but the checkpoint resumes at step {want}; "
-                f"restart the loader with: {state.get('loader_command', f'--start-step {want}')}")
+                f"restart the loader with: {self.loader_command(want)}")
         self.step = want
 
     def stats(self):
@@ -226,12 +234,12 @@ class RingLoader:
         np.copyto(staged[0, :n], batch.view_a)
         np.copyto(staged[1, :n], batch.view_b)
         labels = torch.from_numpy(batch.labels)
-        step = batch.step
+        step, indices = batch.step, batch.indices
         batch.release()
         pixels = buf[:, :n]
         if not self._cuda:
             x_a, x_b = self._normalise(pixels)
-            return step, x_a, x_b, labels, None
+            return step, x_a, x_b, labels, indices, None
         with torch.cuda.stream(self._stream):
             pixels = pixels.to(self.device, non_blocking=True)
             copied = torch.cuda.Event()
@@ -241,7 +249,7 @@ class RingLoader:
             labels = labels.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(self._stream)
-        return step, x_a, x_b, labels, ready
+        return step, x_a, x_b, labels, indices, ready
 
     def _normalise(self, pixels):
         """uint8 [2, n, C, H, W] -> (x_a, x_b), each dtype [n, C, H, W]: (u8 / 255 - mean) / std

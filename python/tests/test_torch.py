@@ -69,9 +69,11 @@ def test_a_ring_at_another_step_is_refused_with_the_command_to_run(loaders):
     ring = loaders.ring()
     loaders.start(ring, steps=4, seed=9)
     with RingLoader(ring, device="cpu") as loader:
-        state = dict(loader.state_dict(), step=2, loader_command="loader ... --start-step 2")
-        with pytest.raises(barlow.RingError, match="--start-step 2"):
-            loader.load_state_dict(state)
+        with pytest.raises(barlow.RingError, match=f"loader --shm {ring} --seed 9 .*--start-step 2"):
+            loader.load_state_dict({"step": 2})
+        with pytest.raises(barlow.RingError, match="seed is 9"):
+            loader.load_state_dict({"step": 0, "seed": 8})
+        loader.load_state_dict({"step": 0, "seed": 9})
 
 
 def test_a_killed_loader_reaches_the_training_loop(loaders):

@@ -5,9 +5,14 @@ the Barlow Twins loss and the ResNet model. Imported by `reference/torch_knn.py`
 timing), `examples/torch_bt.py` (training from barlow's ring, one GPU or many) and
 `scripts/gpu/torch_feed.py` (the official input pipeline against the ring)."""
 import math
+import random
 
 import torch
+from PIL import ImageFilter, ImageOps
 from torch import nn
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
 
 
 class LARS(torch.optim.Optimizer):
@@ -128,3 +133,47 @@ class BarlowTwins(nn.Module):
         z1 = self.projector(self.backbone(y1))
         z2 = self.projector(self.backbone(y2))
         return barlow_twins_loss(self.bn, z1, z2, self.lambd, self.batch_size, self.all_reduce)[0]
+
+
+class GaussianBlur:
+    """Official: sigma = U(0.1, 2.0) in output pixels. `scale` multiplies sigma (1.0 = official)."""
+
+    def __init__(self, p, scale=1.0):
+        self.p, self.scale = p, scale
+
+    def __call__(self, img):
+        if random.random() < self.p:
+            sigma = (random.random() * 1.9 + 0.1) * self.scale
+            return img.filter(ImageFilter.GaussianBlur(sigma))
+        return img
+
+
+class Solarization:
+    def __init__(self, p):
+        self.p = p
+
+    def __call__(self, img):
+        if random.random() < self.p:
+            return ImageOps.solarize(img)
+        return img
+
+
+def official_transform(size=224):
+    """main.py's Transform: PIL image -> (y1, y2), the two views (`transform`: blur always,
+    no solarization; `transform_prime`: blur p=0.1, solarization p=0.2), normalised tensors."""
+    import torchvision.transforms as T
+
+    def view(blur_p, sol_p):
+        return T.Compose([
+            T.RandomResizedCrop(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(p=0.5),
+            T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            GaussianBlur(blur_p),
+            Solarization(sol_p),
+            T.ToTensor(),
+            T.Normalize(mean=MEAN, std=STD),
+        ])
+
+    t1, t2 = view(1.0, 0.0), view(0.1, 0.2)
+    return lambda img: (t1(img), t2(img))

@@ -14,8 +14,8 @@ use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use shared::{
-    ring_path, stat, Consumer, Flow, MappingGuard, Observer, RingError as Rust, RingInfo, RingState,
-    Snapshot,
+    ring_path, stat, Consumer, Flow, MappingGuard, Observer, RingError as Rust, RingInfo,
+    RingState, Snapshot,
 };
 
 use crate::errors::to_py;
@@ -77,7 +77,9 @@ impl Ring {
     #[pyo3(signature = (name, wait = 30.0, allow_foreign_ring = false))]
     fn new(py: Python<'_>, name: &str, wait: f64, allow_foreign_ring: bool) -> PyResult<Self> {
         let wait = Duration::try_from_secs_f64(wait).map_err(|_| {
-            PyValueError::new_err(format!("wait must be a number of seconds, 0 or more (got {wait})"))
+            PyValueError::new_err(format!(
+                "wait must be a number of seconds, 0 or more (got {wait})"
+            ))
         })?;
         let path = ring_path(name).map_err(to_py)?;
         shared::ownership::allow_other_owner(allow_foreign_ring);
@@ -87,7 +89,9 @@ impl Ring {
             let left = wait.saturating_sub(started.elapsed());
             let attempt = py.detach(|| Consumer::attach(&path, left.min(TICK)));
             match attempt {
-                Err(Rust::Timeout { .. }) if !left.is_zero() && left > TICK => py.check_signals()?,
+                Err(Rust::Timeout { .. }) if !left.is_zero() && left > TICK => {
+                    py.check_signals()?
+                }
                 Err(Rust::Timeout { path, .. }) => {
                     return Err(to_py(Rust::Timeout {
                         path,
@@ -161,7 +165,10 @@ impl Ring {
     #[getter]
     fn position(&self) -> PyResult<u64> {
         let st = self.lock();
-        st.consumer.as_ref().map(Consumer::position).ok_or_else(closed)
+        st.consumer
+            .as_ref()
+            .map(Consumer::position)
+            .ok_or_else(closed)
     }
 
     /// Takes the next batch (releasing the one taken before) and keeps its slot. Returns
@@ -175,7 +182,9 @@ impl Ring {
             Some(t) => Some(
                 Instant::now()
                     + Duration::try_from_secs_f64(t).map_err(|_| {
-                        PyValueError::new_err(format!("timeout must be seconds, 0 or more (got {t})"))
+                        PyValueError::new_err(format!(
+                            "timeout must be seconds, 0 or more (got {t})"
+                        ))
                     })?,
             ),
         };

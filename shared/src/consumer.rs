@@ -370,7 +370,9 @@ impl Consumer {
     pub fn release_kept(&mut self) {
         if std::mem::take(&mut self.kept) {
             let slots = self.info.geometry.slots as u64;
-            let slot_off = self.map.slot_offset(&self.layout, (self.pos % slots) as usize);
+            let slot_off = self
+                .map
+                .slot_offset(&self.layout, (self.pos % slots) as usize);
             release_slot(&self.map, slot_off, slots, &mut self.pos);
         }
     }

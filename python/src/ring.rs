@@ -30,6 +30,8 @@ pub struct Ring {
     path: PathBuf,
     info: RingInfo,
     state: Mutex<State>,
+    /// Apart from `state`, so that `stats()` never waits for a `take` that waits for a batch.
+    flow: Mutex<FlowState>,
     /// Raised every [`TICK`] by the ticker thread: makes a waiting `next_until` return.
     tick: Arc<AtomicBool>,
     /// Cleared on drop: ends the ticker thread.
@@ -39,12 +41,15 @@ pub struct Ring {
 struct State {
     /// `None` once closed.
     consumer: Option<Consumer>,
-    observer: Observer,
-    /// The snapshot the next `stats()` measures the flow from.
-    since: (Snapshot, Instant),
     /// When the last batch was handed to Python: the time until the next `take` is the
     /// reader's own work (the ring's `train_ns` counter, as the trainer counts its steps).
     handed_out: Option<Instant>,
+}
+
+struct FlowState {
+    observer: Observer,
+    /// The snapshot the next `stats()` measures the flow from.
+    since: (Snapshot, Instant),
 }
 
 /// One taken batch: `(position, epoch, step, count, labels, indices, view_a address,
@@ -123,10 +128,9 @@ impl Ring {
             info: consumer.info().clone(),
             state: Mutex::new(State {
                 consumer: Some(consumer),
-                observer,
-                since,
                 handed_out: None,
             }),
+            flow: Mutex::new(FlowState { observer, since }),
             tick,
             alive,
         })
@@ -271,7 +275,7 @@ impl Ring {
     /// rates, occupancy, each side's waiting share and the shared verdict
     /// (`input-bound` / `compute-bound` / `balanced` / `idle`, as `loader stat` says it).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let mut st = self.lock();
+        let mut st = self.flow.lock().unwrap_or_else(|p| p.into_inner());
         let now = (st.observer.snapshot(), Instant::now());
         let (before, t0) = std::mem::replace(&mut st.since, now.clone());
         let (after, t1) = now;

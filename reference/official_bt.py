@@ -1,12 +1,18 @@
 """The pieces of facebookresearch/barlowtwins main.py that barlow's PyTorch references share:
 the official LARS optimizer and its parameter groups, the learning-rate schedule, the projector,
 the Barlow Twins loss and the ResNet model. Imported by `reference/torch_knn.py` (the k-NN check),
-`reference/step_check.py` (one training step against barlow's) and `scripts/gpu/torch_bt.py` (GPU
-timing)."""
+`reference/step_check.py` (one training step against barlow's), `scripts/gpu/torch_bt.py` (GPU
+timing), `examples/torch_bt.py` (training from barlow's ring, one GPU or many) and
+`scripts/gpu/torch_feed.py` (the official input pipeline against the ring)."""
 import math
+import random
 
 import torch
+from PIL import ImageFilter, ImageOps
 from torch import nn
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
 
 
 class LARS(torch.optim.Optimizer):
@@ -90,11 +96,15 @@ def projector(sizes):
     return nn.Sequential(*layers)
 
 
-def barlow_twins_loss(bn, z1, z2, lambd):
+def barlow_twins_loss(bn, z1, z2, lambd, batch_size=None, all_reduce=None):
     """C = bn(z1)^T bn(z2) / N; returns (loss, on-diagonal term, off-diagonal sum of squares) with
-    loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2. `bn` is BatchNorm1d(affine=False)."""
+    loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2. `bn` is BatchNorm1d(affine=False).
+    Data-parallel, as main.py: N is the global `batch_size` and `all_reduce` (torch.distributed's)
+    sums C over the ranks in place, outside autograd."""
     c = bn(z1).T @ bn(z2)
-    c = c / z1.shape[0]
+    c = c / (batch_size or z1.shape[0])
+    if all_reduce is not None:
+        all_reduce(c)
     on_diag = torch.diagonal(c).add(-1).pow(2).sum()
     off = c.flatten()[:-1].view(c.shape[0] - 1, c.shape[0] + 1)[:, 1:].flatten()
     off_diag = off.pow(2).sum()
@@ -104,12 +114,14 @@ def barlow_twins_loss(bn, z1, z2, lambd):
 class BarlowTwins(nn.Module):
     """main.py's model: torchvision `arch` (zero_init_residual=True, fc removed), the projector
     from the backbone width through `sizes` ("8192-8192-8192"), BatchNorm1d(affine=False) `bn`;
-    forward(y1, y2) returns the loss."""
+    forward(y1, y2) returns the loss. Data-parallel (main.py under DDP): pass the global
+    `batch_size` and `all_reduce=torch.distributed.all_reduce`."""
 
-    def __init__(self, arch, sizes, lambd=0.0051):
+    def __init__(self, arch, sizes, lambd=0.0051, batch_size=None, all_reduce=None):
         import torchvision
         super().__init__()
         self.lambd = lambd
+        self.batch_size, self.all_reduce = batch_size, all_reduce
         self.backbone = getattr(torchvision.models, arch)(zero_init_residual=True)
         feat = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()
@@ -120,4 +132,48 @@ class BarlowTwins(nn.Module):
     def forward(self, y1, y2):
         z1 = self.projector(self.backbone(y1))
         z2 = self.projector(self.backbone(y2))
-        return barlow_twins_loss(self.bn, z1, z2, self.lambd)[0]
+        return barlow_twins_loss(self.bn, z1, z2, self.lambd, self.batch_size, self.all_reduce)[0]
+
+
+class GaussianBlur:
+    """Official: sigma = U(0.1, 2.0) in output pixels. `scale` multiplies sigma (1.0 = official)."""
+
+    def __init__(self, p, scale=1.0):
+        self.p, self.scale = p, scale
+
+    def __call__(self, img):
+        if random.random() < self.p:
+            sigma = (random.random() * 1.9 + 0.1) * self.scale
+            return img.filter(ImageFilter.GaussianBlur(sigma))
+        return img
+
+
+class Solarization:
+    def __init__(self, p):
+        self.p = p
+
+    def __call__(self, img):
+        if random.random() < self.p:
+            return ImageOps.solarize(img)
+        return img
+
+
+def official_transform(size=224):
+    """main.py's Transform: PIL image -> (y1, y2), the two views (`transform`: blur always,
+    no solarization; `transform_prime`: blur p=0.1, solarization p=0.2), normalised tensors."""
+    import torchvision.transforms as T
+
+    def view(blur_p, sol_p):
+        return T.Compose([
+            T.RandomResizedCrop(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(p=0.5),
+            T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            GaussianBlur(blur_p),
+            Solarization(sol_p),
+            T.ToTensor(),
+            T.Normalize(mean=MEAN, std=STD),
+        ])
+
+    t1, t2 = view(1.0, 0.0), view(0.1, 0.2)
+    return lambda img: (t1(img), t2(img))

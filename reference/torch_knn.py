@@ -28,12 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms as T
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
-from official_bt import barlow_twins_loss, learning_rate, official_lars, projector, set_learning_rates  # same folder
-
-MEAN = [0.485, 0.456, 0.406]
-STD = [0.229, 0.224, 0.225]
+from official_bt import (MEAN, STD, GaussianBlur, Solarization, barlow_twins_loss,  # same folder
+                         learning_rate, official_lars, projector, set_learning_rates)
 
 
 # ---------------------------------------------------------------- data
@@ -53,29 +51,6 @@ def load_images(items):
             img = Image.open(fh)
             imgs.append(img.convert("RGB"))
     return imgs
-
-
-class GaussianBlur:
-    """Official: sigma = U(0.1, 2.0) in output pixels. `scale` multiplies sigma (1.0 = official)."""
-
-    def __init__(self, p, scale=1.0):
-        self.p, self.scale = p, scale
-
-    def __call__(self, img):
-        if random.random() < self.p:
-            sigma = (random.random() * 1.9 + 0.1) * self.scale
-            return img.filter(ImageFilter.GaussianBlur(sigma))
-        return img
-
-
-class Solarization:
-    def __init__(self, p):
-        self.p = p
-
-    def __call__(self, img):
-        if random.random() < self.p:
-            return ImageOps.solarize(img)
-        return img
 
 
 def make_transform(size, variant, blur_scale):

@@ -5,6 +5,7 @@
 #   cuda-include.tar.gz   the headers dfdx's run-time NVRTC compilations include, and dfdx's .cuh
 #                         files, under the absolute paths baked into the binary (see paths.txt)
 #   paths.txt             those absolute paths, for scripts/gpu-check.sh to recreate
+#   wheels/barlow-*.whl   the barlow Python package (abi3), for scripts/gpu/torch_feed.py
 #
 # With a system CUDA (nvcc on PATH and $CUDA_ROOT/include/cuda.h, e.g. CUDA_ROOT=/usr/local/cuda)
 # it uses it; otherwise it prepares a CUDA 13.0 build toolkit from PyPI (scripts/cuda-toolkit.sh).
@@ -30,4 +31,12 @@ include_dir=$(sed -n 's/^cargo:rustc-env=CUDA_INCLUDE_DIR=//p' "$build_out")
 out_dir=$(dirname "$build_out")/out
 printf '%s\n%s\n' "$include_dir" "$out_dir" > "$bundle/paths.txt"
 tar -czhf "$bundle/cuda-include.tar.gz" -P "$include_dir"/ "$out_dir"/*.cuh
+# The Python package, built with the maturin of the test venv (scripts/test.sh installs it).
+maturin=${MATURIN:-$HOME/.cache/barlow/torch-venv/bin/maturin}
+if [ -x "$maturin" ]; then
+  "$maturin" build --quiet --release --locked -m python/Cargo.toml --target-dir target/python -o "$bundle/wheels"
+else
+  echo "build-cuda.sh: no maturin at $maturin (run scripts/test.sh once, or set MATURIN); the bundle has no" \
+    "barlow wheel, so gpu-check.sh skips the PyTorch feed comparison" >&2
+fi
 du -sh "$bundle"/* >&2

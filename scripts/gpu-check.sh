@@ -16,8 +16,14 @@
 #   2. resnet18 and resnet50 + 8192-8192-8192 at 224x224, batch 256, two views: `trainer bench`
 #      and scripts/gpu/torch_bt.py (official model, loss, LARS), TF32 and FP32 each, same card;
 #   3. trainer --device cuda fed by the real loader (demo data at 224x224, nproc-2 workers,
-#      resnet50, batch 256): the share of time it waited for input.
-# Usage: scripts/gpu-check.sh [--quick]       (--quick: check-devices and resnet18 only)
+#      resnet50, batch 256): the share of time it waited for input;
+#   4. the same PyTorch ResNet-50 step (official model, loss, LARS; TF32) fed by the official
+#      pipeline (ImageFolder + main.py's transforms, DataLoader, nproc-1 workers, pinned memory) and
+#      by barlow's loader through barlow.torch.RingLoader (the bundle's wheel), on the demo JPEGs
+#      of 3. at 224x224 (scripts/gpu/torch_feed.py): steps/s, input wait, GPU idle share, CPU
+#      cores used (impl "torch-official-feed" / "torch-barlow-feed").
+# Usage: scripts/gpu-check.sh [--quick|--feed]  (--quick: check-devices and resnet18 only;
+#                                              --feed: only 4, the PyTorch feed comparison)
 #        DRY_RUN=1 scripts/gpu-check.sh      (on a CPU build machine: the same plumbing with tiny
 #                                             CPU runs of target/release binaries, no PyTorch CUDA)
 set -uo pipefail
@@ -40,8 +46,9 @@ limit() { # cap -> seconds for the next run, or 0 to skip it
 }
 dry=${DRY_RUN:-0}
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
-quick=0
+quick=0 feed_only=0
 [ "${1:-}" = "--quick" ] && quick=1
+[ "${1:-}" = "--feed" ] && feed_only=1
 
 if [ "$dry" = 1 ]; then
   bin=target/release
@@ -78,7 +85,7 @@ say "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&
 say "$(grep -E '^(libcudnn|torch)' "$out/env.txt" | tr '\n' ';')"
 
 # 1. One step on CPU vs CUDA from the same weights and inputs.
-if [ "$dry" != 1 ]; then
+if [ "$dry" != 1 ] && [ "$feed_only" != 1 ]; then
   for spec in "tiny 32 64" "resnet18 16 64" "resnet50 8 64" "resnet50 8 64 --tf32"; do
     set -- $spec
     tag="$1$( [ -n "${4:-}" ] && echo _tf32 )"
@@ -95,6 +102,7 @@ fi
 archs="resnet18 resnet50"
 [ "$quick" = 1 ] && archs=resnet18
 [ "$dry" = 1 ] && archs="tiny resnet18"
+[ "$feed_only" = 1 ] && archs=""
 for arch in $archs; do
   for prec in tf32 fp32; do
     flag=$([ "$prec" = fp32 ] && echo --no-tf32)
@@ -126,7 +134,7 @@ done
 # 3. Fed by the real loader: is training input-bound?
 fed_t=$(limit 200)
 [ "$fed_t" = 0 ] && say "fed run: skipped (time budget)"
-if [ "$quick" != 1 ] && [ "$fed_t" != 0 ]; then
+if [ "$quick" != 1 ] && [ "$feed_only" != 1 ] && [ "$fed_t" != 0 ]; then
   demo=/tmp/barlow-demo
   [ -d "$demo" ] || "$bin/datasets" demo --out "$demo" > /dev/null
   arch=$([ "$dry" = 1 ] && echo tiny || echo resnet50)
@@ -154,6 +162,36 @@ if rows:
                           compute_ms=statistics.median(r["compute_ms"] for r in rows),
                           wait_share=wait / max(wait + comp, 1e-9), peak_mem_gib=None)))
 EOF
+fi
+
+# 4. PyTorch fed by the official pipeline and by barlow's ring, same step, same corpus.
+if [ "$quick" != 1 ]; then
+  wheel=$(ls ${bundle:-.gpu}/wheels/barlow-*.whl 2>/dev/null | head -n1)
+  if [ "$dry" = 1 ] && [ -z "$wheel" ]; then
+    wheel=$(ls target/python/wheels/barlow-*.whl 2>/dev/null | head -n1)
+  fi
+  if [ -z "$wheel" ]; then
+    say "torch feed: skipped (no barlow wheel in the bundle; scripts/build-cuda.sh makes it)"
+  else
+    python3 -m pip install -q --no-index --no-deps --target "$work/py" "$wheel" > "$work/feed_pip.log" 2>&1 \
+      || say "torch feed: installing $wheel failed: $(tail -n1 "$work/feed_pip.log")"
+    corpus=/tmp/barlow-demo
+    if [ "$dry" = 1 ]; then
+      feed_args="--device cpu --arch resnet18 --projector 64-64 --batch 8 --size 64 --steps 3 --warmup 1 --workers 2"
+    else
+      feed_args="--steps 30 --warmup 5 --workers $(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))"
+    fi
+    [ -d "$corpus" ] || "$bin/datasets" demo --out "$corpus" > /dev/null
+    for feed in official barlow; do
+      t=$(limit 180); [ "$t" = 0 ] && { say "torch feed $feed: skipped (time budget)"; continue; }
+      PYTHONPATH="$work/py${PYTHONPATH:+:$PYTHONPATH}" timeout "$t" python3 scripts/gpu/torch_feed.py \
+        --feed "$feed" --data "$corpus" --loader "$bin/loader" --loader-log "$work/feed_loader.err" $feed_args \
+        > "$work/feed_$feed.json" 2> "$work/feed_$feed.err"
+      rc=$?
+      [ $rc = 0 ] && cat "$work/feed_$feed.json" >> "$out/gpu.jsonl"
+      say "torch feed $feed (exit $rc): $(tail -n1 "$work/feed_$feed.json" 2>/dev/null || tail -n1 "$work/feed_$feed.err")"
+    done
+  fi
 fi
 
 say "gpu-check: $(( $(date +%s) - start_s )) s"

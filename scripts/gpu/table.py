@@ -19,10 +19,11 @@ def main(path):
     for r in rows:
         by[(r.get("impl"), r.get("arch"), r.get("batch"), r.get("precision"))] = r
     device = next((r.get("device") for r in rows if r.get("impl") == "barlow" and r.get("device")), "?")
-    print(f"\n### Step time and memory ({device})\n")
-    print("| model, batch | precision | barlow ms/step | PyTorch ms/step | speed vs PyTorch | barlow peak GiB | PyTorch peak GiB |")
-    print("|---|---|---|---|---|---|---|")
     keys = sorted({(r["arch"], r["batch"]) for r in rows if r.get("impl") in ("barlow", "pytorch")})
+    if keys:
+        print(f"\n### Step time and memory ({device})\n")
+        print("| model, batch | precision | barlow ms/step | PyTorch ms/step | speed vs PyTorch | barlow peak GiB | PyTorch peak GiB |")
+        print("|---|---|---|---|---|---|---|")
     for arch, batch in keys:
         for prec in ("tf32", "fp32"):
             b = by.get(("barlow", arch, batch, prec), {})
@@ -55,6 +56,16 @@ def main(path):
             print(f"\nFed by the loader ({r['loader_workers']} workers, {r['arch']}, batch {r['batch']}): "
                   f"{fmt(r['ms_per_step'])} ms per step, input wait {100 * r['wait_share']:.1f}% of the time "
                   f"({'input-bound' if r['wait_share'] > 0.2 else 'compute-bound'}).")
+    feeds = [r for r in rows if r.get("impl") in ("torch-official-feed", "torch-barlow-feed")]
+    if feeds:
+        print("\n### The same PyTorch step fed two ways (`scripts/gpu/torch_feed.py`)\n")
+        print("| input pipeline | model, batch, size | workers | steps/s | input wait | GPU idle | CPU cores used |")
+        print("|---|---|---|---|---|---|---|")
+        for r in feeds:
+            name = "official (DataLoader + Pillow)" if r["impl"] == "torch-official-feed" else "barlow ring (RingLoader)"
+            idle = "-" if r.get("gpu_idle_share") is None else f"{100 * r['gpu_idle_share']:.0f}%"
+            print(f"| {name} | {r['arch']}, {r['batch']}, {r['size']} | {r['workers']} | {fmt(r['steps_per_s'], 2)} | "
+                  f"{100 * r['input_wait_share']:.0f}% | {idle} | {fmt(r['cpu_cores'])} |")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ pub struct Consumer {
     layout: SlotLayout,
     map: Arc<Mapping>,
     pos: u64,
+    /// A batch at `pos` was taken and kept ([`Batch::keep`]): its slot is still ours.
+    kept: bool,
     pid: u32,
     stale_after: Duration,
     registered: bool,
@@ -131,6 +133,7 @@ impl Consumer {
             info,
             map,
             pos: 0,
+            kept: false,
             pid: me,
             stale_after: DEFAULT_STALE_AFTER,
             registered: true,
@@ -247,7 +250,10 @@ impl Consumer {
 
     /// Like [`Consumer::next`], but returns [`RingError::Interrupted`] as soon as `stop` is
     /// true while waiting.
+    ///
+    /// A batch kept with [`Batch::keep`] is released first.
     pub fn next_until(&mut self, stop: &AtomicBool) -> Result<Option<Batch<'_>>, RingError> {
+        self.release_kept();
         self.check_owner()?;
         let slots = self.info.geometry.slots as u64;
         let pos = self.pos;
@@ -346,11 +352,36 @@ impl Consumer {
             slots,
             slot_off,
             pos: &mut self.pos,
+            kept: &mut self.kept,
             epoch,
             step,
             count: count as usize,
             checksum,
         }))
+    }
+
+    /// Whether a batch kept with [`Batch::keep`] still holds its slot.
+    pub fn holds_kept(&self) -> bool {
+        self.kept
+    }
+
+    /// Gives the slot of a batch kept with [`Batch::keep`] back to the producer (nothing if
+    /// none is kept). [`Consumer::next`] does this too.
+    pub fn release_kept(&mut self) {
+        if std::mem::take(&mut self.kept) {
+            let slots = self.info.geometry.slots as u64;
+            let slot_off = self
+                .map
+                .slot_offset(&self.layout, (self.pos % slots) as usize);
+            release_slot(&self.map, slot_off, slots, &mut self.pos);
+        }
+    }
+
+    /// Keeps the ring's memory mapped for as long as the returned guard lives, even after the
+    /// consumer is dropped (which unregisters it): for callers that lent a slot's memory to
+    /// code that may outlive the consumer, such as the Python package's zero-copy arrays.
+    pub fn mapping_guard(&self) -> MappingGuard {
+        MappingGuard(Arc::clone(&self.map))
     }
 
     /// Err if another consumer has taken the ring over.
@@ -442,6 +473,10 @@ impl Drop for Consumer {
     }
 }
 
+/// Keeps a ring's memory mapped ([`Consumer::mapping_guard`]); it holds no slot and no
+/// registration, only the mapping.
+pub struct MappingGuard(#[allow(dead_code)] Arc<Mapping>);
+
 /// A published batch. The slot goes back to the producer when the `Batch` is dropped (or
 /// [`Batch::release`]d); until then the producer cannot overwrite it.
 pub struct Batch<'a> {
@@ -450,6 +485,7 @@ pub struct Batch<'a> {
     slots: u64,
     slot_off: usize,
     pos: &'a mut u64,
+    kept: &'a mut bool,
     epoch: u64,
     step: u64,
     count: usize,
@@ -530,17 +566,28 @@ impl Batch<'_> {
 
     /// Gives the slot back to the producer (same as dropping the batch).
     pub fn release(self) {}
+
+    /// Ends the borrow of the consumer but keeps the slot: the producer cannot overwrite it
+    /// until [`Consumer::release_kept`] or the next [`Consumer::next`]. The slices taken from
+    /// this batch stay valid (as raw memory) that long, for callers that hand them to code the
+    /// borrow checker cannot follow (the Python package's zero-copy arrays).
+    pub fn keep(self) {
+        *self.kept = true;
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        let pos = *self.pos;
-        self.map
-            .u64_at(self.slot_off + offset::SLOT_SEQ)
-            .store(pos + self.slots, Ordering::Release);
-        self.map
-            .u64_at(offset::READ_POS)
-            .store(pos + 1, Ordering::Release);
-        *self.pos = pos + 1;
+        release_slot(self.map, self.slot_off, self.slots, self.pos);
     }
+}
+
+/// Gives the slot at ring position `*pos` back to the producer and moves `*pos` on.
+fn release_slot(map: &Mapping, slot_off: usize, slots: u64, pos: &mut u64) {
+    let p = *pos;
+    map.u64_at(slot_off + offset::SLOT_SEQ)
+        .store(p + slots, Ordering::Release);
+    map.u64_at(offset::READ_POS).store(p + 1, Ordering::Release);
+    *pos = p + 1;
 }

@@ -45,7 +45,7 @@ mod stats;
 mod takeover;
 
 pub use checksum::{fnv1a64, fnv1a64_update};
-pub use consumer::{Batch, Consumer, ProducerEvent};
+pub use consumer::{Batch, Consumer, MappingGuard, ProducerEvent};
 pub use error::RingError;
 pub use flow::{Flow, Verdict, WAIT_THRESHOLD};
 pub use layout::{Geometry, RingInfo, RingState, FORMAT_VERSION, HEADER_BYTES, MAGIC};

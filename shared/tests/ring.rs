@@ -1325,3 +1325,36 @@ fn rings_writable_by_others_or_owned_by_another_user_are_refused_by_every_side()
     Consumer::attach(&p, WAIT).expect("back to ours and 0600: accepted");
     drop(prod);
 }
+
+#[test]
+fn a_kept_batch_holds_its_slot_until_released_or_the_next_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_in(&dir, "kept");
+    let mut p = Producer::create(&path, &info(2)).expect("create");
+    push(&mut p, 0);
+    push(&mut p, 1);
+    let mut c = Consumer::attach(&path, WAIT).expect("attach");
+    let batch = c.next().unwrap().expect("batch 0");
+    let ptr = batch.view_a().as_ptr();
+    let first = batch.view_a()[0];
+    batch.keep();
+    assert!(c.holds_kept());
+    assert_eq!(c.position(), 0, "a kept batch is not consumed yet");
+    // Both slots are taken (one kept, one unread): the producer must wait.
+    let stop = AtomicBool::new(true);
+    assert!(matches!(p.acquire(&stop), Err(RingError::Interrupted)));
+    // SAFETY: the kept slot stays mapped and unwritten until released.
+    assert_eq!(unsafe { *ptr }, first);
+    // Taking the next batch releases the kept one first.
+    let b1 = c.next().unwrap().expect("batch 1");
+    assert_eq!(b1.step(), 1);
+    b1.keep();
+    assert_eq!(c.position(), 1);
+    c.release_kept();
+    assert!(!c.holds_kept());
+    assert_eq!(c.position(), 2);
+    c.release_kept(); // nothing kept: a no-op
+    assert_eq!(c.position(), 2);
+    push(&mut p, 2);
+    pop_expect(&mut c, 2);
+}

@@ -1,0 +1,264 @@
+"""PyTorch's side of the ring: `RingLoader` yields `(x_a, x_b, labels)` tensors on a device.
+
+The pixels cross as uint8: each batch is copied once from the ring slot into a (pinned, on
+CUDA) buffer, the slot goes back to the loader at once, the buffer moves to the device with
+`non_blocking=True` on a side stream, and the device converts and normalises it with the
+header's mean and std: `(u8 / 255 - mean) / std`. A background thread does this for the next
+batches (`prefetch` of them) while the model computes on the current one.
+
+    from barlow.torch import RingLoader
+    loader = RingLoader("bt0", device="cuda")       # loader --shm bt0 ... runs elsewhere
+    for x_a, x_b, labels in loader:
+        loss = model(x_a, x_b)
+        ...
+    print(loader.stats()["verdict"])               # input-bound? (the loader's own verdict)
+"""
+import queue
+import threading
+
+import numpy as np
+import torch
+
+from . import Ring, RingError
+
+__all__ = ["RingLoader"]
+
+_END = object()
+
+
+class RingLoader:
+    """Normalised view pairs from the barlow ring `name` (a name in /dev/shm, an absolute
+    path, or an open `barlow.Ring`), as `(x_a, x_b, labels)` on `device`.
+
+    - `dtype`: float32 (default), bfloat16 or float16; the normalisation is computed in float32
+      and the result cast.
+    - `channels_last`: the views in `torch.channels_last` memory format.
+    - `prefetch`: batches made ready ahead while the caller computes (default 2).
+    - `wait`: seconds to wait for the ring to appear (as `trainer --wait`).
+
+    `indices` holds the dataset indices (numpy int64) of the batch yielded last.
+    `len()` is the number of batches the ring's loader plans to deliver (its `--steps` or
+    `--epochs`, from the ring's first step); `step` is the global step of the next batch;
+    `state_dict()` holds it with the loader command that resumes the stream there;
+    `load_state_dict()` checks that the ring continues from that step. `stats()` is
+    `barlow.Ring.stats()`: rates, waits and whether training is input-bound.
+    """
+
+    def __init__(self, name, device="cuda", dtype=torch.float32, channels_last=False,
+                 prefetch=2, wait=30.0, allow_foreign_ring=False):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, not {dtype}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be 1 or more, not {prefetch}")
+        self.ring = name if isinstance(name, Ring) else Ring(name, wait=wait,
+                                                              allow_foreign_ring=allow_foreign_ring)
+        self.name = self.ring.name
+        self.info = info = self.ring.info
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.dtype, self.channels_last, self.prefetch = dtype, channels_last, prefetch
+        b, c, h, w = info["batch_size"], info["channels"], info["height"], info["width"]
+        mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, 1, c, 1, 1)
+        std = torch.tensor(info["std"], dtype=torch.float32).view(1, 1, c, 1, 1)
+        # (u8 / 255 - mean) / std  ==  u8 * scale + shift
+        self._scale = (1.0 / (255.0 * std)).to(self.device)
+        self._shift = (-mean / std).to(self.device)
+        self.step = info["first_step"] + self.ring.position
+        self._cuda = self.device.type == "cuda"
+        # Reusable uint8 staging buffers [2, B, C, H, W]: pinned for the copy to a GPU, with the
+        # event after which each may be overwritten.
+        n_buffers = prefetch + 2 if self._cuda else 1
+        self._buffers = [torch.empty((2, b, c, h, w), dtype=torch.uint8, pin_memory=self._cuda)
+                         for _ in range(n_buffers)]
+        self._buffer_free = [None] * n_buffers
+        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self._queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = None
+        self._done = False
+        self.indices = None
+
+    # -- what a training loop uses ------------------------------------------------------------
+
+    def __len__(self):
+        planned = self.info["planned_steps"]
+        if planned == 0:
+            raise TypeError("the ring's loader has no planned end (no --steps or --epochs), so no len()")
+        return planned - self.info["first_step"]
+
+    @property
+    def planned_steps(self):
+        """The global step the loader's stream ends at (its --steps, or epochs x steps per epoch)."""
+        return self.info["planned_steps"]
+
+    def __iter__(self):
+        if self._thread is None and not self._done:
+            self._thread = threading.Thread(target=self._work, name="barlow-ring-loader", daemon=True)
+            self._thread.start()
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        if self._thread is None:
+            self.__iter__()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RingError("the ring loader's thread stopped without a word (closed?)")
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        step, x_a, x_b, labels, indices, ready = item
+        if ready is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(ready)
+            for t in (x_a, x_b, labels):
+                t.record_stream(current)
+        self.step = step + 1
+        self.indices = indices
+        return x_a, x_b, labels
+
+    def state_dict(self):
+        """Where to resume: the global step of the next batch (`step`), the epoch it falls in,
+        what the stream is made of, and `loader_command`, the loader options that restart the
+        ring's stream exactly there (as `trainer --resume` prints them)."""
+        i = self.info
+        return {
+            "step": self.step,
+            "epoch": self.step // i["steps_per_epoch"] if i["steps_per_epoch"] else 0,
+            "seed": i["seed"],
+            "batch_size": i["batch_size"],
+            "image_size": [i["height"], i["width"]],
+            "rank": i["rank"],
+            "world_size": i["world_size"],
+            "loader_command": self.loader_command(self.step),
+        }
+
+    def loader_command(self, step):
+        """The loader options that make this ring's stream start at global step `step`."""
+        i = self.info
+        cmd = (f"loader --shm {self.name} --seed {i['seed']} --batch-size {i['batch_size']} "
+               f"--image-size {i['height']} --start-step {step}")
+        if i["world_size"] > 1:
+            cmd += f" --rank {i['rank']} --world-size {i['world_size']}"
+        if i["planned_steps"]:
+            cmd += f" --steps {i['planned_steps']}"
+        return cmd + " [your other options: --dir or --pack, --workers, ...]"
+
+    def load_state_dict(self, state):
+        """Checks that the ring continues where `state` (from `state_dict()`; only "step" is
+        required) left off; raises `RingError` with the loader command to run if it does not."""
+        want = int(state["step"])
+        have = self.info["first_step"] + self.ring.position
+        for key in ("seed", "batch_size", "world_size"):
+            if key in state and state[key] != self.info[key]:
+                raise RingError(
+                    f"the ring's {key} is {self.info[key]} but the checkpoint's stream had {state[key]}; "
+                    f"restart the loader as the checkpoint's stream was made")
+        if have != want:
+            raise RingError(
+                f"the ring {self.name} starts at global step {have} but the checkpoint resumes at step {want}; "
+                f"restart the loader with: {self.loader_command(want)}")
+        self.step = want
+
+    def stats(self):
+        """`barlow.Ring.stats()` of the ring: rates, waits, the verdict (input-bound?)."""
+        return self.ring.stats()
+
+    def close(self):
+        """Stops prefetching and detaches from the ring (a new reader continues from the first
+        batch not yet yielded by this one only if nothing was prefetched; see `state_dict`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._done = True
+        self.ring.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self._stop.set()
+        except AttributeError:
+            pass
+
+    # -- the prefetching thread -----------------------------------------------------------------
+
+    def _work(self):
+        slot = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = self.ring.next(timeout=0.25)
+                except TimeoutError:
+                    continue
+                if batch is None:
+                    self._put(_END)
+                    return
+                item = self._convert(batch, slot)
+                slot = (slot + 1) % len(self._buffers)
+                if not self._put(item):
+                    return
+        except BaseException as e:  # handed to the training loop, raised there
+            self._put(e)
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _convert(self, batch, slot):
+        """Copies the batch into staging buffer `slot`, releases the ring slot, and makes the
+        normalised tensors on the device (asynchronously on CUDA)."""
+        n = batch.count
+        buf = self._buffers[slot]
+        if self._buffer_free[slot] is not None:
+            self._buffer_free[slot].synchronize()  # its last copy to the GPU is done
+        staged = buf.numpy()
+        np.copyto(staged[0, :n], batch.view_a)
+        np.copyto(staged[1, :n], batch.view_b)
+        labels = torch.from_numpy(batch.labels)
+        step, indices = batch.step, batch.indices
+        batch.release()
+        pixels = buf[:, :n]
+        if not self._cuda:
+            x_a, x_b = self._normalise(pixels)
+            return step, x_a, x_b, labels, indices, None
+        with torch.cuda.stream(self._stream):
+            pixels = pixels.to(self.device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(self._stream)
+            self._buffer_free[slot] = copied
+            x_a, x_b = self._normalise(pixels)
+            labels = labels.to(self.device, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        return step, x_a, x_b, labels, indices, ready
+
+    def _normalise(self, pixels):
+        """uint8 [2, n, C, H, W] -> (x_a, x_b), each dtype [n, C, H, W]: (u8 / 255 - mean) / std
+        per channel, computed in float32."""
+        x = torch.addcmul(self._shift, pixels.to(torch.float32), self._scale)
+        if self.dtype != torch.float32:
+            x = x.to(self.dtype)
+        x_a, x_b = x[0], x[1]
+        if self.channels_last:
+            x_a = x_a.contiguous(memory_format=torch.channels_last)
+            x_b = x_b.contiguous(memory_format=torch.channels_last)
+        return x_a, x_b

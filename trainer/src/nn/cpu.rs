@@ -293,16 +293,19 @@ impl NnDevice for Cpu {
         c: usize,
         n: usize,
         x: &Buf<Self>,
-        y: &Buf<Self>,
+        relu_out: Option<&Buf<Self>>,
         gamma: Option<&Buf<Self>>,
         stats: &BnStats<Buf<Self>>,
-        relu: bool,
         dy: &Buf<Self>,
         dx: &mut Buf<Self>,
         daffine: Option<(&mut Buf<Self>, &mut Buf<Self>)>,
     ) -> Result<(), Self::Err> {
         let n1 = n.max(1);
-        let masked = |yv: f32, g: f32| if relu && yv <= 0.0 { 0.0 } else { g };
+        // the output gradient through the fused ReLU's mask (none: `dy` as it is)
+        let g_at = |i: usize| match relu_out {
+            Some(y) if y[i] <= 0.0 => 0.0,
+            _ => dy[i],
+        };
         // per channel: sum of the (masked) output gradient, and of it times x_hat
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
@@ -311,8 +314,8 @@ impl NnDevice for Cpu {
                 let (m, is) = (stats.mean[ch], stats.inv_std[ch]);
                 let mut sg = 0f64;
                 let mut sgx = 0f64;
-                for ((&xv, &yv), &gv) in x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]) {
-                    let g = masked(yv, gv) as f64;
+                for (i, &xv) in r.clone().zip(&x[r]) {
+                    let g = g_at(i) as f64;
                     sg += g;
                     sgx += g * ((xv - m) * is) as f64;
                 }
@@ -326,14 +329,9 @@ impl NnDevice for Cpu {
             let (sg, sgx) = sums[ch];
             let k = g * is;
             let (mg, mgx) = ((sg / n as f64) as f32, (sgx / n as f64) as f32);
-            for (((d, &xv), &yv), &gv) in dxr
-                .iter_mut()
-                .zip(&x[r.clone()])
-                .zip(&y[r.clone()])
-                .zip(&dy[r])
-            {
+            for ((d, &xv), i) in dxr.iter_mut().zip(&x[r.clone()]).zip(r) {
                 let xhat = (xv - m) * is;
-                *d += k * (masked(yv, gv) - mg - xhat * mgx);
+                *d += k * (g_at(i) - mg - xhat * mgx);
             }
         });
         if let Some((dg, db)) = daffine {

@@ -79,17 +79,17 @@ pub trait NnDevice: Device<f32> {
     ) -> Result<(Buf<Self>, BnStats<Buf<Self>>), Self::Err>;
 
     /// Adds the gradients of [`NnDevice::batch_norm_forward`] (batch statistics included) into
-    /// `dx` and, with affine parameters, into `(dgamma, dbeta)`.
+    /// `dx` and, with affine parameters, into `(dgamma, dbeta)`. `relu_out`: the forward's output
+    /// when it was fused with a ReLU (its mask), else `None`.
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         &self,
         c: usize,
         n: usize,
         x: &Buf<Self>,
-        y: &Buf<Self>,
+        relu_out: Option<&Buf<Self>>,
         gamma: Option<&Buf<Self>>,
         stats: &BnStats<Buf<Self>>,
-        relu: bool,
         dy: &Buf<Self>,
         dx: &mut Buf<Self>,
         daffine: Option<(&mut Buf<Self>, &mut Buf<Self>)>,
@@ -291,9 +291,12 @@ pub fn batch_norm<D: NnDevice, T: Tape<f32, D>>(
     }
     if T::OWNS_TAPE {
         let affine = affine.map(|(g, b)| (g.clone(), b.clone()));
-        let y_saved = y.clone();
+        // the output's data is kept only for a fused ReLU's mask: without one, the output
+        // (a bottleneck's widest map, before the residual add) is freed after its last use
+        let y_id = y.ghost();
+        let relu_out = relu.then(|| y.clone());
         tape.add_backward_op(move |grads| {
-            let Some(dy) = grads.remove(&y_saved) else {
+            let Some(dy) = grads.remove(&y_id) else {
                 return Ok(());
             };
             let mut dx = take_grad(grads, &xm)?;
@@ -306,10 +309,9 @@ pub fn batch_norm<D: NnDevice, T: Tape<f32, D>>(
                     c,
                     n,
                     xm.storage(),
-                    y_saved.storage(),
+                    relu_out.as_ref().map(|y| y.storage()),
                     affine.as_ref().map(|(g, _)| g.storage()),
                     &stats,
-                    relu,
                     &dy,
                     &mut dx,
                     daffine.as_mut().map(|(g, b)| (g, b)),

@@ -33,6 +33,26 @@ struct Taps {
     weights: Vec<i32>,
     scratch: Vec<f64>,
     groups: Groups,
+    pairs: Pairs,
+}
+
+/// The horizontal taps regrouped for the AVX2 pass (also the AVX-512 pass on CPUs without VBMI):
+/// output pixels in pairs, one per 128-bit half of a register, each with its channels in three
+/// 32-bit lanes (the fourth unused) that each hold two taps as 16-bit values, multiplied and
+/// summed by `madd`. Pillow's 22-bit weights do not fit 16 bits, so each is split as
+/// `w = hi * 2^15 + lo` (`lo` in `0..2^15`) and the two sums are combined at the end; the
+/// combination wraps like the scalar pass's i32 sum would not, but the true sum fits i32, so the
+/// wrapped result is the same.
+#[derive(Default)]
+struct Pairs {
+    /// Per pair (output pixels `2p`, `2p + 1`): iterations of 4 taps each, offset of its weights
+    /// in `weights` (64 per iteration: `lo` and `hi` of taps 0-1, `lo` and `hi` of taps 2-3, each
+    /// 8 for the first pixel then 8 for the second), and how many bytes of the row its 16-byte
+    /// loads reach.
+    iters: Vec<usize>,
+    at: Vec<usize>,
+    reach: Vec<usize>,
+    weights: Vec<i16>,
 }
 
 /// The horizontal taps regrouped for the AVX-512 pass: [`GROUP`] consecutive output pixels per
@@ -144,6 +164,48 @@ impl Taps {
     }
 }
 
+impl Taps {
+    /// Fills [`Pairs`] from the taps (for the AVX2 horizontal pass).
+    fn compute_pairs(&mut self) {
+        let p = &mut self.pairs;
+        p.iters.clear();
+        p.at.clear();
+        p.reach.clear();
+        p.weights.clear();
+        for first in (0..self.start.len() / 2 * 2).step_by(2) {
+            let pixels = [first, first + 1];
+            let iters = pixels.map(|j| self.len[j]).iter().max().unwrap().div_ceil(4);
+            let reach = pixels
+                .map(|j| 3 * (self.start[j] + 4 * (iters.max(1) - 1)) + 16)
+                .into_iter()
+                .max()
+                .unwrap();
+            p.iters.push(iters);
+            p.at.push(p.weights.len());
+            p.reach.push(reach);
+            for q in 0..iters {
+                for taps in [[4 * q, 4 * q + 1], [4 * q + 2, 4 * q + 3]] {
+                    for high in [false, true] {
+                        for j in pixels {
+                            for c in 0..4 {
+                                for t in taps {
+                                    let w = if c < 3 && t < self.len[j] {
+                                        self.weights[j * self.ksize + t]
+                                    } else {
+                                        0
+                                    };
+                                    p.weights
+                                        .push(if high { (w >> 15) as i16 } else { (w & 0x7fff) as i16 });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
@@ -196,6 +258,7 @@ impl Resampler {
         if need_h {
             self.horiz.compute(cw, out_w);
             self.horiz.compute_groups();
+            self.horiz.compute_pairs();
         }
         let src_off = cy * stride + cx * 3;
         if vertical_first {
@@ -298,9 +361,11 @@ fn h_pixel_scalar(k: &Taps, row: &[u8], xx: usize) -> [u8; 3] {
     [clip8(ss[0]), clip8(ss[1]), clip8(ss[2])]
 }
 
-/// The horizontal pass with one output pixel's three channels in the lanes of an SSE register: each
-/// tap loads 4 bytes (R, G, B and the next pixel's R, whose lane is ignored), widens them to i32,
-/// multiplies by the tap's weight and adds; the same integer sums as the scalar pass.
+/// The horizontal pass two output pixels at a time (see [`Pairs`]): per 4 taps, one 16-byte load
+/// per pixel (into the two halves of a register), two byte shuffles that widen taps 0-1 and 2-3
+/// of each channel to 16-bit pairs, and four `madd`s (low and high weight parts). Same sums as
+/// the scalar pass; pairs whose loads would leave the row, and an odd last pixel, go through the
+/// per-pixel code.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(
@@ -311,11 +376,62 @@ unsafe fn horizontal_avx2(
     rows: usize,
     out: &mut [u8],
 ) {
+    use std::arch::x86_64::*;
     let out_w = k.start.len();
+    let p = &k.pairs;
+    // Lane c of each half: bytes c and 3 + c (taps 0 and 1 of channel c) widened to 16 bits;
+    // the fourth lane zero. `second`: taps 2 and 3.
+    let first_taps = _mm256_setr_epi8(
+        0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, 0, -1, 3, -1, 1, -1, 4, -1, 2,
+        -1, 5, -1, -1, -1, -1, -1,
+    );
+    let second_taps = _mm256_setr_epi8(
+        6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1, 6, -1, 9, -1, 7, -1, 10, -1,
+        8, -1, 11, -1, -1, -1, -1, -1,
+    );
+    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
     for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
         let row = &input[off + r * stride..];
         let safe = sse_safe(row);
-        for xx in 0..out_w {
+        for (pi, &iters) in p.iters.iter().enumerate() {
+            let j = 2 * pi;
+            if p.reach[pi] > row.len() {
+                for xx in [j, j + 1] {
+                    dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel(k, row, safe, xx));
+                }
+                continue;
+            }
+            let (p0, p1) = (
+                row.as_ptr().add(3 * k.start[j]),
+                row.as_ptr().add(3 * k.start[j + 1]),
+            );
+            let w = p.weights.as_ptr().add(p.at[pi]) as *const __m256i;
+            let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for q in 0..iters {
+                // SAFETY: both 16-byte loads end within `reach`, inside `row`.
+                let v = _mm256_loadu2_m128i(p1.add(12 * q) as *const _, p0.add(12 * q) as *const _);
+                let (a, b) = (
+                    _mm256_shuffle_epi8(v, first_taps),
+                    _mm256_shuffle_epi8(v, second_taps),
+                );
+                let w = w.add(4 * q);
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(a, _mm256_loadu_si256(w)));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(a, _mm256_loadu_si256(w.add(1))));
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(b, _mm256_loadu_si256(w.add(2))));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(b, _mm256_loadu_si256(w.add(3))));
+            }
+            let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
+            let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+            let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
+            let (a, b) = (
+                (_mm256_cvtsi256_si32(v) as u32).to_le_bytes(),
+                (_mm256_extract_epi32::<4>(v) as u32).to_le_bytes(),
+            );
+            dst_row[j * 3..j * 3 + 3].copy_from_slice(&a[..3]);
+            dst_row[j * 3 + 3..j * 3 + 6].copy_from_slice(&b[..3]);
+        }
+        if out_w % 2 == 1 {
+            let xx = out_w - 1;
             dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel(k, row, safe, xx));
         }
     }
@@ -539,9 +655,13 @@ mod tests {
             (650, 97),
             (30, 5),
             (699, 13),
+            (700, 3),
+            (11, 224),
+            (223, 224),
         ] {
             taps.compute(cw, out_w);
             taps.compute_groups();
+            taps.compute_pairs();
             for x0 in [0, w - cw] {
                 let mut a = vec![0u8; h * out_w * 3];
                 let mut b = vec![0u8; h * out_w * 3];

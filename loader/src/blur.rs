@@ -99,7 +99,7 @@ crate::simd::multiversion! {
     }
 }
 
-/// [`transpose_rgb`], with AVX-512 VBMI where the CPU has it.
+/// [`transpose_rgb`], with AVX-512 VBMI or AVX2 where the CPU has it.
 #[inline(always)]
 fn transpose(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
@@ -108,7 +108,94 @@ fn transpose(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
         unsafe { transpose_rgb_avx512(src, width, height, dst) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::AVX2 {
+        // SAFETY: the CPU supports AVX2 (`level` checked it).
+        unsafe { transpose_rgb_avx2(src, width, height, dst) };
+        return;
+    }
     transpose_rgb(src, width, height, dst);
+}
+
+/// [`transpose_rgb`] in blocks of 8 x 8 pixels: each source row's 8 pixels (24 bytes, a masked
+/// load) widened to 8 32-bit lanes, the 8 x 8 lanes transposed with unpacks and lane swaps, and
+/// each column narrowed back to 24 bytes and stored into its destination line. Rows and columns
+/// past the last multiple of 8 go through the scalar code.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_rgb_avx2(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let n = 3 * width * height;
+    assert!(src.len() >= n && dst.len() >= n);
+    let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    let to_lanes = _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0);
+    let spread = _mm256_setr_epi8(
+        0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1, 0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8,
+        -1, 9, 10, 11, -1,
+    );
+    let pack = _mm256_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
+        14, -1, -1, -1, -1,
+    );
+    let from_lanes = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
+    let (full_h, full_w) = (height / 8 * 8, width / 8 * 8);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for y0 in (0..full_h).step_by(8) {
+        for x0 in (0..full_w).step_by(8) {
+            // SAFETY: each masked load reads 24 bytes of row y0 + i, pixels x0..x0 + 8, inside
+            // `src`.
+            let r: [__m256i; 8] = std::array::from_fn(|i| {
+                let v = _mm256_maskload_epi32(s.add(3 * ((y0 + i) * width + x0)) as *const i32, six);
+                _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(v, to_lanes), spread)
+            });
+            let t = [
+                _mm256_unpacklo_epi32(r[0], r[1]),
+                _mm256_unpackhi_epi32(r[0], r[1]),
+                _mm256_unpacklo_epi32(r[2], r[3]),
+                _mm256_unpackhi_epi32(r[2], r[3]),
+                _mm256_unpacklo_epi32(r[4], r[5]),
+                _mm256_unpackhi_epi32(r[4], r[5]),
+                _mm256_unpacklo_epi32(r[6], r[7]),
+                _mm256_unpackhi_epi32(r[6], r[7]),
+            ];
+            // Columns c and c + 4 of rows 0-3 (u[c]) and rows 4-7 (u[4 + c]).
+            let u = [
+                _mm256_unpacklo_epi64(t[0], t[2]),
+                _mm256_unpackhi_epi64(t[0], t[2]),
+                _mm256_unpacklo_epi64(t[1], t[3]),
+                _mm256_unpackhi_epi64(t[1], t[3]),
+                _mm256_unpacklo_epi64(t[4], t[6]),
+                _mm256_unpackhi_epi64(t[4], t[6]),
+                _mm256_unpacklo_epi64(t[5], t[7]),
+                _mm256_unpackhi_epi64(t[5], t[7]),
+            ];
+            for c in 0..4 {
+                let columns = [
+                    _mm256_permute2x128_si256::<0x20>(u[c], u[4 + c]),
+                    _mm256_permute2x128_si256::<0x31>(u[c], u[4 + c]),
+                ];
+                for (x, col) in [x0 + c, x0 + c + 4].into_iter().zip(columns) {
+                    let v = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(col, pack), from_lanes);
+                    // SAFETY: 24 bytes at line x, pixel y0 lie inside `dst` (y0 + 8 <= height).
+                    _mm256_maskstore_epi32(d.add(3 * (x * height + y0)) as *mut i32, six, v);
+                }
+            }
+        }
+    }
+    let mut move_pixel = |x: usize, y: usize| {
+        let (s, d) = (3 * (y * width + x), 3 * (x * height + y));
+        dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+    };
+    for y in 0..full_h {
+        for x in full_w..width {
+            move_pixel(x, y);
+        }
+    }
+    for y in full_h..height {
+        for x in 0..width {
+            move_pixel(x, y);
+        }
+    }
 }
 
 /// [`transpose_rgb`] sixteen source rows at a time: per source column, one gather of the sixteen
@@ -244,13 +331,21 @@ mod tests {
             (40, 1),
             (3, 32),
             (1, 16),
+            (8, 8),
+            (16, 9),
+            (9, 16),
+            (31, 40),
         ] {
             let src: Vec<u8> = (0..3 * w * h).map(|i| (i * 31 % 251) as u8).collect();
             let mut dst = vec![0u8; 3 * w * h];
             transpose_rgb(&src, w, h, &mut dst);
-            let mut fast = vec![0u8; 3 * w * h];
-            transpose(&src, w, h, &mut fast);
-            assert_eq!(dst, fast, "{w}x{h}");
+            for (name, level) in crate::simd::LEVELS {
+                let mut fast = vec![0u8; 3 * w * h];
+                match crate::simd::at_level(level, || transpose(&src, w, h, &mut fast)) {
+                    Some(()) => assert_eq!(dst, fast, "{name}: {w}x{h}"),
+                    None => crate::simd::say_skipped(name),
+                }
+            }
             for y in 0..h {
                 for x in 0..w {
                     let (s, d) = (3 * (y * w + x), 3 * (x * h + y));

@@ -361,11 +361,12 @@ fn h_pixel_scalar(k: &Taps, row: &[u8], xx: usize) -> [u8; 3] {
     [clip8(ss[0]), clip8(ss[1]), clip8(ss[2])]
 }
 
-/// The horizontal pass two output pixels at a time (see [`Pairs`]): per 4 taps, one 16-byte load
-/// per pixel (into the two halves of a register), two byte shuffles that widen taps 0-1 and 2-3
-/// of each channel to 16-bit pairs, and four `madd`s (low and high weight parts). Same sums as
-/// the scalar pass; pairs whose loads would leave the row, and an odd last pixel, go through the
-/// per-pixel code.
+/// The horizontal pass two output pixels at a time (see [`Pairs`]), one pair down all the rows
+/// before the next (its weights stay in registers): per row and 4 taps, one 16-byte load per
+/// pixel (into the two halves of a register), two byte shuffles that widen taps 0-1 and 2-3 of
+/// each channel to 16-bit pairs, and four `madd`s (low and high weight parts). Same sums as the
+/// scalar pass; rows where a pair's loads would leave `input`, and an odd last pixel, go through
+/// the per-pixel code.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(
@@ -376,64 +377,159 @@ unsafe fn horizontal_avx2(
     rows: usize,
     out: &mut [u8],
 ) {
-    use std::arch::x86_64::*;
     let out_w = k.start.len();
+    let row_bytes = out_w * 3;
+    assert!(out.len() >= rows * row_bytes && stride > 0);
+    if rows == 0 {
+        return;
+    }
+    assert!(off + (rows - 1) * stride <= input.len());
     let p = &k.pairs;
-    // Lane c of each half: bytes c and 3 + c (taps 0 and 1 of channel c) widened to 16 bits;
-    // the fourth lane zero. `second`: taps 2 and 3.
-    let first_taps = _mm256_setr_epi8(
-        0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, 0, -1, 3, -1, 1, -1, 4, -1, 2,
-        -1, 5, -1, -1, -1, -1, -1,
-    );
-    let second_taps = _mm256_setr_epi8(
-        6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1, 6, -1, 9, -1, 7, -1, 10, -1,
-        8, -1, 11, -1, -1, -1, -1, -1,
-    );
-    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-    for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
-        let row = &input[off + r * stride..];
-        let safe = sse_safe(row);
-        for (pi, &iters) in p.iters.iter().enumerate() {
-            let j = 2 * pi;
-            if p.reach[pi] > row.len() {
-                for xx in [j, j + 1] {
-                    dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel(k, row, safe, xx));
-                }
-                continue;
+    let avail = input.len() - off;
+    for (pi, &iters) in p.iters.iter().enumerate() {
+        let j = 2 * pi;
+        // Rows r whose loads end inside `input`: off + r * stride + reach <= input.len().
+        let vector_rows = match avail.checked_sub(p.reach[pi]) {
+            Some(spare) => (spare / stride + 1).min(rows),
+            None => 0,
+        };
+        let pair = PairRows {
+            src: [
+                input.as_ptr().add(off + 3 * k.start[j]),
+                input.as_ptr().add(off + 3 * k.start[j + 1]),
+            ],
+            stride,
+            dst: out.as_mut_ptr().add(3 * j),
+            row_bytes,
+            weights: p.weights.as_ptr().add(p.at[pi]),
+        };
+        // SAFETY (all arms): rows below `vector_rows` load inside `input`; the 6 bytes written
+        // per row are pixels j and j + 1 of that row of `out`.
+        match iters {
+            1 => pair.run::<1>(vector_rows),
+            2 => pair.run::<2>(vector_rows),
+            3 => pair.run::<3>(vector_rows),
+            _ => pair.run_any(iters, vector_rows),
+        }
+        for r in vector_rows..rows {
+            let row = &input[off + r * stride..];
+            let safe = sse_safe(row);
+            for xx in [j, j + 1] {
+                let px = h_pixel(k, row, safe, xx);
+                out[r * row_bytes + xx * 3..r * row_bytes + xx * 3 + 3].copy_from_slice(&px);
             }
-            let (p0, p1) = (
-                row.as_ptr().add(3 * k.start[j]),
-                row.as_ptr().add(3 * k.start[j + 1]),
-            );
-            let w = p.weights.as_ptr().add(p.at[pi]) as *const __m256i;
+        }
+    }
+    if out_w % 2 == 1 {
+        let xx = out_w - 1;
+        for r in 0..rows {
+            let row = &input[off + r * stride..];
+            let px = h_pixel(k, row, sse_safe(row), xx);
+            out[r * row_bytes + xx * 3..r * row_bytes + xx * 3 + 3].copy_from_slice(&px);
+        }
+    }
+}
+
+/// One pair of output pixels of [`horizontal_avx2`]: where its two pixels' taps start in the
+/// first row, where its output goes, and its weights (64 per iteration of 4 taps).
+#[cfg(target_arch = "x86_64")]
+struct PairRows {
+    src: [*const u8; 2],
+    stride: usize,
+    dst: *mut u8,
+    row_bytes: usize,
+    weights: *const i16,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairRows {
+    /// The pair's first `rows` rows, with `ITERS` iterations of 4 taps and the weights held in
+    /// registers.
+    ///
+    /// # Safety
+    /// AVX2; each row's 16-byte loads (`12 * (ITERS - 1) + 16` bytes from `src`) and 6-byte store
+    /// must be in bounds.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn run<const ITERS: usize>(&self, rows: usize) {
+        use std::arch::x86_64::*;
+        let w = self.weights as *const __m256i;
+        let weights: [[__m256i; 4]; ITERS] =
+            std::array::from_fn(|q| std::array::from_fn(|i| _mm256_loadu_si256(w.add(4 * q + i))));
+        for r in 0..rows {
+            let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for (q, wq) in weights.iter().enumerate() {
+                self.taps(r, q, wq, &mut lo, &mut hi);
+            }
+            self.store(r, lo, hi);
+        }
+    }
+
+    /// [`PairRows::run`] for any number of iterations, loading the weights per row.
+    ///
+    /// # Safety
+    /// As [`PairRows::run`].
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_any(&self, iters: usize, rows: usize) {
+        use std::arch::x86_64::*;
+        let w = self.weights as *const __m256i;
+        for r in 0..rows {
             let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for q in 0..iters {
-                // SAFETY: both 16-byte loads end within `reach`, inside `row`.
-                let v = _mm256_loadu2_m128i(p1.add(12 * q) as *const _, p0.add(12 * q) as *const _);
-                let (a, b) = (
-                    _mm256_shuffle_epi8(v, first_taps),
-                    _mm256_shuffle_epi8(v, second_taps),
-                );
-                let w = w.add(4 * q);
-                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(a, _mm256_loadu_si256(w)));
-                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(a, _mm256_loadu_si256(w.add(1))));
-                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(b, _mm256_loadu_si256(w.add(2))));
-                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(b, _mm256_loadu_si256(w.add(3))));
+                let wq: [__m256i; 4] = std::array::from_fn(|i| _mm256_loadu_si256(w.add(4 * q + i)));
+                self.taps(r, q, &wq, &mut lo, &mut hi);
             }
-            let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
-            let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-            let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
-            let (a, b) = (
-                (_mm256_cvtsi256_si32(v) as u32).to_le_bytes(),
-                (_mm256_extract_epi32::<4>(v) as u32).to_le_bytes(),
-            );
-            dst_row[j * 3..j * 3 + 3].copy_from_slice(&a[..3]);
-            dst_row[j * 3 + 3..j * 3 + 6].copy_from_slice(&b[..3]);
+            self.store(r, lo, hi);
         }
-        if out_w % 2 == 1 {
-            let xx = out_w - 1;
-            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel(k, row, safe, xx));
-        }
+    }
+
+    /// Taps `4q..4q + 4` of row `r` added into the low and high sums.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn taps(
+        &self,
+        r: usize,
+        q: usize,
+        w: &[std::arch::x86_64::__m256i; 4],
+        lo: &mut std::arch::x86_64::__m256i,
+        hi: &mut std::arch::x86_64::__m256i,
+    ) {
+        use std::arch::x86_64::*;
+        // Lane c of each half: bytes c and 3 + c (taps 0 and 1 of channel c) widened to 16
+        // bits, the fourth lane zero; `second`: taps 2 and 3.
+        let first = _mm256_setr_epi8(
+            0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, 0, -1, 3, -1, 1, -1, 4, -1,
+            2, -1, 5, -1, -1, -1, -1, -1,
+        );
+        let second = _mm256_setr_epi8(
+            6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1, 6, -1, 9, -1, 7, -1, 10,
+            -1, 8, -1, 11, -1, -1, -1, -1, -1,
+        );
+        let at = r * self.stride + 12 * q;
+        let v = _mm256_loadu2_m128i(self.src[1].add(at) as *const _, self.src[0].add(at) as *const _);
+        let (a, b) = (_mm256_shuffle_epi8(v, first), _mm256_shuffle_epi8(v, second));
+        *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(a, w[0]));
+        *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(a, w[1]));
+        *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(b, w[2]));
+        *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(b, w[3]));
+    }
+
+    /// Combines the sums of row `r`, rounds, clamps and writes the pair's 6 bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store(&self, r: usize, lo: std::arch::x86_64::__m256i, hi: std::arch::x86_64::__m256i) {
+        use std::arch::x86_64::*;
+        let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
+        let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+        let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
+        let (a, b) = (
+            _mm256_cvtsi256_si32(v) as u32,
+            _mm256_extract_epi32::<4>(v) as u32,
+        );
+        let d = self.dst.add(r * self.row_bytes);
+        (d as *mut u32).write_unaligned((a & 0xff_ffff) | b << 24);
+        (d.add(4) as *mut u16).write_unaligned((b >> 8) as u16);
     }
 }
 
@@ -658,6 +754,8 @@ mod tests {
             (700, 3),
             (11, 224),
             (223, 224),
+            (500, 224),
+            (400, 224),
         ] {
             taps.compute(cw, out_w);
             taps.compute_groups();

@@ -257,8 +257,13 @@ impl Resampler {
         }
         if need_h {
             self.horiz.compute(cw, out_w);
-            self.horiz.compute_groups();
-            self.horiz.compute_pairs();
+            // Only the regrouping the horizontal pass at this level reads.
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::vbmi() {
+                self.horiz.compute_groups();
+            } else if crate::simd::level() >= crate::simd::AVX2 {
+                self.horiz.compute_pairs();
+            }
         }
         let src_off = cy * stride + cx * 3;
         if vertical_first {

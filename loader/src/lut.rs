@@ -97,14 +97,14 @@ impl NibbleTables {
         let mut t = [[0u8; 16]; 16];
         // h >= 8: rows h..=15 XOR to row h.
         t[15] = row(15);
-        for i in 8..15 {
-            t[i] = xor(row(i), row(i + 1));
+        for (i, ti) in t.iter_mut().enumerate().take(15).skip(8) {
+            *ti = xor(row(i), row(i + 1));
         }
         // h < 8: rows 8..=h + 7 XOR to row 8 ^ row h + 8, so rows h..=7 must XOR to `v(h)`.
         let v = |h: usize| xor(xor(row(h), row(8)), row(h + 8));
         t[7] = v(7);
-        for i in 0..7 {
-            t[i] = xor(v(i), v(i + 1));
+        for (i, ti) in t.iter_mut().enumerate().take(7) {
+            *ti = xor(v(i), v(i + 1));
         }
         NibbleTables(t)
     }
@@ -120,8 +120,9 @@ impl NibbleTables {
 unsafe fn apply_avx2(src: *const u8, dst: *mut u8, len: usize, lut: &[u8; 256]) {
     use std::arch::x86_64::*;
     let t = NibbleTables::new(lut);
-    let rows: [__m256i; 16] =
-        std::array::from_fn(|i| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.0[i].as_ptr() as *const _)));
+    let rows: [__m256i; 16] = std::array::from_fn(|i| {
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(t.0[i].as_ptr() as *const _))
+    });
     let look = |v: __m256i| -> __m256i {
         let mut r = _mm256_setzero_si256();
         for (i, row) in rows.iter().enumerate() {

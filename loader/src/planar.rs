@@ -102,7 +102,10 @@ unsafe fn deinterleave_avx2(px: &[u8; 3 * BLOCK], mut planes: [&mut [u8; BLOCK];
     // Chunk k of groups 2h and 2h + 1 (pixels 32h..32h + 32), one group per half.
     let chunks = |h: usize, k: usize| -> __m256i {
         // SAFETY: both 16-byte chunks lie inside the 192-byte block.
-        _mm256_loadu2_m128i(p.add(96 * h + 48 + 16 * k) as *const _, p.add(96 * h + 16 * k) as *const _)
+        _mm256_loadu2_m128i(
+            p.add(96 * h + 48 + 16 * k) as *const _,
+            p.add(96 * h + 16 * k) as *const _,
+        )
     };
     for h in 0..2 {
         let v = [chunks(h, 0), chunks(h, 1), chunks(h, 2)];
@@ -126,7 +129,8 @@ mod tests {
         let px: [u8; 3 * BLOCK] = std::array::from_fn(|i| (i * 7 + 3) as u8);
         for (name, level) in crate::simd::LEVELS {
             let (mut r, mut g, mut b) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
-            if crate::simd::at_level(level, || deinterleave(&px, &mut r, &mut g, &mut b)).is_none() {
+            if crate::simd::at_level(level, || deinterleave(&px, &mut r, &mut g, &mut b)).is_none()
+            {
                 crate::simd::say_skipped(name);
                 continue;
             }

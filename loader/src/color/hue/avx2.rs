@@ -111,7 +111,9 @@ fn hue8(px: __m256i, shift: __m256i) -> __m256i {
     let [t0, t1, t2, t3, t4, t5, t6, t7] = SECTOR_ORDER;
     let table = _mm256_setr_epi32(t0, t1, t2, t3, t4, t5, t6, t7);
     let order = _mm256_permutevar8x32_epi32(table, i);
-    let offset = _mm256_setr_epi32(0, 0x040404, 0x080808, 0x0c0c0c, 0, 0x040404, 0x080808, 0x0c0c0c);
+    let offset = _mm256_setr_epi32(
+        0, 0x040404, 0x080808, 0x0c0c0c, 0, 0x040404, 0x080808, 0x0c0c0c,
+    );
     let rgb = _mm256_shuffle_epi8(vop, _mm256_add_epi32(order, offset));
 
     // Interleave: the low 3 bytes of each lane, packed into the low 24 bytes.

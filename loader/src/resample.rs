@@ -199,28 +199,23 @@ impl Taps {
                 .map(|j| 3 * (self.start[j] + 4 * (iters.max(1) - 1)) + 16)
                 .max()
                 .unwrap();
+            let at = p.weights.len();
             p.iters.push(iters);
-            p.at.push(p.weights.len());
+            p.at.push(at);
             p.reach.push(reach);
-            for q in 0..iters {
-                for taps in [[4 * q, 4 * q + 1], [4 * q + 2, 4 * q + 3]] {
-                    for high in [false, true] {
-                        for j in block.clone() {
-                            for c in 0..4 {
-                                for t in taps {
-                                    let w = if c < 3 && t < self.len[j] {
-                                        self.weights[j * self.ksize + t]
-                                    } else {
-                                        0
-                                    };
-                                    p.weights.push(if high {
-                                        (w >> 15) as i16
-                                    } else {
-                                        (w & 0x7fff) as i16
-                                    });
-                                }
-                            }
-                        }
+            // Registers of `8 * pixels` values: for each iteration q, (lo, hi) of taps 4q, 4q + 1,
+            // then of taps 4q + 2, 4q + 3; in each, 8 per pixel: (tap, next tap) for R, G, B and
+            // a zero pair. Unused taps and lanes stay zero.
+            let reg = 8 * pixels;
+            p.weights.resize(at + 4 * reg * iters, 0);
+            for (i, j) in block.clone().enumerate() {
+                let w = &self.weights[j * self.ksize..j * self.ksize + self.len[j]];
+                for (t, &wt) in w.iter().enumerate() {
+                    let (q, pair, second) = (t / 4, t % 4 / 2, t % 2);
+                    let lo = at + (4 * q + 2 * pair) * reg + 8 * i + second;
+                    for c in 0..3 {
+                        p.weights[lo + 2 * c] = (wt & 0x7fff) as i16;
+                        p.weights[lo + reg + 2 * c] = (wt >> 15) as i16;
                     }
                 }
             }
@@ -552,10 +547,11 @@ impl BlockRegister for std::arch::x86_64::__m256i {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn load_pixels(src: &[*const u8; 4], at: usize) -> Self {
-        std::arch::x86_64::_mm256_loadu2_m128i(
-            src[1].add(at) as *const _,
-            src[0].add(at) as *const _,
-        )
+        use std::arch::x86_64::*;
+        // A broadcast from memory and a blend: no shuffle-port insert.
+        let low = _mm256_castsi128_si256(_mm_loadu_si128(src[0].add(at) as *const _));
+        let high = _mm256_broadcastsi128_si256(_mm_loadu_si128(src[1].add(at) as *const _));
+        _mm256_blend_epi32::<0xf0>(low, high)
     }
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -606,9 +602,11 @@ impl BlockRegister for std::arch::x86_64::__m512i {
     unsafe fn load_pixels(src: &[*const u8; 4], at: usize) -> Self {
         use std::arch::x86_64::*;
         let lane = |i: usize| _mm_loadu_si128(src[i].add(at) as *const _);
-        let low = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lane(0)), lane(1));
-        let high = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lane(2)), lane(3));
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+        // Masked broadcasts from memory: no shuffle-port inserts.
+        let v = _mm512_castsi128_si512(lane(0));
+        let v = _mm512_mask_broadcast_i32x4(v, 0x00f0, lane(1));
+        let v = _mm512_mask_broadcast_i32x4(v, 0x0f00, lane(2));
+        _mm512_mask_broadcast_i32x4(v, 0xf000, lane(3))
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]

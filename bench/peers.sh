@@ -3,6 +3,13 @@
 #
 #   bench/peers.sh [ROUNDS]        (default 3 rounds; ~10 minutes per round on 2 cores)
 #
+# Environment (defaults: the full comparison):
+#   LEVELS="scalar avx2 avx512bw avx512vbmi"  also run `loader bench --dir` at each SIMD level
+#       (BARLOW_SIMD; peers `barlow@LEVEL`); levels this CPU lacks are skipped, and said so
+#   WORKERS=1          worker counts (default 1,2)
+#   PEERS_ONLY=REGEX   which commands run (default: Pillow official, DALI full decode, the loader)
+#   GRAINS="0"         which corpora (default "0 14")
+#
 # Uses ../shared/peers (the official pipeline in Pillow, NVIDIA DALI on CPU, decode-only limits
 # and the ImageNet-like corpus generator). Installs what they need on first use (Debian wallpaper
 # photos, a Python venv with Pillow, numpy, simplejpeg, PyTurboJPEG and DALI: ~1.2 GB), makes two
@@ -15,6 +22,9 @@ cd "$(dirname "$0")/.."
 peers=${PEERS:-$(cd .. && pwd)/shared/peers}
 venv=${PEERS_VENV:-/tmp/peers-venv}
 rounds=${1:-3}
+workers=${WORKERS:-1,2}
+only=${PEERS_ONLY:-'bt_pillow|bt_dali.py .*full|loader'}
+grains=${GRAINS:-0 14}
 out=bench/results
 mkdir -p "$out"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import PIL, numpy, nvidia.dali" 2>/dev/null; then
@@ -22,24 +32,36 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import PIL, numpy, nv
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q pillow numpy simplejpeg "PyTurboJPEG<2" nvidia-dali-cuda120
 fi
-for grain in 0 14; do
+for grain in $grains; do
   corpus=/tmp/corpus2k-grain$grain
   [ -f "$corpus/manifest.json" ] || "$venv/bin/python" "$peers/make_corpus.py" --out "$corpus" --n 2000 --classes 100 --seed 0 --grain $grain
 done
 source scripts/setup.sh
 cargo build --release --locked -p loader -p datasets
 loader=$PWD/target/release/loader
-for grain in 0 14; do
+levels=()
+for level in ${LEVELS:-}; do
+  case $level in
+    avx2) flag=avx2 ;; avx512bw) flag=avx512bw ;; avx512vbmi) flag=avx512vbmi ;; *) flag= ;;
+  esac
+  if [ -n "$flag" ] && ! grep -qw "$flag" /proc/cpuinfo; then
+    echo "peers.sh: skipping BARLOW_SIMD=$level: this CPU lacks $flag" >&2
+    continue
+  fi
+  levels+=(--extra "env BARLOW_SIMD=$level $loader bench --dir {root} --workers {w} --seconds 10 --json")
+done
+for grain in $grains; do
   corpus=/tmp/corpus2k-grain$grain
   [ -f "$corpus.pack" ] || target/release/datasets pack --dir "$corpus" --out "$corpus.pack"
 done
 stamp=$(date +%Y%m%d-%H%M%S)
-for grain in 0 14; do
+for grain in $grains; do
   corpus=/tmp/corpus2k-grain$grain
   results=$out/peers-grain$grain-$stamp.jsonl
   "$venv/bin/python" "$peers/bench.py" "$corpus" --rounds "$rounds" --out "$results" \
-    --only 'bt_pillow|bt_dali.py .*full|loader' \
+    --workers "$workers" --only "$only" "${levels[@]}" \
     --extra "$loader bench --dir {root} --workers {w} --seconds 10 --json" \
     --extra "$loader bench --pack $corpus.pack --workers {w} --seconds 10 --json"
+  { echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-); SIMD: $(grep -m1 -ow 'avx512vbmi' /proc/cpuinfo || grep -m1 -ow 'avx512bw' /proc/cpuinfo || grep -m1 -ow avx2 /proc/cpuinfo)"; } > "$out/cpu-$stamp.txt"
   "$venv/bin/python" bench/ratios.py "$results" | tee "$out/ratios-grain$grain-$stamp.md"
 done

@@ -1,8 +1,9 @@
 """Ratios of barlow's loader to its peers from a bench.py results file (per CPU-second medians,
 the steady number on a shared machine), and the loader's scaling from 1 to 2 workers.
 
-Peers: `barlow` (loader bench --dir), `barlow-pack` (loader bench --pack), `pillow...` (the
-official pipeline), `dali-full...` (DALI CPU, full decode)."""
+Peers: `barlow` (loader bench --dir), `barlow-pack` (loader bench --pack), `barlow@LEVEL`
+(loader bench --dir with BARLOW_SIMD=LEVEL), `pillow...` (the official pipeline), `dali-full...`
+(DALI CPU, full decode)."""
 import json
 import statistics
 import sys
@@ -27,10 +28,27 @@ def med(peer, w, key):
 
 print("| workers | barlow pairs/CPU-s | barlow --pack | Pillow official | DALI CPU | barlow / Pillow | --pack / Pillow | barlow / DALI |")
 print("|---|---|---|---|---|---|---|---|")
-for w in (1, 2):
+workers = sorted({w for (_, w) in rows})
+for w in workers:
     b, k = med("barlow", w, "pairs_per_cpu_s"), med("barlow-pack", w, "pairs_per_cpu_s")
     p, d = med("pillow", w, "pairs_per_cpu_s"), med("dali-full", w, "pairs_per_cpu_s")
     print(f"| {w} | {b:.0f} | {k:.0f} | {p:.0f} | {d:.0f} | {b / p:.1f}x | {k / p:.1f}x | {b / d:.1f}x |")
+levels = sorted({p for (p, _) in rows if p.startswith("barlow@")},
+                key=lambda p: ["scalar", "avx2", "avx512bw", "avx512vbmi"].index(p[7:]) if p[7:] in
+                ["scalar", "avx2", "avx512bw", "avx512vbmi"] else 9)
+if levels:
+    print("\n| SIMD level | W | barlow pairs/CPU-s (median) | range | runs | Pillow pairs/CPU-s | barlow / Pillow |")
+    print("|---|---|---|---|---|---|---|")
+    for peer in levels:
+        for w in workers:
+            v = vals(peer, w, "pairs_per_cpu_s")
+            if not v:
+                continue
+            p = med("pillow", w, "pairs_per_cpu_s")
+            m = statistics.median(v)
+            print(f"| {peer[7:]} | {w} | {m:.0f} | {min(v):.0f}-{max(v):.0f} | {len(v)} | {p:.0f} | {m / p:.1f}x |")
+if 2 not in workers:
+    sys.exit(0)
 print("\n| peer | pairs/s W=1 | pairs/s W=2 | W2/W1 | busy cores W=2 | runs |")
 print("|---|---|---|---|---|---|")
 for peer in ("barlow", "barlow-pack", "pillow", "dali-full"):

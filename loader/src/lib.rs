@@ -33,7 +33,7 @@ pub mod resample;
 pub mod restart;
 pub mod ring_sink;
 pub mod sampler;
-pub(crate) mod simd;
+pub mod simd;
 pub mod sink;
 pub mod source;
 pub mod stat;

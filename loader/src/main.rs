@@ -47,7 +47,8 @@ enum Command {
     /// Apply given view parameters (JSON, as preview writes) to one image and write the PNG.
     Augment(loader::preview::AugmentArgs),
     /// Measure the full pipeline (every augmentation on) into a drained ring: pairs/s, pairs per
-    /// CPU-second, time per stage, peak RSS.
+    /// CPU-second, time per stage, peak RSS. The kernels run at the best SIMD level of the CPU;
+    /// BARLOW_SIMD=scalar|avx2|avx512bw|avx512vbmi caps it (the JSON's `simd` says which ran).
     Bench(MeasureArgs),
     /// Profile a training run's input. With --shm NAME: the ring a loader and a trainer are using
     /// (read-only): the verdict over time, both sides' rates, the ring's occupancy, the trainer's
@@ -240,6 +241,10 @@ struct Args {
 
 fn main() {
     let cli = Cli::parse();
+    if let Err(e) = loader::simd::requested() {
+        eprintln!("loader: error: {e}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         None => run(cli.run),
         Some(Command::Preview(args)) => loader::preview::preview(&args),
@@ -385,12 +390,13 @@ fn measure_command(
     let pipeline = Pipeline::new(&*opened.source, cfg)?;
     let dir = &opened.description;
     eprintln!(
-        "loader: measuring {} images from {} with {} workers for {}s after {} warm-up batches",
+        "loader: measuring {} images from {} with {} workers for {}s after {} warm-up batches (SIMD level {})",
         opened.source.len(),
         dir,
         pipeline.workers(),
         args.seconds,
-        args.warmup
+        args.warmup,
+        loader::simd::level_name()
     );
     let mcfg = MeasureConfig {
         seconds: args.seconds,
@@ -402,12 +408,20 @@ fn measure_command(
         let mut v = serde_json::to_value(&m)?;
         v["source"] = dir.clone().into();
         // The field names ../shared/peers/bench.py reads from an extra peer.
-        v["peer"] = if args.input.pack.is_some() {
+        // A level capped by BARLOW_SIMD is its own peer (`barlow@avx2`), so that the tables
+        // keep the levels apart.
+        let peer = if args.input.pack.is_some() {
             "barlow-pack"
         } else {
             "barlow"
+        };
+        let simd = loader::simd::level_name();
+        v["peer"] = match loader::simd::requested() {
+            Ok(Some(_)) => format!("{peer}@{simd}"),
+            _ => peer.to_string(),
         }
         .into();
+        v["simd"] = simd.into();
         v["cpu_cores_busy"] = m.busy_cores.into();
         if let Some(t) = target {
             v["target_pairs_per_s"] = t.into();

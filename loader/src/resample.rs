@@ -33,6 +33,27 @@ struct Taps {
     weights: Vec<i32>,
     scratch: Vec<f64>,
     groups: Groups,
+    blocks: Blocks,
+}
+
+/// The horizontal taps regrouped for the `madd` passes (AVX2, and AVX-512 on CPUs without VBMI):
+/// output pixels in blocks of `pixels` (2 for a 256-bit register, 4 for a 512-bit one), one per
+/// 128-bit lane, each with its channels in three 32-bit lanes (the fourth unused) that each hold
+/// two taps as 16-bit values, multiplied and summed by `madd`. Pillow's 22-bit weights do not fit
+/// 16 bits, so each is split as `w = hi * 2^15 + lo` (`lo` in `0..2^15`) and the two sums are
+/// combined at the end; the combination wraps where the scalar pass's i32 sum would not, but the
+/// true sum fits i32, so the wrapped result is the same.
+#[derive(Default)]
+struct Blocks {
+    /// Output pixels per block.
+    pixels: usize,
+    /// Per block (output pixels `pixels * b ..`): iterations of 4 taps each, offset of its
+    /// weights in `weights` (`32 * pixels` per iteration: `lo` and `hi` of taps 0-1, `lo` and
+    /// `hi` of taps 2-3, each 8 per pixel), and how many bytes of the row its 16-byte loads reach.
+    iters: Vec<usize>,
+    at: Vec<usize>,
+    reach: Vec<usize>,
+    weights: Vec<i16>,
 }
 
 /// The horizontal taps regrouped for the AVX-512 pass: [`GROUP`] consecutive output pixels per
@@ -144,6 +165,64 @@ impl Taps {
     }
 }
 
+impl Taps {
+    /// Fills the regrouping the horizontal pass at the current SIMD level reads (and only that).
+    fn regroup_for_level(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::vbmi() {
+            self.compute_groups();
+        } else if crate::simd::level() >= crate::simd::AVX512BW {
+            self.compute_blocks(4);
+        } else if crate::simd::level() >= crate::simd::AVX2 {
+            self.compute_blocks(2);
+        }
+    }
+
+    /// Fills [`Blocks`] from the taps, `pixels` output pixels per block.
+    fn compute_blocks(&mut self, pixels: usize) {
+        let p = &mut self.blocks;
+        p.pixels = pixels;
+        p.iters.clear();
+        p.at.clear();
+        p.reach.clear();
+        p.weights.clear();
+        for first in (0..self.start.len() / pixels * pixels).step_by(pixels) {
+            let block = first..first + pixels;
+            let iters = block
+                .clone()
+                .map(|j| self.len[j])
+                .max()
+                .unwrap()
+                .div_ceil(4);
+            let reach = block
+                .clone()
+                .map(|j| 3 * (self.start[j] + 4 * (iters.max(1) - 1)) + 16)
+                .max()
+                .unwrap();
+            let at = p.weights.len();
+            p.iters.push(iters);
+            p.at.push(at);
+            p.reach.push(reach);
+            // Registers of `8 * pixels` values: for each iteration q, (lo, hi) of taps 4q, 4q + 1,
+            // then of taps 4q + 2, 4q + 3; in each, 8 per pixel: (tap, next tap) for R, G, B and
+            // a zero pair. Unused taps and lanes stay zero.
+            let reg = 8 * pixels;
+            p.weights.resize(at + 4 * reg * iters, 0);
+            for (i, j) in block.clone().enumerate() {
+                let w = &self.weights[j * self.ksize..j * self.ksize + self.len[j]];
+                for (t, &wt) in w.iter().enumerate() {
+                    let (q, pair, second) = (t / 4, t % 4 / 2, t % 2);
+                    let lo = at + (4 * q + 2 * pair) * reg + 8 * i + second;
+                    for c in 0..3 {
+                        p.weights[lo + 2 * c] = (wt & 0x7fff) as i16;
+                        p.weights[lo + reg + 2 * c] = (wt >> 15) as i16;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn clip8(ss: i32) -> u8 {
     (ss >> PRECISION_BITS).clamp(0, 255) as u8
@@ -195,7 +274,7 @@ impl Resampler {
         }
         if need_h {
             self.horiz.compute(cw, out_w);
-            self.horiz.compute_groups();
+            self.horiz.regroup_for_level();
         }
         let src_off = cy * stride + cx * 3;
         if vertical_first {
@@ -259,6 +338,12 @@ fn horizontal(k: &Taps, input: &[u8], stride: usize, off: usize, rows: usize, ou
         return;
     }
     #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::AVX512BW {
+        // SAFETY: the CPU supports AVX-512 F/BW (`level` checked it).
+        unsafe { horizontal_avx512bw(k, input, stride, off, rows, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::simd::level() >= crate::simd::AVX2 {
         // SAFETY: the CPU supports AVX2 (`level` checked it).
         unsafe { horizontal_avx2(k, input, stride, off, rows, out) };
@@ -298,9 +383,10 @@ fn h_pixel_scalar(k: &Taps, row: &[u8], xx: usize) -> [u8; 3] {
     [clip8(ss[0]), clip8(ss[1]), clip8(ss[2])]
 }
 
-/// The horizontal pass with one output pixel's three channels in the lanes of an SSE register: each
-/// tap loads 4 bytes (R, G, B and the next pixel's R, whose lane is ignored), widens them to i32,
-/// multiplies by the tap's weight and adds; the same integer sums as the scalar pass.
+/// The horizontal pass [`Blocks`] of two output pixels at a time (AVX2).
+///
+/// # Safety
+/// The CPU must support AVX2; `k.blocks` must have 2 pixels per block.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(
@@ -311,13 +397,324 @@ unsafe fn horizontal_avx2(
     rows: usize,
     out: &mut [u8],
 ) {
+    horizontal_blocks::<std::arch::x86_64::__m256i>(k, input, stride, off, rows, out)
+}
+
+/// The horizontal pass [`Blocks`] of four output pixels at a time (AVX-512 F/BW).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW; `k.blocks` must have 4 pixels per block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+unsafe fn horizontal_avx512bw(
+    k: &Taps,
+    input: &[u8],
+    stride: usize,
+    off: usize,
+    rows: usize,
+    out: &mut [u8],
+) {
+    horizontal_blocks::<std::arch::x86_64::__m512i>(k, input, stride, off, rows, out)
+}
+
+/// The horizontal pass one [`Blocks`] block down all the rows before the next (its weights stay
+/// in registers): per row and 4 taps, one 16-byte load per pixel (one per 128-bit lane), two
+/// byte shuffles that widen taps 0-1 and 2-3 of each channel to 16-bit pairs, and four `madd`s
+/// (low and high weight parts). Same sums as the scalar pass; rows where a block's loads would
+/// leave `input`, and the pixels past the last whole block, go through the per-pixel code.
+/// Inlined into the per-level entry points above, whose target features the register's
+/// operations need.
+///
+/// # Safety
+/// The CPU must support `R`'s instructions; `k.blocks` must have `R::PIXELS` pixels per block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn horizontal_blocks<R: BlockRegister>(
+    k: &Taps,
+    input: &[u8],
+    stride: usize,
+    off: usize,
+    rows: usize,
+    out: &mut [u8],
+) {
     let out_w = k.start.len();
-    for (r, dst_row) in out.chunks_exact_mut(out_w * 3).take(rows).enumerate() {
+    let row_bytes = out_w * 3;
+    let p = &k.blocks;
+    assert!(out.len() >= rows * row_bytes && stride > 0 && p.pixels == R::PIXELS);
+    if rows == 0 {
+        return;
+    }
+    assert!(off + (rows - 1) * stride <= input.len());
+    let avail = input.len() - off;
+    let per_pixel = |out: &mut [u8], r: usize, xx: usize| {
         let row = &input[off + r * stride..];
-        let safe = sse_safe(row);
-        for xx in 0..out_w {
-            dst_row[xx * 3..xx * 3 + 3].copy_from_slice(&h_pixel(k, row, safe, xx));
+        let px = h_pixel(k, row, sse_safe(row), xx);
+        out[r * row_bytes + xx * 3..r * row_bytes + xx * 3 + 3].copy_from_slice(&px);
+    };
+    for (bi, &iters) in p.iters.iter().enumerate() {
+        let j = R::PIXELS * bi;
+        // Rows r whose loads end inside `input`: off + r * stride + reach <= input.len().
+        let vector_rows = match avail.checked_sub(p.reach[bi]) {
+            Some(spare) => (spare / stride + 1).min(rows),
+            None => 0,
+        };
+        let block = BlockRows {
+            src: std::array::from_fn(|i| {
+                input
+                    .as_ptr()
+                    .add(off + 3 * k.start[j + i.min(R::PIXELS - 1)])
+            }),
+            stride,
+            dst: out.as_mut_ptr().add(3 * j),
+            row_bytes,
+            weights: p.weights.as_ptr().add(p.at[bi]),
+        };
+        // SAFETY (all arms): rows below `vector_rows` load inside `input`; the bytes written per
+        // row are this block's pixels of that row of `out`.
+        match iters {
+            1 => block.run::<R, 1>(vector_rows),
+            2 => block.run::<R, 2>(vector_rows),
+            3 => block.run::<R, 3>(vector_rows),
+            _ => block.run_any::<R>(iters, vector_rows),
         }
+        for r in vector_rows..rows {
+            for xx in j..j + R::PIXELS {
+                per_pixel(out, r, xx);
+            }
+        }
+    }
+    for xx in out_w / R::PIXELS * R::PIXELS..out_w {
+        for r in 0..rows {
+            per_pixel(out, r, xx);
+        }
+    }
+}
+
+/// The register operations of [`horizontal_blocks`]: 256-bit (AVX2, 2 pixels) or 512-bit
+/// (AVX-512 BW, 4 pixels), one output pixel per 128-bit lane.
+#[cfg(target_arch = "x86_64")]
+trait BlockRegister: Copy {
+    /// Output pixels per register.
+    const PIXELS: usize;
+    /// Zero.
+    unsafe fn zero() -> Self;
+    /// 16 bytes at `src[i] + at` into lane `i`.
+    unsafe fn load_pixels(src: &[*const u8; 4], at: usize) -> Self;
+    /// A register of weights.
+    unsafe fn load_weights(w: *const i16) -> Self;
+    /// Per lane, bytes c and 3 + c (`shift` 0: taps 0 and 1 of channel c) or 6 + c and 9 + c
+    /// (`shift` 6: taps 2 and 3), widened to 16-bit pairs; the fourth 32-bit lane zero.
+    unsafe fn widen<const SHIFT: i8>(self) -> Self;
+    /// `acc + madd(pairs, weights)`.
+    unsafe fn madd_add(acc: Self, pairs: Self, weights: Self) -> Self;
+    /// `(hi << 15) + lo`, rounded, shifted and clamped to bytes; each lane's first three bytes
+    /// written to `dst + 3 * lane`.
+    unsafe fn store(lo: Self, hi: Self, dst: *mut u8);
+}
+
+/// Per-lane shuffle control of [`BlockRegister::widen`].
+#[cfg(target_arch = "x86_64")]
+const fn widen_control(shift: i8) -> [i8; 16] {
+    let s = shift;
+    [
+        s,
+        -1,
+        s + 3,
+        -1,
+        s + 1,
+        -1,
+        s + 4,
+        -1,
+        s + 2,
+        -1,
+        s + 5,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+    ]
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BlockRegister for std::arch::x86_64::__m256i {
+    const PIXELS: usize = 2;
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn zero() -> Self {
+        std::arch::x86_64::_mm256_setzero_si256()
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_pixels(src: &[*const u8; 4], at: usize) -> Self {
+        use std::arch::x86_64::*;
+        // A broadcast from memory and a blend: no shuffle-port insert.
+        let low = _mm256_castsi128_si256(_mm_loadu_si128(src[0].add(at) as *const _));
+        let high = _mm256_broadcastsi128_si256(_mm_loadu_si128(src[1].add(at) as *const _));
+        _mm256_blend_epi32::<0xf0>(low, high)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_weights(w: *const i16) -> Self {
+        std::arch::x86_64::_mm256_loadu_si256(w as *const _)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn widen<const SHIFT: i8>(self) -> Self {
+        use std::arch::x86_64::*;
+        let c = widen_control(SHIFT);
+        let c = _mm_loadu_si128(c.as_ptr() as *const _);
+        _mm256_shuffle_epi8(self, _mm256_broadcastsi128_si256(c))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn madd_add(acc: Self, pairs: Self, weights: Self) -> Self {
+        use std::arch::x86_64::*;
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, weights))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(lo: Self, hi: Self, dst: *mut u8) {
+        use std::arch::x86_64::*;
+        let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
+        let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+        let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
+        let (a, b) = (
+            _mm256_cvtsi256_si32(v) as u32,
+            _mm256_extract_epi32::<4>(v) as u32,
+        );
+        (dst as *mut u32).write_unaligned((a & 0xff_ffff) | b << 24);
+        (dst.add(4) as *mut u16).write_unaligned((b >> 8) as u16);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BlockRegister for std::arch::x86_64::__m512i {
+    const PIXELS: usize = 4;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn zero() -> Self {
+        std::arch::x86_64::_mm512_setzero_si512()
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn load_pixels(src: &[*const u8; 4], at: usize) -> Self {
+        use std::arch::x86_64::*;
+        let lane = |i: usize| _mm_loadu_si128(src[i].add(at) as *const _);
+        // Masked broadcasts from memory: no shuffle-port inserts.
+        let v = _mm512_castsi128_si512(lane(0));
+        let v = _mm512_mask_broadcast_i32x4(v, 0x00f0, lane(1));
+        let v = _mm512_mask_broadcast_i32x4(v, 0x0f00, lane(2));
+        _mm512_mask_broadcast_i32x4(v, 0xf000, lane(3))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn load_weights(w: *const i16) -> Self {
+        std::arch::x86_64::_mm512_loadu_si512(w as *const _)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn widen<const SHIFT: i8>(self) -> Self {
+        use std::arch::x86_64::*;
+        let c = widen_control(SHIFT);
+        let c = _mm_loadu_si128(c.as_ptr() as *const _);
+        _mm512_shuffle_epi8(self, _mm512_broadcast_i32x4(c))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn madd_add(acc: Self, pairs: Self, weights: Self) -> Self {
+        use std::arch::x86_64::*;
+        _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, weights))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn store(lo: Self, hi: Self, dst: *mut u8) {
+        use std::arch::x86_64::*;
+        let half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+        let sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<15>(hi), lo), half);
+        let v = _mm512_srai_epi32::<{ PRECISION_BITS }>(sum);
+        let v = _mm512_packus_epi16(_mm512_packs_epi32(v, v), _mm512_setzero_si512());
+        // Dword 0 of each lane (pixel i's R, G, B and a spare byte), then the 12 bytes packed.
+        let v = _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+            v,
+        ));
+        let v = _mm_shuffle_epi8(
+            v,
+            _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1),
+        );
+        (dst as *mut u64).write_unaligned(_mm_cvtsi128_si64(v) as u64);
+        (dst.add(8) as *mut u32).write_unaligned(_mm_extract_epi32::<2>(v) as u32);
+    }
+}
+
+/// One block of output pixels of [`horizontal_blocks`]: where its pixels' taps start in the
+/// first row (unused lanes repeat the last pixel), where its output goes, and its weights.
+#[cfg(target_arch = "x86_64")]
+struct BlockRows {
+    src: [*const u8; 4],
+    stride: usize,
+    dst: *mut u8,
+    row_bytes: usize,
+    weights: *const i16,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BlockRows {
+    /// The block's first `rows` rows, with `ITERS` iterations of 4 taps and the weights held in
+    /// registers.
+    ///
+    /// # Safety
+    /// `R`'s instructions; each row's loads (`12 * (ITERS - 1) + 16` bytes from each `src`) and
+    /// its store must be in bounds.
+    #[inline(always)]
+    unsafe fn run<R: BlockRegister, const ITERS: usize>(&self, rows: usize) {
+        let w = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
+        let weights: [[R; 4]; ITERS] =
+            std::array::from_fn(|q| std::array::from_fn(|i| w(4 * q + i)));
+        for r in 0..rows {
+            let (mut lo, mut hi) = (R::zero(), R::zero());
+            for (q, wq) in weights.iter().enumerate() {
+                self.taps(r, q, wq, &mut lo, &mut hi);
+            }
+            R::store(lo, hi, self.dst.add(r * self.row_bytes));
+        }
+    }
+
+    /// [`BlockRows::run`] for any number of iterations, loading the weights per row.
+    ///
+    /// # Safety
+    /// As [`BlockRows::run`].
+    #[inline(always)]
+    unsafe fn run_any<R: BlockRegister>(&self, iters: usize, rows: usize) {
+        let w = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
+        for r in 0..rows {
+            let (mut lo, mut hi) = (R::zero(), R::zero());
+            for q in 0..iters {
+                let wq: [R; 4] = std::array::from_fn(|i| w(4 * q + i));
+                self.taps(r, q, &wq, &mut lo, &mut hi);
+            }
+            R::store(lo, hi, self.dst.add(r * self.row_bytes));
+        }
+    }
+
+    /// Taps `4q..4q + 4` of row `r` added into the low and high sums.
+    #[inline(always)]
+    unsafe fn taps<R: BlockRegister>(
+        &self,
+        r: usize,
+        q: usize,
+        w: &[R; 4],
+        lo: &mut R,
+        hi: &mut R,
+    ) {
+        let v = R::load_pixels(&self.src, r * self.stride + 12 * q);
+        let (a, b) = (v.widen::<0>(), v.widen::<6>());
+        *lo = R::madd_add(*lo, a, w[0]);
+        *hi = R::madd_add(*hi, a, w[1]);
+        *lo = R::madd_add(*lo, b, w[2]);
+        *hi = R::madd_add(*hi, b, w[3]);
     }
 }
 
@@ -467,11 +864,112 @@ unsafe fn h_pixel_sse(k: &Taps, row: &[u8], xx: usize) -> [u8; 3] {
     [b[0], b[1], b[2]]
 }
 
+/// Vertical pass over `width` pixels per row: output row yy reads input rows
+/// `start[yy] - row_shift ..` (row r at `off + r * stride`): [`vertical_avx2`] at the AVX2 level,
+/// else [`vertical_portable`] (whose AVX-512 copy was measured faster than `vertical_avx2` at
+/// the AVX-512 levels: 16 i32 lanes per multiply against 8 `madd` pairs).
+#[allow(clippy::too_many_arguments)]
+fn vertical(
+    k: &Taps,
+    input: &[u8],
+    stride: usize,
+    off: usize,
+    row_shift: usize,
+    width: usize,
+    out: &mut [u8],
+    acc: &mut Vec<i32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::AVX2 {
+        // SAFETY: the CPU supports AVX2 (`level` checked it).
+        unsafe { vertical_avx2(k, input, stride, off, row_shift, width, out) };
+        return;
+    }
+    vertical_portable(k, input, stride, off, row_shift, width, out, acc);
+}
+
+/// [`vertical`] 16 bytes of a row at a time, taps in pairs: the two rows' bytes widened to
+/// 16-bit pairs (row y, row y + 1) and multiplied by the taps' weights, split as in [`Pairs`]
+/// into 15-bit halves, with `madd`; an odd last tap is paired with a zero weight. The bytes past
+/// the last multiple of 16 are summed as in [`vertical_portable`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vertical_avx2(
+    k: &Taps,
+    input: &[u8],
+    stride: usize,
+    off: usize,
+    row_shift: usize,
+    width: usize,
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let len = width * 3;
+    let vec_len = len / 16 * 16;
+    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+    let mut pair_weights = Vec::with_capacity(2 * k.ksize.div_ceil(2));
+    for (yy, dst_row) in out.chunks_exact_mut(len).enumerate().take(k.start.len()) {
+        let (ymin, n) = (k.start[yy] - row_shift, k.len[yy]);
+        let w = &k.weights[yy * k.ksize..yy * k.ksize + n];
+        let first = off + ymin * stride;
+        // Every row this output row reads lies inside `input`.
+        assert!(first + (n - 1) * stride + len <= input.len());
+        // Per pair of taps: (lo, lo) and (hi, hi) of the two weights as 16-bit pairs.
+        pair_weights.clear();
+        for t in (0..n).step_by(2) {
+            let (a, b) = (w[t], if t + 1 < n { w[t + 1] } else { 0 });
+            let pack = |x: i32, y: i32| (x as u16 as u32 | (y as u16 as u32) << 16) as i32;
+            pair_weights.push(pack(a & 0x7fff, b & 0x7fff));
+            pair_weights.push(pack(a >> 15, b >> 15));
+        }
+        let rows = |t: usize| input.as_ptr().add(first + t.min(n - 1) * stride);
+        for x in (0..vec_len).step_by(16) {
+            let (mut lo0, mut lo1, mut hi0, mut hi1) = (
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+            );
+            for (pt, ws) in pair_weights.chunks_exact(2).enumerate() {
+                // SAFETY: 16 bytes at x < vec_len of rows inside `input` (asserted above); a
+                // missing second tap re-reads the last row, with zero weight.
+                let a = _mm256_cvtepu8_epi16(_mm_loadu_si128(rows(2 * pt).add(x) as *const _));
+                let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(rows(2 * pt + 1).add(x) as *const _));
+                let (p0, p1) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                let (wl, wh) = (_mm256_set1_epi32(ws[0]), _mm256_set1_epi32(ws[1]));
+                lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(p0, wl));
+                lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(p1, wl));
+                hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(p0, wh));
+                hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(p1, wh));
+            }
+            let finish = |lo: __m256i, hi: __m256i| {
+                let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
+                _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
+            };
+            // The in-lane unpacks above are undone by the in-lane packs.
+            let v = _mm256_packs_epi32(finish(lo0, hi0), finish(lo1, hi1));
+            let v =
+                _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi16(v, _mm256_setzero_si256()));
+            _mm_storeu_si128(
+                dst_row.as_mut_ptr().add(x) as *mut _,
+                _mm256_castsi256_si128(v),
+            );
+        }
+        for x in vec_len..len {
+            let mut ss = 1i32 << (PRECISION_BITS - 1);
+            for (t, &wt) in w.iter().enumerate() {
+                ss += input[first + t * stride + x] as i32 * wt;
+            }
+            dst_row[x] = clip8(ss);
+        }
+    }
+}
+
 crate::simd::multiversion! {
-    /// Vertical pass over `width` pixels per row: output row yy reads input rows
-    /// `start[yy] - row_shift ..` (row r at `off + r * stride`). Each tap adds a whole input row
-    /// (times its weight) into a row of i32 sums, so the inner loop is element-wise and vectorises.
-    fn vertical(
+    /// [`vertical`] in portable code. Each tap adds a whole input row (times its weight) into a
+    /// row of i32 sums, so the inner loop is element-wise and vectorises.
+    fn vertical_portable(
         k: &Taps,
         input: &[u8],
         stride: usize,
@@ -539,22 +1037,73 @@ mod tests {
             (650, 97),
             (30, 5),
             (699, 13),
+            (700, 3),
+            (11, 224),
+            (223, 224),
+            (500, 224),
+            (400, 224),
         ] {
             taps.compute(cw, out_w);
-            taps.compute_groups();
             for x0 in [0, w - cw] {
-                let mut a = vec![0u8; h * out_w * 3];
-                let mut b = vec![0u8; h * out_w * 3];
-                horizontal_scalar(&taps, &src, w * 3, x0 * 3, h, &mut a);
-                horizontal(&taps, &src, w * 3, x0 * 3, h, &mut b);
-                assert_eq!(a, b, "{cw} -> {out_w} at {x0}");
-                // The AVX2 pass too (what `horizontal` picks on CPUs without AVX-512 VBMI).
-                #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    b.fill(0);
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    unsafe { horizontal_avx2(&taps, &src, w * 3, x0 * 3, h, &mut b) };
-                    assert_eq!(a, b, "AVX2: {cw} -> {out_w} at {x0}");
+                let mut want = vec![0u8; h * out_w * 3];
+                horizontal_scalar(&taps, &src, w * 3, x0 * 3, h, &mut want);
+                for (name, level) in crate::simd::LEVELS {
+                    let mut got = vec![0u8; h * out_w * 3];
+                    let ran = crate::simd::at_level(level, || {
+                        taps.regroup_for_level();
+                        horizontal(&taps, &src, w * 3, x0 * 3, h, &mut got);
+                    });
+                    match ran {
+                        Some(()) => assert!(got == want, "{name}: {cw} -> {out_w} at {x0}"),
+                        None => crate::simd::say_skipped(name),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vertical pass at every level against the portable pass (at the scalar level).
+    #[test]
+    fn vector_vertical_passes_equal_the_portable_pass() {
+        let (w, h) = (37usize, 700usize);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) >> 3) as u8).collect();
+        let mut taps = Taps::default();
+        for (ch, out_h) in [
+            (700usize, 224usize),
+            (100, 224),
+            (7, 224),
+            (650, 97),
+            (699, 13),
+            (700, 3),
+            (500, 224),
+            (223, 224),
+        ] {
+            taps.compute(ch, out_h);
+            for width in [37usize, 16, 5, 1] {
+                let y0 = h - ch;
+                let mut want = vec![0u8; out_h * width * 3];
+                let mut acc = Vec::new();
+                crate::simd::at_level(crate::simd::SCALAR, || {
+                    vertical_portable(
+                        &taps,
+                        &src,
+                        w * 3,
+                        y0 * w * 3,
+                        0,
+                        width,
+                        &mut want,
+                        &mut acc,
+                    )
+                });
+                for (name, level) in crate::simd::LEVELS {
+                    let mut got = vec![0u8; out_h * width * 3];
+                    let ran = crate::simd::at_level(level, || {
+                        vertical(&taps, &src, w * 3, y0 * w * 3, 0, width, &mut got, &mut acc)
+                    });
+                    match ran {
+                        Some(()) => assert!(got == want, "{name}: {ch} -> {out_h}, width {width}"),
+                        None => crate::simd::say_skipped(name),
+                    }
                 }
             }
         }

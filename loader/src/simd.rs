@@ -6,7 +6,13 @@
 //! copy the CPU supports at run time. No fast-math: float kernels round exactly as written (Rust
 //! never contracts `a * b + c` into an FMA), so every copy gives the same bytes.
 //!
-//! `BARLOW_SIMD=scalar|avx2|avx512` caps the level (to measure what each one buys).
+//! The hottest kernels also have hand-written paths per level: AVX2 (AMD Rome/Milan, Intel
+//! Haswell and later), AVX-512 F/BW without VBMI (Skylake-SP, Cascade Lake) and AVX-512 VBMI (Ice
+//! Lake, Sapphire Rapids, Zen 4). One binary: the level is detected once at start-up.
+//!
+//! `BARLOW_SIMD=scalar|avx2|avx512bw|avx512vbmi` caps the level (to measure or test what each one
+//! buys; `avx512` is the old name of the top level); a level the CPU lacks falls to the best one
+//! below it.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -14,39 +20,58 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub const SCALAR: u8 = 1;
 /// AVX2 (and SSE4.1).
 pub const AVX2: u8 = 2;
-/// AVX-512 F/BW/VL/DQ.
-pub const AVX512: u8 = 3;
+/// AVX-512 F/BW/VL/DQ, without VBMI.
+pub const AVX512BW: u8 = 3;
+/// AVX-512 F/BW/VL/DQ and VBMI (byte permutes across the register).
+pub const AVX512VBMI: u8 = 4;
+
+/// Every level, lowest first, with the name `BARLOW_SIMD` takes and [`level_name`] gives.
+pub const LEVELS: [(&str, u8); 4] = [
+    ("scalar", SCALAR),
+    ("avx2", AVX2),
+    ("avx512bw", AVX512BW),
+    ("avx512vbmi", AVX512VBMI),
+];
 
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 
-#[cfg(test)]
 thread_local! {
     /// The level [`at_level`] imposes on this thread (0: none).
     static FORCED: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
-/// Runs `f` with this thread's kernels at `level` (test builds only, so that one test process can
-/// compare every level); `None`, without running `f`, where the CPU lacks the level.
-#[cfg(test)]
-pub(crate) fn at_level<R>(level: u8, f: impl FnOnce() -> R) -> Option<R> {
-    struct Reset;
+/// Runs `f` with this thread's kernels at `level`, so that one process (a test) can compare every
+/// level; `None`, without running `f`, where the CPU lacks the level.
+pub fn at_level<R>(level: u8, f: impl FnOnce() -> R) -> Option<R> {
+    struct Reset(u8);
     impl Drop for Reset {
         fn drop(&mut self) {
-            FORCED.with(|l| l.set(0));
+            FORCED.with(|l| l.set(self.0));
         }
     }
     if level > cpu_level() {
         return None;
     }
-    FORCED.with(|l| l.set(level));
-    let _reset = Reset;
+    let _reset = Reset(FORCED.with(|l| l.replace(level)));
     Some(f())
 }
 
-/// The instruction set level the kernels use (detected once).
+/// Prints, once per level and process, that a test skips `level_name` because this CPU lacks it.
+pub fn say_skipped(level_name: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|s| s == level_name) {
+        said.push(level_name.to_string());
+        eprintln!(
+            "SKIPPED at SIMD level {level_name}: this CPU lacks it (best here: {})",
+            name_of(cpu_level())
+        );
+    }
+}
+
+/// The instruction set level the kernels use (detected once; see the module doc).
 #[inline]
 pub fn level() -> u8 {
-    #[cfg(test)]
     if let l @ 1.. = FORCED.with(|l| l.get()) {
         return l;
     }
@@ -60,22 +85,30 @@ pub fn level() -> u8 {
     }
 }
 
-fn detect() -> u8 {
-    let cap = match std::env::var("BARLOW_SIMD").as_deref() {
-        Ok("scalar") => SCALAR,
-        Ok("avx2") => AVX2,
-        _ => AVX512,
-    };
-    cpu_level().min(cap)
+/// The name of [`level`] (`scalar`, `avx2`, `avx512bw` or `avx512vbmi`).
+pub fn level_name() -> &'static str {
+    name_of(level())
 }
 
-/// The best level the CPU supports.
-fn cpu_level() -> u8 {
+/// The name of `level` as `BARLOW_SIMD` spells it.
+pub fn name_of(level: u8) -> &'static str {
+    LEVELS
+        .iter()
+        .find(|&&(_, l)| l == level)
+        .map_or("unknown", |&(n, _)| n)
+}
+
+/// The best level this CPU supports.
+pub fn cpu_level() -> u8 {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") {
-            AVX512
+            if has!("avx512vbmi") {
+                AVX512VBMI
+            } else {
+                AVX512BW
+            }
         } else if has!("avx2") {
             AVX2
         } else {
@@ -88,12 +121,36 @@ fn cpu_level() -> u8 {
     }
 }
 
-/// Whether the hand-written AVX-512 VBMI kernels may run: the CPU has VBMI (on top of the AVX-512
-/// subsets of [`AVX512`]) and [`level`] is not capped below AVX-512.
+/// The level `BARLOW_SIMD` asks for (`None`: unset, so the best), or an error naming the accepted
+/// values.
+pub fn requested() -> Result<Option<u8>, String> {
+    match std::env::var("BARLOW_SIMD") {
+        Err(_) => Ok(None),
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) if v == "avx512" => Ok(Some(AVX512VBMI)),
+        Ok(v) => LEVELS
+            .iter()
+            .find(|&&(n, _)| n == v)
+            .map(|&(_, l)| Some(l))
+            .ok_or_else(|| {
+                format!("BARLOW_SIMD={v} is not a level: use scalar, avx2, avx512bw or avx512vbmi")
+            }),
+    }
+}
+
+fn detect() -> u8 {
+    // An unknown value was reported by `requested` at start-up (the loader checks it); here it
+    // means no cap.
+    let cap = requested().ok().flatten().unwrap_or(AVX512VBMI);
+    cpu_level().min(cap)
+}
+
+/// Whether the hand-written AVX-512 VBMI kernels may run: [`level`] is [`AVX512VBMI`] (so the
+/// CPU has it and it is not capped below).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn vbmi() -> bool {
-    level() >= AVX512 && std::arch::is_x86_feature_detected!("avx512vbmi")
+    level() >= AVX512VBMI
 }
 
 /// Defines `fn NAME(args) -> R { body }` compiled for the baseline target, AVX2 and AVX-512, and
@@ -120,7 +177,7 @@ macro_rules! multiversion {
                 }
                 match $crate::simd::level() {
                     // SAFETY: `level` only reports what the CPU supports.
-                    $crate::simd::AVX512 => return unsafe { avx512($($arg),*) },
+                    $crate::simd::AVX512BW | $crate::simd::AVX512VBMI => return unsafe { avx512($($arg),*) },
                     $crate::simd::AVX2 => return unsafe { avx2($($arg),*) },
                     _ => {}
                 }

@@ -4,7 +4,9 @@
 //! Bit-exact: brightness, contrast, saturation, hue, grayscale, solarize, blur (on photo crops and
 //! exhaustively, as checksums, over all 2^24 colours / noise images), crop + bicubic resize, and
 //! the whole chain on Pillow's decoded pixels (through the shipped final write). Whole chain from a JPEG file (zune-jpeg vs libjpeg-turbo):
-//! mean |diff| <= 0.5, >= 99% within 2. Each test prints the measured differences.
+//! mean |diff| <= 0.5, >= 99% within 2. Each test prints the measured differences. The bit-exact
+//! checks run at every SIMD level the CPU has (`loader::simd::at_level`; the levels it lacks are
+//! skipped and printed), since each level runs different hand-written kernels.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +48,15 @@ fn view_hwc(
     loader::pair::chw_to_hwc(&chw, out);
 }
 
+/// Runs `check` at every SIMD level this CPU has, with the level's name; prints the ones skipped.
+fn at_every_level(mut check: impl FnMut(&str)) {
+    for (name, level) in loader::simd::LEVELS {
+        if loader::simd::at_level(level, || check(name)).is_none() {
+            loader::simd::say_skipped(name);
+        }
+    }
+}
+
 fn compare(ours: &[u8], theirs: &[u8]) -> (f64, u8, f64, usize) {
     assert_eq!(ours.len(), theirs.len(), "sizes differ");
     let mut sum = 0u64;
@@ -84,30 +95,32 @@ fn apply_op(px: &mut [u8], width: usize, height: usize, op: &str, factor: Option
 fn colour_ops_grayscale_solarize_and_blur_are_bit_exact_on_photos() {
     let cases = cases();
     let mut failures = Vec::new();
-    for case in cases["ops"].as_array().unwrap() {
-        let input = load(case["input"].as_str().unwrap());
-        let want = load(case["output"].as_str().unwrap());
-        let op = case["op"].as_str().unwrap();
-        let mut px = input.pixels.clone();
-        apply_op(
-            &mut px,
-            input.width,
-            input.height,
-            op,
-            case["factor"].as_f64(),
-        );
-        let (mean, max, _, differ) = compare(&px, &want.pixels);
-        println!(
-            "{:<40} differing bytes {differ:>5}, mean {mean:.4}, max {max}",
-            case["output"].as_str().unwrap()
-        );
-        if differ != 0 {
-            failures.push(format!(
-                "{}: {differ} bytes differ (max {max})",
-                case["output"]
-            ));
+    at_every_level(|level| {
+        for case in cases["ops"].as_array().unwrap() {
+            let input = load(case["input"].as_str().unwrap());
+            let want = load(case["output"].as_str().unwrap());
+            let op = case["op"].as_str().unwrap();
+            let mut px = input.pixels.clone();
+            apply_op(
+                &mut px,
+                input.width,
+                input.height,
+                op,
+                case["factor"].as_f64(),
+            );
+            let (mean, max, _, differ) = compare(&px, &want.pixels);
+            println!(
+                "{level:<10} {:<40} differing bytes {differ:>5}, mean {mean:.4}, max {max}",
+                case["output"].as_str().unwrap()
+            );
+            if differ != 0 {
+                failures.push(format!(
+                    "{level}: {}: {differ} bytes differ (max {max})",
+                    case["output"]
+                ));
+            }
         }
-    }
+    });
     assert!(
         failures.is_empty(),
         "not bit-exact with Pillow:\n{}",
@@ -144,22 +157,24 @@ fn ops_match_pillow_exhaustively_by_checksum() {
     let mut failures = Vec::new();
     let mut cache: Option<(String, Vec<u8>, usize, usize)> = None;
     let list = cases["checksums"].as_array().unwrap();
-    for case in list {
-        let image = case["image"].as_str().unwrap();
-        if cache.as_ref().map(|c| c.0.as_str()) != Some(image) {
-            let (px, w, h) = synthetic(image);
-            cache = Some((image.to_string(), px, w, h));
+    at_every_level(|level| {
+        for case in list {
+            let image = case["image"].as_str().unwrap();
+            if cache.as_ref().map(|c| c.0.as_str()) != Some(image) {
+                let (px, w, h) = synthetic(image);
+                cache = Some((image.to_string(), px, w, h));
+            }
+            let (_, px, w, h) = cache.as_ref().unwrap();
+            let mut out = px.clone();
+            let op = case["op"].as_str().unwrap();
+            apply_op(&mut out, *w, *h, op, case["factor"].as_f64());
+            let want = case["sum"].as_u64().unwrap();
+            if checksum(&out) != want {
+                failures.push(format!("{level}: {image} {op} {}", case["factor"]));
+            }
         }
-        let (_, px, w, h) = cache.as_ref().unwrap();
-        let mut out = px.clone();
-        let op = case["op"].as_str().unwrap();
-        apply_op(&mut out, *w, *h, op, case["factor"].as_f64());
-        let want = case["sum"].as_u64().unwrap();
-        if checksum(&out) != want {
-            failures.push(format!("{image} {op} {}", case["factor"]));
-        }
-    }
-    println!("{} exhaustive checksums compared", list.len());
+        println!("{level}: {} exhaustive checksums compared", list.len());
+    });
     assert!(failures.is_empty(), "differs from Pillow: {failures:#?}");
 }
 
@@ -167,32 +182,34 @@ fn ops_match_pillow_exhaustively_by_checksum() {
 fn crop_resize_is_bit_exact_with_pillow_bicubic() {
     let cases = cases();
     let mut resampler = Resampler::default();
-    for case in cases["resize"].as_array().unwrap() {
-        let src = load(case["input"].as_str().unwrap());
-        let want = load(case["output"].as_str().unwrap());
-        let c = &case["crop"];
-        let g = |k: &str| c[k].as_u64().unwrap() as usize;
-        let size = case["size"].as_u64().unwrap() as usize;
-        let mut out = vec![0u8; 3 * size * size];
-        resampler.resize_crop(
-            &src.pixels,
-            src.width,
-            (g("x"), g("y"), g("w"), g("h")),
-            size,
-            size,
-            &mut out,
-        );
-        let (mean, max, _, differ) = compare(&out, &want.pixels);
-        println!(
-            "{:<24} crop {c} -> {size}: differing {differ}, mean {mean:.4}, max {max}",
-            case["output"].as_str().unwrap()
-        );
-        assert_eq!(
-            differ, 0,
-            "{}: not bit-exact (mean {mean}, max {max})",
-            case["output"]
-        );
-    }
+    at_every_level(|level| {
+        for case in cases["resize"].as_array().unwrap() {
+            let src = load(case["input"].as_str().unwrap());
+            let want = load(case["output"].as_str().unwrap());
+            let c = &case["crop"];
+            let g = |k: &str| c[k].as_u64().unwrap() as usize;
+            let size = case["size"].as_u64().unwrap() as usize;
+            let mut out = vec![0u8; 3 * size * size];
+            resampler.resize_crop(
+                &src.pixels,
+                src.width,
+                (g("x"), g("y"), g("w"), g("h")),
+                size,
+                size,
+                &mut out,
+            );
+            let (mean, max, _, differ) = compare(&out, &want.pixels);
+            println!(
+                "{level:<10} {:<24} crop {c} -> {size}: differing {differ}, mean {mean:.4}, max {max}",
+                case["output"].as_str().unwrap()
+            );
+            assert_eq!(
+                differ, 0,
+                "{level}: {}: not bit-exact (mean {mean}, max {max})",
+                case["output"]
+            );
+        }
+    });
 }
 
 /// The whole chain on Pillow's own decoded pixels of the JPEG: every op after decoding is exact.
@@ -201,26 +218,28 @@ fn whole_chain_on_pillow_decoded_pixels_is_bit_exact() {
     let cases = cases();
     let mut maker = ViewMaker::default();
     let mut out = Vec::new();
-    for case in cases["chain"].as_array().unwrap() {
-        let jpg = case["input"].as_str().unwrap();
-        let pillow_png = jpg.replace(".jpg", "_pillow.png");
-        let src = load(&pillow_png);
-        let want = load(case["output"].as_str().unwrap());
-        let params: ViewParams = serde_json::from_value(case["params"].clone()).unwrap();
-        view_hwc(
-            &mut maker,
-            &src,
-            &params,
-            case["size"].as_u64().unwrap() as u32,
-            &mut out,
-        );
-        let (mean, max, _, differ) = compare(&out, &want.pixels);
-        println!(
-            "{:<22} from Pillow's pixels: differing {differ}, mean {mean:.4}, max {max}",
-            case["output"].as_str().unwrap()
-        );
-        assert_eq!(differ, 0, "{}: not bit-exact", case["output"]);
-    }
+    at_every_level(|level| {
+        for case in cases["chain"].as_array().unwrap() {
+            let jpg = case["input"].as_str().unwrap();
+            let pillow_png = jpg.replace(".jpg", "_pillow.png");
+            let src = load(&pillow_png);
+            let want = load(case["output"].as_str().unwrap());
+            let params: ViewParams = serde_json::from_value(case["params"].clone()).unwrap();
+            view_hwc(
+                &mut maker,
+                &src,
+                &params,
+                case["size"].as_u64().unwrap() as u32,
+                &mut out,
+            );
+            let (mean, max, _, differ) = compare(&out, &want.pixels);
+            println!(
+                "{level:<10} {:<22} from Pillow's pixels: differing {differ}, mean {mean:.4}, max {max}",
+                case["output"].as_str().unwrap()
+            );
+            assert_eq!(differ, 0, "{level}: {}: not bit-exact", case["output"]);
+        }
+    });
 }
 
 /// The whole chain from the JPEG file: zune-jpeg's IDCT/upsampling differ from libjpeg-turbo's by

@@ -27,15 +27,20 @@ pub fn hue_shift(hue_factor: f64) -> u8 {
 pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
     let shift = hue_shift(hue_factor) as u32;
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() == crate::simd::AVX512 {
+    if crate::simd::level() >= crate::simd::AVX2 {
         // Whole pixels only, as everywhere else: bytes past the last one stay as they are.
         let whole = pixels.len() / 3 * 3;
         let pixels = &mut pixels[..whole];
         if lut != &IDENTITY {
             crate::lut::apply_in_place(pixels, lut);
         }
-        // SAFETY: `level` only reports AVX-512 where the CPU has F/BW/VL/DQ.
-        unsafe { avx512::hue(pixels, shift) };
+        if crate::simd::level() >= crate::simd::AVX512BW {
+            // SAFETY: `level` only reports AVX-512 BW where the CPU has F/BW/VL/DQ.
+            unsafe { avx512::hue(pixels, shift) };
+        } else {
+            // SAFETY: `level` only reports AVX2 where the CPU has it.
+            unsafe { avx2::hue(pixels, shift) };
+        }
         return;
     }
     hue_lut_vectorised(pixels, shift, lut);
@@ -62,6 +67,8 @@ crate::simd::multiversion! {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -370,11 +377,8 @@ mod tests {
             .collect()
     }
 
-    const LEVELS: [(&str, u8); 3] = [
-        ("scalar", crate::simd::SCALAR),
-        ("avx2", crate::simd::AVX2),
-        ("avx512", crate::simd::AVX512),
-    ];
+    /// Every level; those the CPU lacks are skipped (and said so) by [`check_hue`].
+    const LEVELS: [(&str, u8); 4] = crate::simd::LEVELS;
 
     /// Checks [`hue_lut`] with `lut`, at every level the CPU has, against Pillow's scalar
     /// [`rgb_to_hsv`], shift, [`hsv_to_rgb`] on `pixels` for each of `shifts`.
@@ -394,7 +398,7 @@ mod tests {
                 .chain(pixels[pixels.len() / 3 * 3..].iter().copied())
                 .collect();
             for (name, level) in LEVELS {
-                crate::simd::at_level(level, || {
+                let ran = crate::simd::at_level(level, || {
                     work.copy_from_slice(pixels);
                     hue_lut(&mut work, factor_for(shift), lut);
                     if work != want {
@@ -403,6 +407,9 @@ mod tests {
                         panic!("{name}, shift {shift}: pixel {px:?} (byte {at}) differs");
                     }
                 });
+                if ran.is_none() {
+                    crate::simd::say_skipped(name);
+                }
             }
         }
     }

@@ -1,0 +1,159 @@
+//! [`super::hue_lut`] with AVX2 intrinsics, 8 pixels at a time: `avx512.rs`'s arithmetic step for
+//! step, with compares and blends where AVX-512 has masks.
+
+use super::HUE_DOWN_WORDS;
+use std::arch::x86_64::*;
+
+/// `floor(num / den)` as [`super::floor_div`] does it, lane by lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn floor_div(num: __m256i, den: __m256i) -> __m256i {
+    _mm256_cvttps_epi32(_mm256_div_ps(
+        _mm256_cvtepi32_ps(num),
+        _mm256_cvtepi32_ps(den),
+    ))
+}
+
+/// `255 x`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul255(x: __m256i) -> __m256i {
+    _mm256_sub_epi32(_mm256_slli_epi32::<8>(x), x)
+}
+
+/// `floor(x / 255)` for `x <= 65535`, as [`super::div255`].
+#[inline]
+#[target_feature(enable = "avx2")]
+fn div255(x: __m256i) -> __m256i {
+    _mm256_srli_epi32::<23>(_mm256_mullo_epi32(x, _mm256_set1_epi32(32897)))
+}
+
+/// For each sector `i` (0..=6), the bytes of `(v, o, p)` that make `(r, g, b)` and a zeroing top
+/// byte, as `avx512.rs`'s `SECTOR_ORDER`.
+const SECTOR_ORDER: [i32; 8] = {
+    const fn order(r: u32, g: u32, b: u32) -> i32 {
+        (r | g << 8 | b << 16 | 0x80 << 24) as i32
+    }
+    [
+        order(0, 1, 2),
+        order(1, 0, 2),
+        order(2, 0, 1),
+        order(2, 1, 0),
+        order(1, 2, 0),
+        order(0, 2, 1),
+        order(0, 1, 2),
+        0,
+    ]
+};
+
+/// [`super::hsv_exact`], the shift and [`super::rgb_exact`] for 8 pixels, given and returned as 24
+/// interleaved RGB bytes (the top 8 bytes of the result are garbage).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hue8(px: __m256i, shift: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    let one = _mm256_set1_epi32(1);
+    let byte = _mm256_set1_epi32(255);
+    // De-interleave: each 128-bit lane gets the 12 bytes of its 4 pixels, then each pixel
+    // becomes a 32-bit lane r | g << 8 | b << 16.
+    let px = _mm256_permutevar8x32_epi32(px, _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0));
+    let spread = _mm256_setr_epi8(
+        0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1, 0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8,
+        -1, 9, 10, 11, -1,
+    );
+    let px = _mm256_shuffle_epi8(px, spread);
+    let r = _mm256_and_si256(px, byte);
+    let g = _mm256_and_si256(_mm256_srli_epi32::<8>(px), byte);
+    let b = _mm256_srli_epi32::<16>(px);
+
+    // hsv_exact.
+    let v = _mm256_max_epu32(_mm256_max_epu32(r, g), b);
+    let cr = _mm256_sub_epi32(v, _mm256_min_epu32(_mm256_min_epu32(r, g), b));
+    let s = floor_div(mul255(cr), _mm256_max_epu32(v, one));
+    let cr2 = _mm256_add_epi32(cr, cr);
+    let cr4 = _mm256_add_epi32(cr2, cr2);
+    let cr6 = _mm256_add_epi32(cr4, cr2);
+    let gb = _mm256_sub_epi32(g, b);
+    let n_r = _mm256_add_epi32(gb, _mm256_and_si256(_mm256_cmpgt_epi32(zero, gb), cr6));
+    let n_g = _mm256_add_epi32(cr2, _mm256_sub_epi32(b, r));
+    let n_b = _mm256_add_epi32(cr4, _mm256_sub_epi32(r, g));
+    let n = _mm256_blendv_epi8(n_b, n_g, _mm256_cmpeq_epi32(g, v));
+    let n = _mm256_blendv_epi8(n, n_r, _mm256_cmpeq_epi32(r, v));
+    let den = _mm256_max_epi32(cr6, _mm256_set1_epi32(6));
+    let num = mul255(n);
+    let k = floor_div(num, den);
+    let exact = _mm256_cmpeq_epi32(_mm256_mullo_epi32(k, den), num);
+    // HUE_DOWN[k]: bit k % 32 of word k / 32 (k <= 255), the word picked with a permute.
+    let [w0, w1, w2, w3, w4, w5, w6, w7] = HUE_DOWN_WORDS.map(|w| w as i32);
+    let words = _mm256_setr_epi32(w0, w1, w2, w3, w4, w5, w6, w7);
+    let word = _mm256_permutevar8x32_epi32(words, _mm256_srli_epi32::<5>(k));
+    let bit = _mm256_srlv_epi32(word, _mm256_and_si256(k, _mm256_set1_epi32(31)));
+    let down = _mm256_and_si256(_mm256_and_si256(bit, one), exact);
+    let h = _mm256_sub_epi32(k, down);
+    let h = _mm256_and_si256(_mm256_add_epi32(h, shift), byte);
+
+    // rgb_exact.
+    let h6 = _mm256_mullo_epi32(h, _mm256_set1_epi32(6));
+    let i = div255(h6);
+    let a = _mm256_sub_epi32(h6, mul255(i));
+    let even = _mm256_cmpeq_epi32(_mm256_and_si256(i, one), zero);
+    let c = _mm256_xor_si256(a, _mm256_and_si256(even, byte));
+    let w = _mm256_mullo_epi32(v, s);
+    let p = _mm256_sub_epi32(v, div255(_mm256_add_epi32(w, _mm256_set1_epi32(127))));
+    let wc = _mm256_add_epi32(_mm256_mullo_epi32(w, c), _mm256_set1_epi32(32512));
+    let o = _mm256_sub_epi32(v, floor_div(wc, _mm256_set1_epi32(65025)));
+    // (v, o, p) as bytes 0, 1, 2 of each lane, put in the sector's order by a byte shuffle whose
+    // control is the sector's pattern plus the lane's byte offset within its 128 bits.
+    let vop = _mm256_or_si256(
+        _mm256_or_si256(v, _mm256_slli_epi32::<8>(o)),
+        _mm256_slli_epi32::<16>(p),
+    );
+    let [t0, t1, t2, t3, t4, t5, t6, t7] = SECTOR_ORDER;
+    let table = _mm256_setr_epi32(t0, t1, t2, t3, t4, t5, t6, t7);
+    let order = _mm256_permutevar8x32_epi32(table, i);
+    let offset = _mm256_setr_epi32(
+        0, 0x040404, 0x080808, 0x0c0c0c, 0, 0x040404, 0x080808, 0x0c0c0c,
+    );
+    let rgb = _mm256_shuffle_epi8(vop, _mm256_add_epi32(order, offset));
+
+    // Interleave: the low 3 bytes of each lane, packed into the low 24 bytes.
+    let pack = _mm256_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
+        14, -1, -1, -1, -1,
+    );
+    let rgb = _mm256_shuffle_epi8(rgb, pack);
+    _mm256_permutevar8x32_epi32(rgb, _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7))
+}
+
+/// The hue shift on interleaved RGB pixels, in place.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn hue(pixels: &mut [u8], shift: u32) {
+    let shift = _mm256_set1_epi32(shift as i32);
+    let len = pixels.len() / 3 * 3;
+    let mut at = 0;
+    // 32-byte loads while they stay in bounds, 24 bytes stored per step.
+    while at + 32 <= len {
+        // SAFETY: bytes at..at + 32 are in bounds; the stores write at..at + 24.
+        unsafe {
+            let ptr = pixels.as_mut_ptr().add(at);
+            let rgb = hue8(_mm256_loadu_si256(ptr as *const _), shift);
+            _mm_storeu_si128(ptr as *mut _, _mm256_castsi256_si128(rgb));
+            _mm_storel_epi64(ptr.add(16) as *mut _, _mm256_extracti128_si256::<1>(rgb));
+        }
+        at += 24;
+    }
+    while at < len {
+        let n = (len - at).min(24);
+        let mut block = [0u8; 32];
+        block[..n].copy_from_slice(&pixels[at..at + n]);
+        // SAFETY: `block` holds 32 bytes.
+        let rgb = unsafe { hue8(_mm256_loadu_si256(block.as_ptr() as *const _), shift) };
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_si256(block.as_mut_ptr() as *mut _, rgb) };
+        pixels[at..at + n].copy_from_slice(&block[..n]);
+        at += 24;
+    }
+}

@@ -1,0 +1,47 @@
+//! `BARLOW_SIMD`: a level that does not exist is refused with the accepted values, and
+//! `loader bench --json` reports the level that ran (a capped level as its own peer,
+//! `barlow@LEVEL`).
+
+use std::path::Path;
+use std::process::Command;
+
+fn bench(dir: &Path, simd: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_loader"))
+        .env("BARLOW_SIMD", simd)
+        .args(["bench", "--json", "--workers", "1", "--batch-size", "2"])
+        .args(["--seconds", "0.2", "--warmup", "0", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bench_reports_the_simd_level_and_refuses_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("n0");
+    std::fs::create_dir(&class).unwrap();
+    let jpeg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/src_ladybird_q90.jpg");
+    for i in 0..2 {
+        std::fs::copy(&jpeg, class.join(format!("{i}.JPEG"))).unwrap();
+    }
+
+    let o = bench(dir.path(), "avx3");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("BARLOW_SIMD=avx3 is not a level") && err.contains("avx512bw"),
+        "{err}"
+    );
+
+    // Scalar runs on every CPU; the best level here is whatever the CPU has.
+    let o = bench(dir.path(), "scalar");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["simd"], "scalar");
+    assert_eq!(v["peer"], "barlow@scalar");
+    let o = bench(dir.path(), "");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["simd"], loader::simd::name_of(loader::simd::cpu_level()));
+    assert_eq!(v["peer"], "barlow");
+}

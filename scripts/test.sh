@@ -31,14 +31,24 @@ if [ "$(cat "$TORCH_VENV/.pins" 2>/dev/null)" != "$TORCH_PINS" ] || [ "$(cat "$T
   ) > "${TMPDIR:-/tmp}/barlow-torch-install.log" 2>&1 &
   torch_install=$!
 fi
-cargo test --workspace --locked "$@"
+# With no arguments the workspace's test build makes the three binaries too (the packages'
+# integration tests need them); the cross-process tests and the steps below use those, instead of
+# a `cargo build` that would compile them again with other dev-dependency features.
+if [ $# -eq 0 ]; then
+  BARLOW_TEST_PREBUILT_BINS=1 cargo test --workspace --locked
+  for b in loader trainer datasets; do
+    [ -x "target/debug/$b" ] || { echo "test.sh: cargo test did not build target/debug/$b" >&2; exit 1; }
+  done
+else
+  cargo test --workspace --locked "$@"
+  cargo build --locked --bins -p loader -p trainer -p datasets
+fi
 if [ -n "${torch_install:-}" ] && ! wait "$torch_install"; then
   tail -n 20 "${TMPDIR:-/tmp}/barlow-torch-install.log" >&2
   echo "test.sh: could not install PyTorch ($TORCH_PINS) and $PY_PINS into $TORCH_VENV (no network to PyPI?); the step check against the official code and the Python package's tests cannot run" >&2
   exit 1
 fi
-# One training step of barlow's real code against the official PyTorch code (issue 19).
-cargo build --locked -p trainer
+# Training steps of barlow's real code against the official PyTorch code (issue 19).
 "$TORCH_VENV/bin/python" reference/step_check.py --trainer target/debug/trainer --case r18-64-1-warmup --case r50-64-3-warmup
 # The barlow Python package (python/, its own cargo workspace): a wheel built by maturin in
 # target/python, installed into the venv offline, its tests run against the debug binaries
@@ -48,7 +58,6 @@ rm -rf target/python/wheels
 "$TORCH_VENV/bin/maturin" build --quiet --release --locked -m python/Cargo.toml --target-dir target/python \
   -o target/python/wheels --interpreter "$TORCH_VENV/bin/python"
 "$TORCH_VENV/bin/python" -m pip install -q --no-index --no-deps --force-reinstall target/python/wheels/barlow-*.whl
-cargo build --locked -p loader -p trainer -p datasets
 BARLOW_BIN=target/debug "$TORCH_VENV/bin/python" -m pytest -q -p no:cacheprovider python/tests
 echo "python package: $(( $(date +%s) - py_start ))s (wheel build included)"
 # The CUDA trainer must keep compiling: type-check it without a CUDA toolkit (dfdx's ci-check).

@@ -16,11 +16,21 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Set by `scripts/test.sh` around its `cargo test --workspace`, whose build has already made the
+/// three binaries (their packages' own integration tests need them): they are used as they are. A
+/// `cargo build` of them would resolve the dev-dependencies' features apart (resolver 2: `tempfile`
+/// turns on features of `rustix`, which clap uses) and compile them a second time, ~2 minutes on
+/// 2 cores.
+pub const PREBUILT_BINS_ENV: &str = "BARLOW_TEST_PREBUILT_BINS";
+
 /// Path to a workspace binary (`loader`, `trainer`, `datasets`), built once per test process so that
-/// `cargo test` alone is enough.
+/// `cargo test` alone is enough (unless [`PREBUILT_BINS_ENV`] says the build already made them).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if std::env::var_os(PREBUILT_BINS_ENV).is_some() {
+            return;
+        }
         let profile_dir = bin_dir();
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args([

@@ -47,10 +47,11 @@ struct Taps {
 struct Blocks {
     /// Output pixels per block.
     pixels: usize,
-    /// Per block (output pixels `pixels * b ..`): iterations of 4 taps each, offset of its
-    /// weights in `weights` (`32 * pixels` per iteration: `lo` and `hi` of taps 0-1, `lo` and
-    /// `hi` of taps 2-3, each 8 per pixel), and how many bytes of the row its 16-byte loads reach.
-    iters: Vec<usize>,
+    /// Per block (output pixels `pixels * b ..`): pairs of taps (the longest pixel's taps
+    /// rounded up to even; the pass loads 4 taps at a time and takes an odd last pair alone),
+    /// offset of its weights in `weights` (`16 * pixels` per pair: `lo` and `hi` of the pair,
+    /// each 8 per pixel), and how many bytes of the row its 16-byte loads reach.
+    pairs: Vec<usize>,
     at: Vec<usize>,
     reach: Vec<usize>,
     weights: Vec<i16>,
@@ -182,37 +183,39 @@ impl Taps {
     fn compute_blocks(&mut self, pixels: usize) {
         let p = &mut self.blocks;
         p.pixels = pixels;
-        p.iters.clear();
+        p.pairs.clear();
         p.at.clear();
         p.reach.clear();
         p.weights.clear();
         for first in (0..self.start.len() / pixels * pixels).step_by(pixels) {
             let block = first..first + pixels;
-            let iters = block
+            let pairs = block
                 .clone()
                 .map(|j| self.len[j])
                 .max()
                 .unwrap()
-                .div_ceil(4);
+                .div_ceil(2);
+            // The 16-byte loads are at 12 bytes (4 taps) apart, an odd last pair at the next 12.
+            let loads = pairs.div_ceil(2);
             let reach = block
                 .clone()
-                .map(|j| 3 * (self.start[j] + 4 * (iters.max(1) - 1)) + 16)
+                .map(|j| 3 * (self.start[j] + 4 * (loads.max(1) - 1)) + 16)
                 .max()
                 .unwrap();
             let at = p.weights.len();
-            p.iters.push(iters);
+            p.pairs.push(pairs);
             p.at.push(at);
             p.reach.push(reach);
-            // Registers of `8 * pixels` values: for each iteration q, (lo, hi) of taps 4q, 4q + 1,
-            // then of taps 4q + 2, 4q + 3; in each, 8 per pixel: (tap, next tap) for R, G, B and
-            // a zero pair. Unused taps and lanes stay zero.
+            // Registers of `8 * pixels` values: for each pair of taps 2m, 2m + 1, its lo then its
+            // hi; in each, 8 per pixel: (tap, next tap) for R, G, B and a zero pair. Unused taps
+            // and lanes stay zero.
             let reg = 8 * pixels;
-            p.weights.resize(at + 4 * reg * iters, 0);
+            p.weights.resize(at + 2 * reg * pairs, 0);
             for (i, j) in block.clone().enumerate() {
                 let w = &self.weights[j * self.ksize..j * self.ksize + self.len[j]];
                 for (t, &wt) in w.iter().enumerate() {
-                    let (q, pair, second) = (t / 4, t % 4 / 2, t % 2);
-                    let lo = at + (4 * q + 2 * pair) * reg + 8 * i + second;
+                    let (pair, second) = (t / 2, t % 2);
+                    let lo = at + 2 * pair * reg + 8 * i + second;
                     for c in 0..3 {
                         p.weights[lo + 2 * c] = (wt & 0x7fff) as i16;
                         p.weights[lo + reg + 2 * c] = (wt >> 15) as i16;
@@ -420,7 +423,8 @@ unsafe fn horizontal_avx512bw(
 /// The horizontal pass one [`Blocks`] block down all the rows before the next (its weights stay
 /// in registers): per row and 4 taps, one 16-byte load per pixel (one per 128-bit lane), two
 /// byte shuffles that widen taps 0-1 and 2-3 of each channel to 16-bit pairs, and four `madd`s
-/// (low and high weight parts). Same sums as the scalar pass; rows where a block's loads would
+/// (low and high weight parts); an odd last pair of taps takes one shuffle and two `madd`s (5 or
+/// 6 taps cost 3 pairs, not 4). Same sums as the scalar pass; rows where a block's loads would
 /// leave `input`, and the pixels past the last whole block, go through the per-pixel code.
 /// Inlined into the per-level entry points above, whose target features the register's
 /// operations need.
@@ -451,7 +455,7 @@ unsafe fn horizontal_blocks<R: BlockRegister>(
         let px = h_pixel(k, row, sse_safe(row), xx);
         out[r * row_bytes + xx * 3..r * row_bytes + xx * 3 + 3].copy_from_slice(&px);
     };
-    for (bi, &iters) in p.iters.iter().enumerate() {
+    for (bi, &pairs) in p.pairs.iter().enumerate() {
         let j = R::PIXELS * bi;
         // Rows r whose loads end inside `input`: off + r * stride + reach <= input.len().
         let vector_rows = match avail.checked_sub(p.reach[bi]) {
@@ -471,11 +475,14 @@ unsafe fn horizontal_blocks<R: BlockRegister>(
         };
         // SAFETY (all arms): rows below `vector_rows` load inside `input`; the bytes written per
         // row are this block's pixels of that row of `out`.
-        match iters {
+        match pairs {
             1 => block.run::<R, 1>(vector_rows),
             2 => block.run::<R, 2>(vector_rows),
             3 => block.run::<R, 3>(vector_rows),
-            _ => block.run_any::<R>(iters, vector_rows),
+            4 => block.run::<R, 4>(vector_rows),
+            5 => block.run::<R, 5>(vector_rows),
+            6 => block.run::<R, 6>(vector_rows),
+            _ => block.run_any::<R>(pairs, vector_rows),
         }
         for r in vector_rows..rows {
             for xx in j..j + R::PIXELS {
@@ -662,59 +669,67 @@ struct BlockRows {
 
 #[cfg(target_arch = "x86_64")]
 impl BlockRows {
-    /// The block's first `rows` rows, with `ITERS` iterations of 4 taps and the weights held in
+    /// The block's first `rows` rows, with `PAIRS` pairs of taps and the weights held in
     /// registers.
     ///
     /// # Safety
-    /// `R`'s instructions; each row's loads (`12 * (ITERS - 1) + 16` bytes from each `src`) and
-    /// its store must be in bounds.
+    /// `R`'s instructions; each row's loads (`12 * (ceil(PAIRS / 2) - 1) + 16` bytes from each
+    /// `src`) and its store must be in bounds.
     #[inline(always)]
-    unsafe fn run<R: BlockRegister, const ITERS: usize>(&self, rows: usize) {
+    unsafe fn run<R: BlockRegister, const PAIRS: usize>(&self, rows: usize) {
         let w = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
-        let weights: [[R; 4]; ITERS] =
-            std::array::from_fn(|q| std::array::from_fn(|i| w(4 * q + i)));
+        let weights: [[R; 2]; PAIRS] = std::array::from_fn(|m| [w(2 * m), w(2 * m + 1)]);
         for r in 0..rows {
             let (mut lo, mut hi) = (R::zero(), R::zero());
-            for (q, wq) in weights.iter().enumerate() {
-                self.taps(r, q, wq, &mut lo, &mut hi);
+            for q in 0..PAIRS / 2 {
+                let v = self.load::<R>(r, q);
+                Self::pair(v.widen::<0>(), &weights[2 * q], &mut lo, &mut hi);
+                Self::pair(v.widen::<6>(), &weights[2 * q + 1], &mut lo, &mut hi);
+            }
+            if PAIRS % 2 == 1 {
+                let v = self.load::<R>(r, PAIRS / 2);
+                Self::pair(v.widen::<0>(), &weights[PAIRS - 1], &mut lo, &mut hi);
             }
             R::store(lo, hi, self.dst.add(r * self.row_bytes));
         }
     }
 
-    /// [`BlockRows::run`] for any number of iterations, loading the weights per row.
+    /// [`BlockRows::run`] for any number of pairs, loading the weights per row.
     ///
     /// # Safety
     /// As [`BlockRows::run`].
     #[inline(always)]
-    unsafe fn run_any<R: BlockRegister>(&self, iters: usize, rows: usize) {
-        let w = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
+    unsafe fn run_any<R: BlockRegister>(&self, pairs: usize, rows: usize) {
+        let w = |m: usize| {
+            let at = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
+            [at(2 * m), at(2 * m + 1)]
+        };
         for r in 0..rows {
             let (mut lo, mut hi) = (R::zero(), R::zero());
-            for q in 0..iters {
-                let wq: [R; 4] = std::array::from_fn(|i| w(4 * q + i));
-                self.taps(r, q, &wq, &mut lo, &mut hi);
+            for q in 0..pairs / 2 {
+                let v = self.load::<R>(r, q);
+                Self::pair(v.widen::<0>(), &w(2 * q), &mut lo, &mut hi);
+                Self::pair(v.widen::<6>(), &w(2 * q + 1), &mut lo, &mut hi);
+            }
+            if pairs % 2 == 1 {
+                let v = self.load::<R>(r, pairs / 2);
+                Self::pair(v.widen::<0>(), &w(pairs - 1), &mut lo, &mut hi);
             }
             R::store(lo, hi, self.dst.add(r * self.row_bytes));
         }
     }
 
-    /// Taps `4q..4q + 4` of row `r` added into the low and high sums.
+    /// Taps `4q..4q + 4` of row `r`, one 16-byte load per pixel.
     #[inline(always)]
-    unsafe fn taps<R: BlockRegister>(
-        &self,
-        r: usize,
-        q: usize,
-        w: &[R; 4],
-        lo: &mut R,
-        hi: &mut R,
-    ) {
-        let v = R::load_pixels(&self.src, r * self.stride + 12 * q);
-        let (a, b) = (v.widen::<0>(), v.widen::<6>());
-        *lo = R::madd_add(*lo, a, w[0]);
-        *hi = R::madd_add(*hi, a, w[1]);
-        *lo = R::madd_add(*lo, b, w[2]);
-        *hi = R::madd_add(*hi, b, w[3]);
+    unsafe fn load<R: BlockRegister>(&self, r: usize, q: usize) -> R {
+        R::load_pixels(&self.src, r * self.stride + 12 * q)
+    }
+
+    /// One pair of taps (widened pixels) times its low and high weights, added into the sums.
+    #[inline(always)]
+    unsafe fn pair<R: BlockRegister>(v: R, w: &[R; 2], lo: &mut R, hi: &mut R) {
+        *lo = R::madd_add(*lo, v, w[0]);
+        *hi = R::madd_add(*hi, v, w[1]);
     }
 }
 

@@ -4,7 +4,7 @@
 //! With AVX-512 VBMI a table is four 64-byte registers and 64 bytes are looked up at once with two
 //! two-register byte permutations and a blend on the index's top bit. With AVX2 (also used on
 //! AVX-512 CPUs without VBMI) the table is sixteen 16-byte rows looked up 32 bytes at a time by
-//! in-lane byte shuffles (see [`NibbleTables`]); otherwise one load per byte.
+//! in-lane byte shuffles (see [`nibble_rows`]); otherwise one load per byte.
 
 /// `dst[i] = lut[src[i]]` (`dst` and `src` the same length).
 pub fn apply(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
@@ -80,34 +80,36 @@ unsafe fn apply_avx512(src: *const u8, dst: *mut u8, len: usize, lut: &[u8; 256]
     }
 }
 
-/// A 256-entry table as sixteen 16-byte rows for `pshufb`, which looks a byte up in a row by its
-/// low nibble and gives zero where the index's top bit is set. Step `i` (0..16) shifts the bytes
-/// so that those of high nibble `h` have the top bit clear exactly for the steps in `S(h)`, and
-/// XORs its row: `S(h) = {h..=7} ∪ {8..=h + 7}` for `h < 8` (a saturating add of `0x70 - 16 i`
-/// for `i < 8`, a wrapping subtraction of `16 (i - 7)` for `i >= 8`), `{h..=15}` for `h >= 8`.
-/// The rows are the table's rows XORed so that the rows of `S(h)` XOR to row `h`.
+/// A 256-entry table as sixteen 16-byte rows for `pshufb` (each broadcast to both 128-bit
+/// lanes), which looks a byte up in a row by its low nibble and gives zero where the index's top
+/// bit is set. Step `i` (0..16) shifts the bytes so that those of high nibble `h` have the top bit
+/// clear exactly for the steps in `S(h)`, and XORs its row: `S(h) = {h..=7} ∪ {8..=h + 7}` for
+/// `h < 8` (a saturating add of `0x70 - 16 i` for `i < 8`, a wrapping subtraction of
+/// `16 (i - 7)` for `i >= 8`), `{h..=15}` for `h >= 8`. The rows are the table's rows XORed so
+/// that the rows of `S(h)` XOR to row `h`. Straight-line register code: the colour kernels build
+/// these once per 64-pixel block, so their cost counts.
+///
+/// # Safety
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
-struct NibbleTables([[u8; 16]; 16]);
-
-#[cfg(target_arch = "x86_64")]
-impl NibbleTables {
-    fn new(lut: &[u8; 256]) -> NibbleTables {
-        let row = |h: usize| -> [u8; 16] { lut[16 * h..16 * h + 16].try_into().unwrap() };
-        let xor = |a: [u8; 16], b: [u8; 16]| -> [u8; 16] { std::array::from_fn(|i| a[i] ^ b[i]) };
-        let mut t = [[0u8; 16]; 16];
-        // h >= 8: rows h..=15 XOR to row h.
-        t[15] = row(15);
-        for (i, ti) in t.iter_mut().enumerate().take(15).skip(8) {
-            *ti = xor(row(i), row(i + 1));
-        }
-        // h < 8: rows 8..=h + 7 XOR to row 8 ^ row h + 8, so rows h..=7 must XOR to `v(h)`.
-        let v = |h: usize| xor(xor(row(h), row(8)), row(h + 8));
-        t[7] = v(7);
-        for (i, ti) in t.iter_mut().enumerate().take(7) {
-            *ti = xor(v(i), v(i + 1));
-        }
-        NibbleTables(t)
-    }
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibble_rows(lut: &[u8; 256]) -> [std::arch::x86_64::__m256i; 16] {
+    use std::arch::x86_64::*;
+    // SAFETY: rows 0..16 of 16 bytes lie inside the 256-byte table.
+    let row = |h: usize| unsafe { _mm_loadu_si128(lut.as_ptr().add(16 * h) as *const __m128i) };
+    let xor = |a: __m128i, b: __m128i| _mm_xor_si128(a, b);
+    // h >= 8: rows h..=15 XOR to row h. h < 8: rows 8..=h + 7 XOR to row 8 ^ row h + 8, so rows
+    // h..=7 must XOR to `v(h) = row h ^ row 8 ^ row h + 8`; `v(i) ^ v(i + 1)` drops row 8.
+    std::array::from_fn(|i| {
+        let t = match i {
+            15 => row(15),
+            8..=14 => xor(row(i), row(i + 1)),
+            7 => xor(xor(row(7), row(8)), row(15)),
+            _ => xor(xor(row(i), row(i + 8)), xor(row(i + 1), row(i + 9))),
+        };
+        _mm256_broadcastsi128_si256(t)
+    })
 }
 
 /// `len` bytes from `src` through `lut` into `dst` (which may equal `src`), 32 at a time (the
@@ -119,10 +121,7 @@ impl NibbleTables {
 #[target_feature(enable = "avx2")]
 unsafe fn apply_avx2(src: *const u8, dst: *mut u8, len: usize, lut: &[u8; 256]) {
     use std::arch::x86_64::*;
-    let t = NibbleTables::new(lut);
-    let rows: [__m256i; 16] = std::array::from_fn(|i| {
-        _mm256_broadcastsi128_si256(_mm_loadu_si128(t.0[i].as_ptr() as *const _))
-    });
+    let rows = nibble_rows(lut);
     let look = |v: __m256i| -> __m256i {
         let mut r = _mm256_setzero_si256();
         for (i, row) in rows.iter().enumerate() {

@@ -103,10 +103,12 @@ impl Taps {
             for (kx, &raw) in k.iter_mut().zip(&self.scratch[..n]) {
                 let w = if ww != 0.0 { raw / ww } else { raw };
                 let f = w * (1u32 << PRECISION_BITS) as f64;
+                // Pillow's `(int) trunc(...)`: `as i32` truncates toward zero (the value is far
+                // inside i32), without a libm `trunc` call per tap.
                 *kx = if w < 0.0 {
-                    (-0.5 + f).trunc() as i32
+                    (-0.5 + f) as i32
                 } else {
-                    (0.5 + f).trunc() as i32
+                    (0.5 + f) as i32
                 };
             }
             self.start.push(xmin);

@@ -905,10 +905,10 @@ fn vertical(
     vertical_portable(k, input, stride, off, row_shift, width, out, acc);
 }
 
-/// [`vertical`] 16 bytes of a row at a time, taps in pairs: the two rows' bytes widened to
-/// 16-bit pairs (row y, row y + 1) and multiplied by the taps' weights, split as in [`Pairs`]
-/// into 15-bit halves, with `madd`; an odd last tap is paired with a zero weight. The bytes past
-/// the last multiple of 16 are summed as in [`vertical_portable`].
+/// [`vertical`] 32 bytes of a row at a time (then 16), taps in pairs: the two rows' bytes
+/// widened to 16-bit pairs (row y, row y + 1) and multiplied by the taps' weights, split as in
+/// [`Pairs`] into 15-bit halves, with `madd`; an odd last tap is paired with a zero weight. The
+/// bytes past the last multiple of 16 are summed as in [`vertical_portable`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
@@ -923,7 +923,6 @@ unsafe fn vertical_avx2(
 ) {
     use std::arch::x86_64::*;
     let len = width * 3;
-    let vec_len = len / 16 * 16;
     let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
     let mut pair_weights = Vec::with_capacity(2 * k.ksize.div_ceil(2));
     for (yy, dst_row) in out.chunks_exact_mut(len).enumerate().take(k.start.len()) {
@@ -941,16 +940,50 @@ unsafe fn vertical_avx2(
             pair_weights.push(pack(a >> 15, b >> 15));
         }
         let rows = |t: usize| input.as_ptr().add(first + t.min(n - 1) * stride);
-        for x in (0..vec_len).step_by(16) {
-            let (mut lo0, mut lo1, mut hi0, mut hi1) = (
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-            );
+        let finish = |lo: __m256i, hi: __m256i| {
+            let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
+            _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
+        };
+        // 32 bytes per step: the two rows' bytes interleaved by in-lane unpacks, then widened
+        // by in-lane unpacks with zero into four registers of (row a, row b) 16-bit pairs
+        // (bytes 0-3, 4-7, 8-11, 12-15 of each 128-bit lane), which the in-lane packs at the
+        // end put back in order (no lane-crossing permute).
+        let zero = _mm256_setzero_si256();
+        let mut x = 0;
+        while x + 32 <= len {
+            let mut lo = [zero; 4];
+            let mut hi = [zero; 4];
             for (pt, ws) in pair_weights.chunks_exact(2).enumerate() {
-                // SAFETY: 16 bytes at x < vec_len of rows inside `input` (asserted above); a
+                // SAFETY: 32 bytes at x + 32 <= len of rows inside `input` (asserted above); a
                 // missing second tap re-reads the last row, with zero weight.
+                let a = _mm256_loadu_si256(rows(2 * pt).add(x) as *const _);
+                let b = _mm256_loadu_si256(rows(2 * pt + 1).add(x) as *const _);
+                let (ab0, ab1) = (_mm256_unpacklo_epi8(a, b), _mm256_unpackhi_epi8(a, b));
+                let p = [
+                    _mm256_unpacklo_epi8(ab0, zero),
+                    _mm256_unpackhi_epi8(ab0, zero),
+                    _mm256_unpacklo_epi8(ab1, zero),
+                    _mm256_unpackhi_epi8(ab1, zero),
+                ];
+                let (wl, wh) = (_mm256_set1_epi32(ws[0]), _mm256_set1_epi32(ws[1]));
+                for i in 0..4 {
+                    lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(p[i], wl));
+                    hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(p[i], wh));
+                }
+            }
+            let v01 = _mm256_packs_epi32(finish(lo[0], hi[0]), finish(lo[1], hi[1]));
+            let v23 = _mm256_packs_epi32(finish(lo[2], hi[2]), finish(lo[3], hi[3]));
+            _mm256_storeu_si256(
+                dst_row.as_mut_ptr().add(x) as *mut _,
+                _mm256_packus_epi16(v01, v23),
+            );
+            x += 32;
+        }
+        // Then 16 bytes at a step.
+        while x + 16 <= len {
+            let (mut lo0, mut lo1, mut hi0, mut hi1) = (zero, zero, zero, zero);
+            for (pt, ws) in pair_weights.chunks_exact(2).enumerate() {
+                // SAFETY: as above, 16 bytes at x + 16 <= len.
                 let a = _mm256_cvtepu8_epi16(_mm_loadu_si128(rows(2 * pt).add(x) as *const _));
                 let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(rows(2 * pt + 1).add(x) as *const _));
                 let (p0, p1) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
@@ -960,10 +993,6 @@ unsafe fn vertical_avx2(
                 hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(p0, wh));
                 hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(p1, wh));
             }
-            let finish = |lo: __m256i, hi: __m256i| {
-                let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
-                _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
-            };
             // The in-lane unpacks above are undone by the in-lane packs.
             let v = _mm256_packs_epi32(finish(lo0, hi0), finish(lo1, hi1));
             let v =
@@ -972,7 +1001,9 @@ unsafe fn vertical_avx2(
                 dst_row.as_mut_ptr().add(x) as *mut _,
                 _mm256_castsi256_si128(v),
             );
+            x += 16;
         }
+        let vec_len = x;
         for x in vec_len..len {
             let mut ss = 1i32 << (PRECISION_BITS - 1);
             for (t, &wt) in w.iter().enumerate() {

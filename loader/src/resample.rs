@@ -283,18 +283,9 @@ impl Resampler {
         }
         let src_off = cy * stride + cx * 3;
         if vertical_first {
-            self.temp.resize(out_h * cw * 3, 0);
-            vertical(
-                &self.vert,
-                src,
-                stride,
-                src_off,
-                0,
-                cw,
-                &mut self.temp,
-                &mut self.acc,
-            );
-            horizontal(&self.horiz, &self.temp, cw * 3, 0, out_h, out);
+            let temp = grown(&mut self.temp, out_h * cw * 3);
+            vertical(&self.vert, src, stride, src_off, 0, cw, temp, &mut self.acc);
+            horizontal(&self.horiz, temp, cw * 3, 0, out_h, out);
             return;
         }
         if !need_v {
@@ -312,18 +303,18 @@ impl Resampler {
             self.vert.start[last] + self.vert.len[last],
         );
         let rows = y_last - y_first;
-        self.temp.resize(rows * out_w * 3, 0);
+        let temp = grown(&mut self.temp, rows * out_w * 3);
         horizontal(
             &self.horiz,
             src,
             stride,
             src_off + y_first * stride,
             rows,
-            &mut self.temp,
+            temp,
         );
         vertical(
             &self.vert,
-            &self.temp,
+            temp,
             out_w * 3,
             0,
             y_first,
@@ -332,6 +323,16 @@ impl Resampler {
             &mut self.acc,
         );
     }
+}
+
+/// The first `n` bytes of `buf`, grown (zero-filled) only when shorter: the intermediate image
+/// between the passes is written in full before it is read, so re-zeroing it on every resize
+/// that grows it back (a memset per view, crop sizes being random) is wasted.
+fn grown(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    &mut buf[..n]
 }
 
 /// Horizontal pass: `rows` rows of `input` (row r at `off + r * stride`) -> `out` (rows x taps).

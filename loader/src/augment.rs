@@ -154,6 +154,7 @@ crate::simd::multiversion! {
             "destination must hold 3 x {size} x {size} bytes"
         );
         let identity = lut == &IDENTITY;
+        let table = crate::lut::Table::new(lut);
         let (r, rest) = out.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
         for (y, row) in hwc.chunks_exact(3 * size).enumerate() {
@@ -180,7 +181,7 @@ crate::simd::multiversion! {
                     p.reverse();
                 }
                 if !identity {
-                    crate::lut::apply_in_place(p, lut);
+                    table.apply_in_place(p);
                 }
             }
         }

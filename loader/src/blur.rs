@@ -119,7 +119,9 @@ const MADD_MAX_RADIUS: usize = 63;
 /// [`box_lines`] with the window sums in 16-bit lanes and the weighting as two `madd`s of the
 /// pairs (window sum, sum of the two outer taps) by the 12-bit halves of (`ww`, `fw`): every
 /// product and partial sum fits, and `(hi << 12) + lo` is the same u32 as the scalar
-/// `a * ww + (b + c) * fw`. 16 bytes of a line per step; the rest of a line as [`box_lines`].
+/// `a * ww + (b + c) * fw`. 32 bytes of a line per step, widened and narrowed by in-lane unpacks
+/// and packs that undo each other (no lane-crossing permute); the rest of a line as
+/// [`box_lines`].
 ///
 /// # Safety
 /// The CPU must support AVX2; `w.radius <= MADD_MAX_RADIUS`.
@@ -141,21 +143,27 @@ unsafe fn box_lines_avx2(
         let i = i.clamp(0, last) as usize;
         &src[i * len..(i + 1) * len]
     };
-    let vec_len = len / 16 * 16;
+    let vec_len = len / 32 * 32;
     // 16-bit window sums for the vector part, u32 ones for the rest.
     let (sums, tail) = acc[..len].split_at_mut(vec_len / 2);
-    let sums = sums.as_mut_ptr() as *mut i16;
+    let sums = sums.as_mut_ptr() as *mut __m256i;
     let tail = &mut tail[..len - vec_len];
-    let load16 = |p: &[u8], x: usize| -> __m256i {
-        // SAFETY: x + 16 <= vec_len <= len = p.len().
-        _mm256_cvtepu8_epi16(_mm_loadu_si128(p.as_ptr().add(x) as *const _))
+    let zero = _mm256_setzero_si256();
+    // 32 bytes as two registers of 16-bit values, bytes 0-7 and 16-23 then 8-15 and 24-31 (the
+    // in-lane unpacks; the in-lane packs below put the bytes back in order).
+    let load32 = |p: &[u8], x: usize| -> [__m256i; 2] {
+        // SAFETY: x + 32 <= vec_len <= len = p.len().
+        let v = _mm256_loadu_si256(p.as_ptr().add(x) as *const _);
+        [_mm256_unpacklo_epi8(v, zero), _mm256_unpackhi_epi8(v, zero)]
     };
-    for x in (0..vec_len).step_by(16) {
-        let mut a = _mm256_setzero_si256();
+    for x in (0..vec_len).step_by(32) {
+        let mut a = [zero; 2];
         for k in -r..=r {
-            a = _mm256_add_epi16(a, load16(line(k), x));
+            let v = load32(line(k), x);
+            a = [_mm256_add_epi16(a[0], v[0]), _mm256_add_epi16(a[1], v[1])];
         }
-        _mm256_storeu_si256(sums.add(x) as *mut _, a);
+        _mm256_storeu_si256(sums.add(x / 16), a[0]);
+        _mm256_storeu_si256(sums.add(x / 16 + 1), a[1]);
     }
     tail.fill(0);
     for k in -r..=r {
@@ -173,27 +181,33 @@ unsafe fn box_lines_avx2(
         let bulk = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<12>(hi), lo), round);
         _mm256_srli_epi32::<24>(bulk)
     };
+    // 16 window sums and outer-tap sums -> 16 results as 16-bit values, in the sums' order.
+    let weigh16 = |a: __m256i, outer: __m256i| -> __m256i {
+        let low = weigh(_mm256_unpacklo_epi16(a, outer));
+        let high = weigh(_mm256_unpackhi_epi16(a, outer));
+        _mm256_packus_epi32(low, high)
+    };
     let (ww, fw) = (w.ww, w.fw);
     for (y, out) in dst.chunks_exact_mut(len).take(nlines).enumerate() {
         let y = y as isize;
         let (before, after) = (line(y - r - 1), line(y + r + 1));
         let add = line(y + r);
-        for x in (0..vec_len).step_by(16) {
-            let at = sums.add(x) as *mut __m256i;
-            let mut a = _mm256_loadu_si256(at);
+        for x in (0..vec_len).step_by(32) {
+            let at = sums.add(x / 16);
+            let mut a = [_mm256_loadu_si256(at), _mm256_loadu_si256(at.add(1))];
+            let (b, c) = (load32(before, x), load32(after, x));
             if y > 0 {
-                a = _mm256_sub_epi16(_mm256_add_epi16(a, load16(add, x)), load16(before, x));
-                _mm256_storeu_si256(at, a);
+                let p = load32(add, x);
+                for i in 0..2 {
+                    a[i] = _mm256_sub_epi16(_mm256_add_epi16(a[i], p[i]), b[i]);
+                    _mm256_storeu_si256(at.add(i), a[i]);
+                }
             }
-            let outer = _mm256_add_epi16(load16(before, x), load16(after, x));
-            // In-lane unpacks, undone by the in-lane packs below.
-            let low = weigh(_mm256_unpacklo_epi16(a, outer));
-            let high = weigh(_mm256_unpackhi_epi16(a, outer));
-            let bytes = _mm256_packus_epi16(_mm256_packus_epi32(low, high), _mm256_setzero_si256());
-            let bytes = _mm256_permute4x64_epi64::<0b1000>(bytes);
-            _mm_storeu_si128(
+            let low = weigh16(a[0], _mm256_add_epi16(b[0], c[0]));
+            let high = weigh16(a[1], _mm256_add_epi16(b[1], c[1]));
+            _mm256_storeu_si256(
                 out.as_mut_ptr().add(x) as *mut _,
-                _mm256_castsi256_si128(bytes),
+                _mm256_packus_epi16(low, high),
             );
         }
         if y > 0 {

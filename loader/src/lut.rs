@@ -4,46 +4,84 @@
 //! With AVX-512 VBMI a table is four 64-byte registers and 64 bytes are looked up at once with two
 //! two-register byte permutations and a blend on the index's top bit. With AVX2 (also used on
 //! AVX-512 CPUs without VBMI) the table is sixteen 16-byte rows looked up 32 bytes at a time by
-//! in-lane byte shuffles (see [`NibbleTables`]); otherwise one load per byte.
+//! in-lane byte shuffles (see [`nibble_rows`]); otherwise one load per byte.
 
 /// `dst[i] = lut[src[i]]` (`dst` and `src` the same length).
 pub fn apply(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
-    assert_eq!(src.len(), dst.len(), "table lookup needs equal lengths");
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::vbmi() {
-        // SAFETY: the CPU supports AVX-512 F/BW and VBMI (checked by `simd::vbmi`).
-        unsafe { apply_avx512(src.as_ptr(), dst.as_mut_ptr(), src.len(), lut) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::AVX2 && src.len() >= 32 {
-        // SAFETY: the CPU supports AVX2 (`level` checked it).
-        unsafe { apply_avx2(src.as_ptr(), dst.as_mut_ptr(), src.len(), lut) };
-        return;
-    }
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = lut[s as usize];
-    }
+    Table::new(lut).apply(src, dst)
 }
 
 /// `buf[i] = lut[buf[i]]`.
 pub fn apply_in_place(buf: &mut [u8], lut: &[u8; 256]) {
+    Table::new(lut).apply_in_place(buf)
+}
+
+/// A 256-entry table prepared for lookups at the current SIMD level, for callers that apply
+/// the same table to many small pieces (the colour kernels' 64-pixel blocks, the rows of the
+/// final write): the AVX2 lookup's sixteen shuffle rows are built once, not per piece.
+pub struct Table {
+    lut: [u8; 256],
+    /// [`nibble_rows`] at the AVX2 level without VBMI (unused, zero, otherwise).
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::vbmi() {
-        let p = buf.as_mut_ptr();
-        // SAFETY: as in `apply`; each 64-byte chunk is read before it is written.
-        unsafe { apply_avx512(p, p, buf.len(), lut) };
-        return;
+    rows: [std::arch::x86_64::__m128i; 16],
+}
+
+impl Table {
+    /// Prepares `lut`.
+    pub fn new(lut: &[u8; 256]) -> Table {
+        Table {
+            lut: *lut,
+            #[cfg(target_arch = "x86_64")]
+            rows: if !crate::simd::vbmi() && crate::simd::level() >= crate::simd::AVX2 {
+                nibble_rows(lut)
+            } else {
+                // SAFETY: an all-zero __m128i is a valid value.
+                unsafe { std::mem::zeroed() }
+            },
+        }
     }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::AVX2 && buf.len() >= 32 {
-        let p = buf.as_mut_ptr();
-        // SAFETY: the CPU supports AVX2; each 32-byte chunk is read before it is written.
-        unsafe { apply_avx2(p, p, buf.len(), lut) };
-        return;
+
+    /// The table's 256 entries.
+    pub fn entries(&self) -> &[u8; 256] {
+        &self.lut
     }
-    for v in buf.iter_mut() {
-        *v = lut[*v as usize];
+
+    /// `dst[i] = table[src[i]]` (`dst` and `src` the same length).
+    pub fn apply(&self, src: &[u8], dst: &mut [u8]) {
+        assert_eq!(src.len(), dst.len(), "table lookup needs equal lengths");
+        // SAFETY: both are valid for `src.len()` bytes.
+        unsafe { self.run(src.as_ptr(), dst.as_mut_ptr(), src.len()) }
+    }
+
+    /// `buf[i] = table[buf[i]]`.
+    pub fn apply_in_place(&self, buf: &mut [u8]) {
+        let p = buf.as_mut_ptr();
+        // SAFETY: `buf` is valid for its length; every vector chunk is read before it is
+        // written, every byte of the scalar loop too.
+        unsafe { self.run(p, p, buf.len()) }
+    }
+
+    /// `len` bytes from `src` through the table into `dst` (which may equal `src`).
+    ///
+    /// # Safety
+    /// `src` and `dst` must be valid for `len` bytes.
+    unsafe fn run(&self, src: *const u8, dst: *mut u8, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::vbmi() {
+            // SAFETY: the CPU supports AVX-512 F/BW and VBMI (checked by `simd::vbmi`).
+            unsafe { apply_avx512(src, dst, len, &self.lut) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::level() >= crate::simd::AVX2 && len >= 32 {
+            // SAFETY: the CPU supports AVX2 (`level` checked it), and `new` built the rows.
+            unsafe { apply_avx2(src, dst, len, &self.rows) };
+            return;
+        }
+        for i in 0..len {
+            // SAFETY: i < len, inside both buffers.
+            unsafe { *dst.add(i) = self.lut[*src.add(i) as usize] };
+        }
     }
 }
 
@@ -80,49 +118,44 @@ unsafe fn apply_avx512(src: *const u8, dst: *mut u8, len: usize, lut: &[u8; 256]
     }
 }
 
-/// A 256-entry table as sixteen 16-byte rows for `pshufb`, which looks a byte up in a row by its
-/// low nibble and gives zero where the index's top bit is set. Step `i` (0..16) shifts the bytes
-/// so that those of high nibble `h` have the top bit clear exactly for the steps in `S(h)`, and
-/// XORs its row: `S(h) = {h..=7} ∪ {8..=h + 7}` for `h < 8` (a saturating add of `0x70 - 16 i`
-/// for `i < 8`, a wrapping subtraction of `16 (i - 7)` for `i >= 8`), `{h..=15}` for `h >= 8`.
-/// The rows are the table's rows XORed so that the rows of `S(h)` XOR to row `h`.
+/// A 256-entry table as sixteen 16-byte rows for `pshufb` (broadcast to both 128-bit lanes by
+/// [`apply_avx2`]), which looks a byte up in a row by its low nibble and gives zero where the index's top
+/// bit is set. Step `i` (0..16) shifts the bytes so that those of high nibble `h` have the top bit
+/// clear exactly for the steps in `S(h)`, and XORs its row: `S(h) = {h..=7} ∪ {8..=h + 7}` for
+/// `h < 8` (a saturating add of `0x70 - 16 i` for `i < 8`, a wrapping subtraction of
+/// `16 (i - 7)` for `i >= 8`), `{h..=15}` for `h >= 8`. The rows are the table's rows XORed so
+/// that the rows of `S(h)` XOR to row `h`. Built once per [`Table`].
 #[cfg(target_arch = "x86_64")]
-struct NibbleTables([[u8; 16]; 16]);
-
-#[cfg(target_arch = "x86_64")]
-impl NibbleTables {
-    fn new(lut: &[u8; 256]) -> NibbleTables {
-        let row = |h: usize| -> [u8; 16] { lut[16 * h..16 * h + 16].try_into().unwrap() };
-        let xor = |a: [u8; 16], b: [u8; 16]| -> [u8; 16] { std::array::from_fn(|i| a[i] ^ b[i]) };
-        let mut t = [[0u8; 16]; 16];
-        // h >= 8: rows h..=15 XOR to row h.
-        t[15] = row(15);
-        for (i, ti) in t.iter_mut().enumerate().take(15).skip(8) {
-            *ti = xor(row(i), row(i + 1));
-        }
-        // h < 8: rows 8..=h + 7 XOR to row 8 ^ row h + 8, so rows h..=7 must XOR to `v(h)`.
-        let v = |h: usize| xor(xor(row(h), row(8)), row(h + 8));
-        t[7] = v(7);
-        for (i, ti) in t.iter_mut().enumerate().take(7) {
-            *ti = xor(v(i), v(i + 1));
-        }
-        NibbleTables(t)
-    }
+fn nibble_rows(lut: &[u8; 256]) -> [std::arch::x86_64::__m128i; 16] {
+    use std::arch::x86_64::*;
+    // SAFETY (SSE2, which every x86-64 CPU has): rows 0..16 of 16 bytes lie inside the table.
+    let row = |h: usize| unsafe { _mm_loadu_si128(lut.as_ptr().add(16 * h) as *const __m128i) };
+    let xor = |a: __m128i, b: __m128i| unsafe { _mm_xor_si128(a, b) };
+    // h >= 8: rows h..=15 XOR to row h. h < 8: rows 8..=h + 7 XOR to row 8 ^ row h + 8, so rows
+    // h..=7 must XOR to `v(h) = row h ^ row 8 ^ row h + 8`; `v(i) ^ v(i + 1)` drops row 8.
+    std::array::from_fn(|i| match i {
+        15 => row(15),
+        8..=14 => xor(row(i), row(i + 1)),
+        7 => xor(xor(row(7), row(8)), row(15)),
+        _ => xor(xor(row(i), row(i + 8)), xor(row(i + 1), row(i + 9))),
+    })
 }
 
-/// `len` bytes from `src` through `lut` into `dst` (which may equal `src`), 32 at a time (the
-/// rest through a 32-byte buffer).
+/// `len` bytes from `src` through the table of `rows` ([`nibble_rows`]) into `dst` (which may
+/// equal `src`), 32 at a time (the rest through a 32-byte buffer).
 ///
 /// # Safety
 /// The CPU must support AVX2; `src` and `dst` must be valid for `len` bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn apply_avx2(src: *const u8, dst: *mut u8, len: usize, lut: &[u8; 256]) {
+unsafe fn apply_avx2(
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    rows: &[std::arch::x86_64::__m128i; 16],
+) {
     use std::arch::x86_64::*;
-    let t = NibbleTables::new(lut);
-    let rows: [__m256i; 16] = std::array::from_fn(|i| {
-        _mm256_broadcastsi128_si256(_mm_loadu_si128(t.0[i].as_ptr() as *const _))
-    });
+    let rows: [__m256i; 16] = std::array::from_fn(|i| _mm256_broadcastsi128_si256(rows[i]));
     let look = |v: __m256i| -> __m256i {
         let mut r = _mm256_setzero_si256();
         for (i, row) in rows.iter().enumerate() {

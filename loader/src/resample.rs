@@ -47,10 +47,11 @@ struct Taps {
 struct Blocks {
     /// Output pixels per block.
     pixels: usize,
-    /// Per block (output pixels `pixels * b ..`): iterations of 4 taps each, offset of its
-    /// weights in `weights` (`32 * pixels` per iteration: `lo` and `hi` of taps 0-1, `lo` and
-    /// `hi` of taps 2-3, each 8 per pixel), and how many bytes of the row its 16-byte loads reach.
-    iters: Vec<usize>,
+    /// Per block (output pixels `pixels * b ..`): pairs of taps (the longest pixel's taps
+    /// rounded up to even; the pass loads 4 taps at a time and takes an odd last pair alone),
+    /// offset of its weights in `weights` (`16 * pixels` per pair: `lo` and `hi` of the pair,
+    /// each 8 per pixel), and how many bytes of the row its 16-byte loads reach.
+    pairs: Vec<usize>,
     at: Vec<usize>,
     reach: Vec<usize>,
     weights: Vec<i16>,
@@ -102,10 +103,12 @@ impl Taps {
             for (kx, &raw) in k.iter_mut().zip(&self.scratch[..n]) {
                 let w = if ww != 0.0 { raw / ww } else { raw };
                 let f = w * (1u32 << PRECISION_BITS) as f64;
+                // Pillow's `(int) trunc(...)`: `as i32` truncates toward zero (the value is far
+                // inside i32), without a libm `trunc` call per tap.
                 *kx = if w < 0.0 {
-                    (-0.5 + f).trunc() as i32
+                    (-0.5 + f) as i32
                 } else {
-                    (0.5 + f).trunc() as i32
+                    (0.5 + f) as i32
                 };
             }
             self.start.push(xmin);
@@ -182,37 +185,39 @@ impl Taps {
     fn compute_blocks(&mut self, pixels: usize) {
         let p = &mut self.blocks;
         p.pixels = pixels;
-        p.iters.clear();
+        p.pairs.clear();
         p.at.clear();
         p.reach.clear();
         p.weights.clear();
         for first in (0..self.start.len() / pixels * pixels).step_by(pixels) {
             let block = first..first + pixels;
-            let iters = block
+            let pairs = block
                 .clone()
                 .map(|j| self.len[j])
                 .max()
                 .unwrap()
-                .div_ceil(4);
+                .div_ceil(2);
+            // The 16-byte loads are at 12 bytes (4 taps) apart, an odd last pair at the next 12.
+            let loads = pairs.div_ceil(2);
             let reach = block
                 .clone()
-                .map(|j| 3 * (self.start[j] + 4 * (iters.max(1) - 1)) + 16)
+                .map(|j| 3 * (self.start[j] + 4 * (loads.max(1) - 1)) + 16)
                 .max()
                 .unwrap();
             let at = p.weights.len();
-            p.iters.push(iters);
+            p.pairs.push(pairs);
             p.at.push(at);
             p.reach.push(reach);
-            // Registers of `8 * pixels` values: for each iteration q, (lo, hi) of taps 4q, 4q + 1,
-            // then of taps 4q + 2, 4q + 3; in each, 8 per pixel: (tap, next tap) for R, G, B and
-            // a zero pair. Unused taps and lanes stay zero.
+            // Registers of `8 * pixels` values: for each pair of taps 2m, 2m + 1, its lo then its
+            // hi; in each, 8 per pixel: (tap, next tap) for R, G, B and a zero pair. Unused taps
+            // and lanes stay zero.
             let reg = 8 * pixels;
-            p.weights.resize(at + 4 * reg * iters, 0);
+            p.weights.resize(at + 2 * reg * pairs, 0);
             for (i, j) in block.clone().enumerate() {
                 let w = &self.weights[j * self.ksize..j * self.ksize + self.len[j]];
                 for (t, &wt) in w.iter().enumerate() {
-                    let (q, pair, second) = (t / 4, t % 4 / 2, t % 2);
-                    let lo = at + (4 * q + 2 * pair) * reg + 8 * i + second;
+                    let (pair, second) = (t / 2, t % 2);
+                    let lo = at + 2 * pair * reg + 8 * i + second;
                     for c in 0..3 {
                         p.weights[lo + 2 * c] = (wt & 0x7fff) as i16;
                         p.weights[lo + reg + 2 * c] = (wt >> 15) as i16;
@@ -278,18 +283,9 @@ impl Resampler {
         }
         let src_off = cy * stride + cx * 3;
         if vertical_first {
-            self.temp.resize(out_h * cw * 3, 0);
-            vertical(
-                &self.vert,
-                src,
-                stride,
-                src_off,
-                0,
-                cw,
-                &mut self.temp,
-                &mut self.acc,
-            );
-            horizontal(&self.horiz, &self.temp, cw * 3, 0, out_h, out);
+            let temp = grown(&mut self.temp, out_h * cw * 3);
+            vertical(&self.vert, src, stride, src_off, 0, cw, temp, &mut self.acc);
+            horizontal(&self.horiz, temp, cw * 3, 0, out_h, out);
             return;
         }
         if !need_v {
@@ -307,18 +303,18 @@ impl Resampler {
             self.vert.start[last] + self.vert.len[last],
         );
         let rows = y_last - y_first;
-        self.temp.resize(rows * out_w * 3, 0);
+        let temp = grown(&mut self.temp, rows * out_w * 3);
         horizontal(
             &self.horiz,
             src,
             stride,
             src_off + y_first * stride,
             rows,
-            &mut self.temp,
+            temp,
         );
         vertical(
             &self.vert,
-            &self.temp,
+            temp,
             out_w * 3,
             0,
             y_first,
@@ -327,6 +323,16 @@ impl Resampler {
             &mut self.acc,
         );
     }
+}
+
+/// The first `n` bytes of `buf`, grown (zero-filled) only when shorter: the intermediate image
+/// between the passes is written in full before it is read, so re-zeroing it on every resize
+/// that grows it back (a memset per view, crop sizes being random) is wasted.
+fn grown(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    &mut buf[..n]
 }
 
 /// Horizontal pass: `rows` rows of `input` (row r at `off + r * stride`) -> `out` (rows x taps).
@@ -420,7 +426,8 @@ unsafe fn horizontal_avx512bw(
 /// The horizontal pass one [`Blocks`] block down all the rows before the next (its weights stay
 /// in registers): per row and 4 taps, one 16-byte load per pixel (one per 128-bit lane), two
 /// byte shuffles that widen taps 0-1 and 2-3 of each channel to 16-bit pairs, and four `madd`s
-/// (low and high weight parts). Same sums as the scalar pass; rows where a block's loads would
+/// (low and high weight parts); an odd last pair of taps takes one shuffle and two `madd`s (5 or
+/// 6 taps cost 3 pairs, not 4). Same sums as the scalar pass; rows where a block's loads would
 /// leave `input`, and the pixels past the last whole block, go through the per-pixel code.
 /// Inlined into the per-level entry points above, whose target features the register's
 /// operations need.
@@ -451,7 +458,7 @@ unsafe fn horizontal_blocks<R: BlockRegister>(
         let px = h_pixel(k, row, sse_safe(row), xx);
         out[r * row_bytes + xx * 3..r * row_bytes + xx * 3 + 3].copy_from_slice(&px);
     };
-    for (bi, &iters) in p.iters.iter().enumerate() {
+    for (bi, &pairs) in p.pairs.iter().enumerate() {
         let j = R::PIXELS * bi;
         // Rows r whose loads end inside `input`: off + r * stride + reach <= input.len().
         let vector_rows = match avail.checked_sub(p.reach[bi]) {
@@ -471,11 +478,14 @@ unsafe fn horizontal_blocks<R: BlockRegister>(
         };
         // SAFETY (all arms): rows below `vector_rows` load inside `input`; the bytes written per
         // row are this block's pixels of that row of `out`.
-        match iters {
+        match pairs {
             1 => block.run::<R, 1>(vector_rows),
             2 => block.run::<R, 2>(vector_rows),
             3 => block.run::<R, 3>(vector_rows),
-            _ => block.run_any::<R>(iters, vector_rows),
+            4 => block.run::<R, 4>(vector_rows),
+            5 => block.run::<R, 5>(vector_rows),
+            6 => block.run::<R, 6>(vector_rows),
+            _ => block.run_any::<R>(pairs, vector_rows),
         }
         for r in vector_rows..rows {
             for xx in j..j + R::PIXELS {
@@ -662,59 +672,67 @@ struct BlockRows {
 
 #[cfg(target_arch = "x86_64")]
 impl BlockRows {
-    /// The block's first `rows` rows, with `ITERS` iterations of 4 taps and the weights held in
+    /// The block's first `rows` rows, with `PAIRS` pairs of taps and the weights held in
     /// registers.
     ///
     /// # Safety
-    /// `R`'s instructions; each row's loads (`12 * (ITERS - 1) + 16` bytes from each `src`) and
-    /// its store must be in bounds.
+    /// `R`'s instructions; each row's loads (`12 * (ceil(PAIRS / 2) - 1) + 16` bytes from each
+    /// `src`) and its store must be in bounds.
     #[inline(always)]
-    unsafe fn run<R: BlockRegister, const ITERS: usize>(&self, rows: usize) {
+    unsafe fn run<R: BlockRegister, const PAIRS: usize>(&self, rows: usize) {
         let w = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
-        let weights: [[R; 4]; ITERS] =
-            std::array::from_fn(|q| std::array::from_fn(|i| w(4 * q + i)));
+        let weights: [[R; 2]; PAIRS] = std::array::from_fn(|m| [w(2 * m), w(2 * m + 1)]);
         for r in 0..rows {
             let (mut lo, mut hi) = (R::zero(), R::zero());
-            for (q, wq) in weights.iter().enumerate() {
-                self.taps(r, q, wq, &mut lo, &mut hi);
+            for q in 0..PAIRS / 2 {
+                let v = self.load::<R>(r, q);
+                Self::pair(v.widen::<0>(), &weights[2 * q], &mut lo, &mut hi);
+                Self::pair(v.widen::<6>(), &weights[2 * q + 1], &mut lo, &mut hi);
+            }
+            if PAIRS % 2 == 1 {
+                let v = self.load::<R>(r, PAIRS / 2);
+                Self::pair(v.widen::<0>(), &weights[PAIRS - 1], &mut lo, &mut hi);
             }
             R::store(lo, hi, self.dst.add(r * self.row_bytes));
         }
     }
 
-    /// [`BlockRows::run`] for any number of iterations, loading the weights per row.
+    /// [`BlockRows::run`] for any number of pairs, loading the weights per row.
     ///
     /// # Safety
     /// As [`BlockRows::run`].
     #[inline(always)]
-    unsafe fn run_any<R: BlockRegister>(&self, iters: usize, rows: usize) {
-        let w = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
+    unsafe fn run_any<R: BlockRegister>(&self, pairs: usize, rows: usize) {
+        let w = |m: usize| {
+            let at = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
+            [at(2 * m), at(2 * m + 1)]
+        };
         for r in 0..rows {
             let (mut lo, mut hi) = (R::zero(), R::zero());
-            for q in 0..iters {
-                let wq: [R; 4] = std::array::from_fn(|i| w(4 * q + i));
-                self.taps(r, q, &wq, &mut lo, &mut hi);
+            for q in 0..pairs / 2 {
+                let v = self.load::<R>(r, q);
+                Self::pair(v.widen::<0>(), &w(2 * q), &mut lo, &mut hi);
+                Self::pair(v.widen::<6>(), &w(2 * q + 1), &mut lo, &mut hi);
+            }
+            if pairs % 2 == 1 {
+                let v = self.load::<R>(r, pairs / 2);
+                Self::pair(v.widen::<0>(), &w(pairs - 1), &mut lo, &mut hi);
             }
             R::store(lo, hi, self.dst.add(r * self.row_bytes));
         }
     }
 
-    /// Taps `4q..4q + 4` of row `r` added into the low and high sums.
+    /// Taps `4q..4q + 4` of row `r`, one 16-byte load per pixel.
     #[inline(always)]
-    unsafe fn taps<R: BlockRegister>(
-        &self,
-        r: usize,
-        q: usize,
-        w: &[R; 4],
-        lo: &mut R,
-        hi: &mut R,
-    ) {
-        let v = R::load_pixels(&self.src, r * self.stride + 12 * q);
-        let (a, b) = (v.widen::<0>(), v.widen::<6>());
-        *lo = R::madd_add(*lo, a, w[0]);
-        *hi = R::madd_add(*hi, a, w[1]);
-        *lo = R::madd_add(*lo, b, w[2]);
-        *hi = R::madd_add(*hi, b, w[3]);
+    unsafe fn load<R: BlockRegister>(&self, r: usize, q: usize) -> R {
+        R::load_pixels(&self.src, r * self.stride + 12 * q)
+    }
+
+    /// One pair of taps (widened pixels) times its low and high weights, added into the sums.
+    #[inline(always)]
+    unsafe fn pair<R: BlockRegister>(v: R, w: &[R; 2], lo: &mut R, hi: &mut R) {
+        *lo = R::madd_add(*lo, v, w[0]);
+        *hi = R::madd_add(*hi, v, w[1]);
     }
 }
 
@@ -888,10 +906,10 @@ fn vertical(
     vertical_portable(k, input, stride, off, row_shift, width, out, acc);
 }
 
-/// [`vertical`] 16 bytes of a row at a time, taps in pairs: the two rows' bytes widened to
-/// 16-bit pairs (row y, row y + 1) and multiplied by the taps' weights, split as in [`Pairs`]
-/// into 15-bit halves, with `madd`; an odd last tap is paired with a zero weight. The bytes past
-/// the last multiple of 16 are summed as in [`vertical_portable`].
+/// [`vertical`] 32 bytes of a row at a time (then 16), taps in pairs: the two rows' bytes
+/// widened to 16-bit pairs (row y, row y + 1) and multiplied by the taps' weights, split as in
+/// [`Pairs`] into 15-bit halves, with `madd`; an odd last tap is paired with a zero weight. The
+/// bytes past the last multiple of 16 are summed as in [`vertical_portable`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
@@ -906,7 +924,6 @@ unsafe fn vertical_avx2(
 ) {
     use std::arch::x86_64::*;
     let len = width * 3;
-    let vec_len = len / 16 * 16;
     let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
     let mut pair_weights = Vec::with_capacity(2 * k.ksize.div_ceil(2));
     for (yy, dst_row) in out.chunks_exact_mut(len).enumerate().take(k.start.len()) {
@@ -924,16 +941,50 @@ unsafe fn vertical_avx2(
             pair_weights.push(pack(a >> 15, b >> 15));
         }
         let rows = |t: usize| input.as_ptr().add(first + t.min(n - 1) * stride);
-        for x in (0..vec_len).step_by(16) {
-            let (mut lo0, mut lo1, mut hi0, mut hi1) = (
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-                _mm256_setzero_si256(),
-            );
+        let finish = |lo: __m256i, hi: __m256i| {
+            let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
+            _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
+        };
+        // 32 bytes per step: the two rows' bytes interleaved by in-lane unpacks, then widened
+        // by in-lane unpacks with zero into four registers of (row a, row b) 16-bit pairs
+        // (bytes 0-3, 4-7, 8-11, 12-15 of each 128-bit lane), which the in-lane packs at the
+        // end put back in order (no lane-crossing permute).
+        let zero = _mm256_setzero_si256();
+        let mut x = 0;
+        while x + 32 <= len {
+            let mut lo = [zero; 4];
+            let mut hi = [zero; 4];
             for (pt, ws) in pair_weights.chunks_exact(2).enumerate() {
-                // SAFETY: 16 bytes at x < vec_len of rows inside `input` (asserted above); a
+                // SAFETY: 32 bytes at x + 32 <= len of rows inside `input` (asserted above); a
                 // missing second tap re-reads the last row, with zero weight.
+                let a = _mm256_loadu_si256(rows(2 * pt).add(x) as *const _);
+                let b = _mm256_loadu_si256(rows(2 * pt + 1).add(x) as *const _);
+                let (ab0, ab1) = (_mm256_unpacklo_epi8(a, b), _mm256_unpackhi_epi8(a, b));
+                let p = [
+                    _mm256_unpacklo_epi8(ab0, zero),
+                    _mm256_unpackhi_epi8(ab0, zero),
+                    _mm256_unpacklo_epi8(ab1, zero),
+                    _mm256_unpackhi_epi8(ab1, zero),
+                ];
+                let (wl, wh) = (_mm256_set1_epi32(ws[0]), _mm256_set1_epi32(ws[1]));
+                for i in 0..4 {
+                    lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(p[i], wl));
+                    hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(p[i], wh));
+                }
+            }
+            let v01 = _mm256_packs_epi32(finish(lo[0], hi[0]), finish(lo[1], hi[1]));
+            let v23 = _mm256_packs_epi32(finish(lo[2], hi[2]), finish(lo[3], hi[3]));
+            _mm256_storeu_si256(
+                dst_row.as_mut_ptr().add(x) as *mut _,
+                _mm256_packus_epi16(v01, v23),
+            );
+            x += 32;
+        }
+        // Then 16 bytes at a step.
+        while x + 16 <= len {
+            let (mut lo0, mut lo1, mut hi0, mut hi1) = (zero, zero, zero, zero);
+            for (pt, ws) in pair_weights.chunks_exact(2).enumerate() {
+                // SAFETY: as above, 16 bytes at x + 16 <= len.
                 let a = _mm256_cvtepu8_epi16(_mm_loadu_si128(rows(2 * pt).add(x) as *const _));
                 let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(rows(2 * pt + 1).add(x) as *const _));
                 let (p0, p1) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
@@ -943,10 +994,6 @@ unsafe fn vertical_avx2(
                 hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(p0, wh));
                 hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(p1, wh));
             }
-            let finish = |lo: __m256i, hi: __m256i| {
-                let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
-                _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
-            };
             // The in-lane unpacks above are undone by the in-lane packs.
             let v = _mm256_packs_epi32(finish(lo0, hi0), finish(lo1, hi1));
             let v =
@@ -955,7 +1002,9 @@ unsafe fn vertical_avx2(
                 dst_row.as_mut_ptr().add(x) as *mut _,
                 _mm256_castsi256_si128(v),
             );
+            x += 16;
         }
+        let vec_len = x;
         for x in vec_len..len {
             let mut ss = 1i32 << (PRECISION_BITS - 1);
             for (t, &wt) in w.iter().enumerate() {

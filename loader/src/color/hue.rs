@@ -50,11 +50,11 @@ crate::simd::multiversion! {
     /// [`hue_lut`] without AVX-512 intrinsics: [`hsv_exact`] and [`rgb_exact`] over blocks of
     /// de-interleaved pixels, which LLVM vectorises.
     fn hue_lut_vectorised(pixels: &mut [u8], shift: u32, lut: &[u8; 256]) {
-        let identity = lut == &IDENTITY;
+        let table = BlockTable::new(lut);
         let (mut r, mut g, mut b) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
         let (mut or, mut og, mut ob) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
         for block in pixels.chunks_mut(3 * BLOCK) {
-            load_block_with(block, lut, identity, &mut r, &mut g, &mut b);
+            load_block(block, &table, &mut r, &mut g, &mut b);
             for i in 0..BLOCK {
                 let (h, s, v) = hsv_exact(r[i], g[i], b[i]);
                 let rgb = rgb_exact((h + shift) & 255, s, v);

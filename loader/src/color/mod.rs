@@ -53,29 +53,33 @@ pub fn brightness(pixels: &mut [u8], factor: f64) {
 /// processed element-wise (so LLVM vectorises it) and interleaved back.
 const BLOCK: usize = 64;
 
-/// De-interleaves up to [`BLOCK`] RGB pixels into three arrays; returns the number of pixels.
+/// The table a colour kernel applies to every sample as it loads its blocks, prepared once per
+/// call ([`crate::lut::Table`]), and whether it is the identity (then skipped).
+struct BlockTable {
+    table: crate::lut::Table,
+    identity: bool,
+}
+
+impl BlockTable {
+    fn new(lut: &[u8; 256]) -> BlockTable {
+        BlockTable {
+            table: crate::lut::Table::new(lut),
+            identity: lut == &IDENTITY,
+        }
+    }
+}
+
+/// De-interleaves up to [`BLOCK`] RGB pixels through `table` into three arrays; returns the
+/// number of pixels.
 #[inline(always)]
 fn load_block(
     px: &[u8],
-    lut: &[u8; 256],
+    table: &BlockTable,
     r: &mut [u32; BLOCK],
     g: &mut [u32; BLOCK],
     b: &mut [u32; BLOCK],
 ) -> usize {
-    let identity = lut[255] == 255 && lut[0] == 0 && lut == &IDENTITY;
-    load_block_with(px, lut, identity, r, g, b)
-}
-
-/// [`load_block`] given whether `lut` is the identity (so that a kernel can check it once).
-#[inline(always)]
-fn load_block_with(
-    px: &[u8],
-    lut: &[u8; 256],
-    identity: bool,
-    r: &mut [u32; BLOCK],
-    g: &mut [u32; BLOCK],
-    b: &mut [u32; BLOCK],
-) -> usize {
+    let (identity, lut) = (table.identity, table.table.entries());
     let n = px.len() / 3;
     // A full block: the table applied 64 bytes at a time (`lut`), then split into planes
     // (`planar`), then widened. The identity table (the common case) is skipped.
@@ -84,7 +88,7 @@ fn load_block_with(
         let px: &[u8; 3 * BLOCK] = if identity {
             px[..3 * BLOCK].try_into().unwrap()
         } else {
-            crate::lut::apply(&px[..3 * BLOCK], &mut looked_up, lut);
+            table.table.apply(&px[..3 * BLOCK], &mut looked_up);
             &looked_up
         };
         let (mut pr, mut pg, mut pb) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
@@ -145,10 +149,11 @@ fn luma_u32(r: u32, g: u32, b: u32) -> u32 {
 crate::simd::multiversion! {
     /// Sum of Pillow's L over all pixels.
     fn luma_sum(pixels: &[u8], lut: &[u8; 256]) -> u64 {
+        let table = BlockTable::new(lut);
         let (mut r, mut g, mut b) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
         let mut sum = 0u64;
         for block in pixels.chunks(3 * BLOCK) {
-            let n = load_block(block, lut, &mut r, &mut g, &mut b);
+            let n = load_block(block, &table, &mut r, &mut g, &mut b);
             let mut s = 0u32;
             for i in 0..BLOCK {
                 s += luma_u32(r[i], g[i], b[i]);
@@ -188,11 +193,12 @@ pub fn contrast(pixels: &mut [u8], factor: f64) {
 crate::simd::multiversion! {
     /// [`saturation`] of the image with `lut` applied to every sample first.
     pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
+        let table = BlockTable::new(lut);
         let alpha = factor as f32;
         let (mut r, mut g, mut b) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
         let (mut or, mut og, mut ob) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
         for block in pixels.chunks_mut(3 * BLOCK) {
-            load_block(block, lut, &mut r, &mut g, &mut b);
+            load_block(block, &table, &mut r, &mut g, &mut b);
             for i in 0..BLOCK {
                 let l = luma_u32(r[i], g[i], b[i]);
                 or[i] = blend_sat(l, r[i], alpha);
@@ -237,10 +243,11 @@ pub use hue::{hue, hue_lut, hue_shift};
 crate::simd::multiversion! {
     /// [`grayscale`] of the image with `lut` applied to every sample first.
     pub fn grayscale_lut(pixels: &mut [u8], lut: &[u8; 256]) {
+        let table = BlockTable::new(lut);
         let (mut r, mut g, mut b) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
         let mut l = [0u8; BLOCK];
         for block in pixels.chunks_mut(3 * BLOCK) {
-            load_block(block, lut, &mut r, &mut g, &mut b);
+            load_block(block, &table, &mut r, &mut g, &mut b);
             for i in 0..BLOCK {
                 l[i] = luma_u32(r[i], g[i], b[i]) as u8;
             }

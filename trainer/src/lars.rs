@@ -318,12 +318,6 @@ mod tests {
         assert!((s.factor(6250) - 8.0).abs() < 1e-12);
         assert!((s.factor(625_000) - 0.008).abs() < 1e-12);
     }
-}
-
-#[cfg(test)]
-mod two_level_sum_tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
 
     /// The squared norm of a projector-sized weight (2048 x 8192) within 1e-5 of the f64 sum
     /// (a sequential f32 sum is ~2e-2 off there; PyTorch 2.14's CPU `torch.norm`, 5.6e-4).

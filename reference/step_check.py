@@ -214,16 +214,15 @@ class Ties:
         if not self.queue:
             raise SystemExit(f"step_check: {name}: barlow recorded fewer ReLU calls than the official model makes")
         m = self.queue.pop(0)
-        rows, cols = m.shape
         if x.dim() == 4:  # barlow's (C, B*H*W) -> (B, C, H, W)
             b, c, h, w = x.shape
-            if (rows, cols) != (c, b * h * w):
-                raise SystemExit(f"step_check: {name}: barlow's ReLU call is {rows}x{cols}, PyTorch's {tuple(x.shape)}")
-            keep = torch.from_numpy(np.array(m)).bool().view(c, b, h, w).permute(1, 0, 2, 3)
+            want, to_torch = (c, b * h * w), lambda t: t.view(c, b, h, w).permute(1, 0, 2, 3)
         else:  # barlow's (F, B) -> (B, F)
-            if (rows, cols) != (x.shape[1], x.shape[0]):
-                raise SystemExit(f"step_check: {name}: barlow's ReLU call is {rows}x{cols}, PyTorch's {tuple(x.shape)}")
-            keep = torch.from_numpy(np.array(m)).bool().t()
+            want, to_torch = (x.shape[1], x.shape[0]), lambda t: t.t()
+        if tuple(m.shape) != want:
+            raise SystemExit(f"step_check: {name}: barlow's ReLU call is {m.shape[0]}x{m.shape[1]}, "
+                             f"PyTorch's {tuple(x.shape)}")
+        keep = to_torch(torch.from_numpy(np.array(m)).bool())
         differ = keep != (x > 0)
         self.calls += 1
         self.elements += x.numel()

@@ -427,7 +427,8 @@ unsafe fn horizontal_avx512bw(
 /// in registers): per row and 4 taps, one 16-byte load per pixel (one per 128-bit lane), two
 /// byte shuffles that widen taps 0-1 and 2-3 of each channel to 16-bit pairs, and four `madd`s
 /// (low and high weight parts); an odd last pair of taps takes one shuffle and two `madd`s (5 or
-/// 6 taps cost 3 pairs, not 4). Same sums as the scalar pass; rows where a block's loads would
+/// 6 taps cost 3 pairs, not 4). Rows go two at a time into one narrowing and one store each
+/// (the rounding term starts the low sum). Same sums as the scalar pass; rows where a block's loads would
 /// leave `input`, and the pixels past the last whole block, go through the per-pixel code.
 /// Inlined into the per-level entry points above, whose target features the register's
 /// operations need.
@@ -475,6 +476,8 @@ unsafe fn horizontal_blocks<R: BlockRegister>(
             dst: out.as_mut_ptr().add(3 * j),
             row_bytes,
             weights: p.weights.as_ptr().add(p.at[bi]),
+            // The row's bytes after this block (later blocks, the per-pixel tail) take the spill.
+            spill: row_bytes - 3 * (j + R::PIXELS) >= R::SPILL,
         };
         // SAFETY (all arms): rows below `vector_rows` load inside `input`; the bytes written per
         // row are this block's pixels of that row of `out`.
@@ -517,9 +520,20 @@ trait BlockRegister: Copy {
     unsafe fn widen<const SHIFT: i8>(self) -> Self;
     /// `acc + madd(pairs, weights)`.
     unsafe fn madd_add(acc: Self, pairs: Self, weights: Self) -> Self;
-    /// `(hi << 15) + lo`, rounded, shifted and clamped to bytes; each lane's first three bytes
-    /// written to `dst + 3 * lane`.
-    unsafe fn store(lo: Self, hi: Self, dst: *mut u8);
+    /// The rounding term `2^(PRECISION_BITS - 1)` in every 32-bit lane (the low sum starts there).
+    unsafe fn half() -> Self;
+    /// `((hi << 15) + lo) >> PRECISION_BITS` per 32-bit lane (`lo` already holds the rounding).
+    unsafe fn finish(lo: Self, hi: Self) -> Self;
+    /// Two rows' results ([`BlockRegister::finish`]) clamped to bytes: lane `i`'s first three
+    /// bytes to `dst_a + 3 * i` and `dst_b + 3 * i`. With `spill`, each row's store may write
+    /// [`BlockRegister::SPILL`] bytes past the block's pixels (which a later block or the
+    /// per-pixel tail of the same row writes again); without it, exactly the block's bytes.
+    unsafe fn store_rows(a: Self, b: Self, dst_a: *mut u8, dst_b: *mut u8, spill: bool);
+    /// Bytes a spilling [`BlockRegister::store_rows`] writes past a row's block.
+    const SPILL: usize;
+    /// The most pairs of taps with which two rows are summed together (their weights and sums in
+    /// registers at once).
+    const MAX_PAIRS_TWO_ROWS: usize;
 }
 
 /// Per-lane shuffle control of [`BlockRegister::widen`].
@@ -584,18 +598,44 @@ impl BlockRegister for std::arch::x86_64::__m256i {
     }
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn store(lo: Self, hi: Self, dst: *mut u8) {
+    unsafe fn half() -> Self {
+        std::arch::x86_64::_mm256_set1_epi32(1 << (PRECISION_BITS - 1))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn finish(lo: Self, hi: Self) -> Self {
         use std::arch::x86_64::*;
-        let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-        let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
-        let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-        let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
-        let (a, b) = (
-            _mm256_cvtsi256_si32(v) as u32,
-            _mm256_extract_epi32::<4>(v) as u32,
+        let sum = _mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo);
+        _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
+    }
+    const SPILL: usize = 2;
+    const MAX_PAIRS_TWO_ROWS: usize = 4;
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_rows(a: Self, b: Self, dst_a: *mut u8, dst_b: *mut u8, spill: bool) {
+        use std::arch::x86_64::*;
+        // Per lane (pixel i): a's channels then b's as 16-bit, then bytes; the permute gathers
+        // a's two pixels then b's two into the low 128 bits, the shuffle packs each row's 6 bytes
+        // into its own 8-byte half.
+        let v = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_setzero_si256());
+        let v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+        let v = _mm_shuffle_epi8(
+            _mm256_castsi256_si128(v),
+            _mm_setr_epi8(0, 1, 2, 4, 5, 6, -1, -1, 8, 9, 10, 12, 13, 14, -1, -1),
         );
-        (dst as *mut u32).write_unaligned((a & 0xff_ffff) | b << 24);
-        (dst.add(4) as *mut u16).write_unaligned((b >> 8) as u16);
+        if spill {
+            _mm_storel_epi64(dst_a as *mut _, v);
+            _mm_storeh_pd(dst_b as *mut f64, _mm_castsi128_pd(v));
+        } else {
+            let (x, y) = (
+                _mm_cvtsi128_si64(v) as u64,
+                _mm_extract_epi64::<1>(v) as u64,
+            );
+            (dst_a as *mut u32).write_unaligned(x as u32);
+            (dst_a.add(4) as *mut u16).write_unaligned((x >> 32) as u16);
+            (dst_b as *mut u32).write_unaligned(y as u32);
+            (dst_b.add(4) as *mut u16).write_unaligned((y >> 32) as u16);
+        }
     }
 }
 
@@ -639,28 +679,48 @@ impl BlockRegister for std::arch::x86_64::__m512i {
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn store(lo: Self, hi: Self, dst: *mut u8) {
+    unsafe fn half() -> Self {
+        std::arch::x86_64::_mm512_set1_epi32(1 << (PRECISION_BITS - 1))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn finish(lo: Self, hi: Self) -> Self {
         use std::arch::x86_64::*;
-        let half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
-        let sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<15>(hi), lo), half);
-        let v = _mm512_srai_epi32::<{ PRECISION_BITS }>(sum);
-        let v = _mm512_packus_epi16(_mm512_packs_epi32(v, v), _mm512_setzero_si512());
-        // Dword 0 of each lane (pixel i's R, G, B and a spare byte), then the 12 bytes packed.
-        let v = _mm512_castsi512_si128(_mm512_permutexvar_epi32(
-            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        let sum = _mm512_add_epi32(_mm512_slli_epi32::<15>(hi), lo);
+        _mm512_srai_epi32::<{ PRECISION_BITS }>(sum)
+    }
+    const SPILL: usize = 4;
+    const MAX_PAIRS_TWO_ROWS: usize = 12;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn store_rows(a: Self, b: Self, dst_a: *mut u8, dst_b: *mut u8, spill: bool) {
+        use std::arch::x86_64::*;
+        // Per lane (pixel i): a's channels then b's, as bytes; the permute gathers a's four
+        // pixels into the low 128 bits and b's into the next, the shuffle packs each row's 12
+        // bytes at the start of its 128 bits.
+        let v = _mm512_packus_epi16(_mm512_packs_epi32(a, b), _mm512_setzero_si512());
+        let v = _mm512_castsi512_si256(_mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0),
             v,
         ));
-        let v = _mm_shuffle_epi8(
-            v,
-            _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1),
-        );
-        (dst as *mut u64).write_unaligned(_mm_cvtsi128_si64(v) as u64);
-        (dst.add(8) as *mut u32).write_unaligned(_mm_extract_epi32::<2>(v) as u32);
+        let pack = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+        let v = _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(pack));
+        let (x, y) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        if spill {
+            _mm_storeu_si128(dst_a as *mut _, x);
+            _mm_storeu_si128(dst_b as *mut _, y);
+        } else {
+            for (dst, v) in [(dst_a, x), (dst_b, y)] {
+                (dst as *mut u64).write_unaligned(_mm_cvtsi128_si64(v) as u64);
+                (dst.add(8) as *mut u32).write_unaligned(_mm_extract_epi32::<2>(v) as u32);
+            }
+        }
     }
 }
 
 /// One block of output pixels of [`horizontal_blocks`]: where its pixels' taps start in the
-/// first row (unused lanes repeat the last pixel), where its output goes, and its weights.
+/// first row (unused lanes repeat the last pixel), where its output goes, its weights, and
+/// whether its stores may spill past it ([`BlockRegister::store_rows`]).
 #[cfg(target_arch = "x86_64")]
 struct BlockRows {
     src: [*const u8; 4],
@@ -668,33 +728,21 @@ struct BlockRows {
     dst: *mut u8,
     row_bytes: usize,
     weights: *const i16,
+    spill: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl BlockRows {
-    /// The block's first `rows` rows, with `PAIRS` pairs of taps and the weights held in
-    /// registers.
+    /// The block's first `rows` rows, two at a time (one store for both), with `PAIRS` pairs of
+    /// taps and the weights held in registers.
     ///
     /// # Safety
     /// `R`'s instructions; each row's loads (`12 * (ceil(PAIRS / 2) - 1) + 16` bytes from each
-    /// `src`) and its store must be in bounds.
+    /// `src`) and its store (with the spill, if `spill`) must be in bounds.
     #[inline(always)]
     unsafe fn run<R: BlockRegister, const PAIRS: usize>(&self, rows: usize) {
-        let w = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
-        let weights: [[R; 2]; PAIRS] = std::array::from_fn(|m| [w(2 * m), w(2 * m + 1)]);
-        for r in 0..rows {
-            let (mut lo, mut hi) = (R::zero(), R::zero());
-            for q in 0..PAIRS / 2 {
-                let v = self.load::<R>(r, q);
-                Self::pair(v.widen::<0>(), &weights[2 * q], &mut lo, &mut hi);
-                Self::pair(v.widen::<6>(), &weights[2 * q + 1], &mut lo, &mut hi);
-            }
-            if PAIRS % 2 == 1 {
-                let v = self.load::<R>(r, PAIRS / 2);
-                Self::pair(v.widen::<0>(), &weights[PAIRS - 1], &mut lo, &mut hi);
-            }
-            R::store(lo, hi, self.dst.add(r * self.row_bytes));
-        }
+        let weights: [[R; 2]; PAIRS] = std::array::from_fn(|m| InMemory(self.weights).pair(m));
+        self.rows_in_pairs(rows, PAIRS, &weights);
     }
 
     /// [`BlockRows::run`] for any number of pairs, loading the weights per row.
@@ -703,23 +751,56 @@ impl BlockRows {
     /// As [`BlockRows::run`].
     #[inline(always)]
     unsafe fn run_any<R: BlockRegister>(&self, pairs: usize, rows: usize) {
-        let w = |m: usize| {
-            let at = |i: usize| R::load_weights(self.weights.add(i * 8 * R::PIXELS));
-            [at(2 * m), at(2 * m + 1)]
-        };
-        for r in 0..rows {
-            let (mut lo, mut hi) = (R::zero(), R::zero());
-            for q in 0..pairs / 2 {
-                let v = self.load::<R>(r, q);
-                Self::pair(v.widen::<0>(), &w(2 * q), &mut lo, &mut hi);
-                Self::pair(v.widen::<6>(), &w(2 * q + 1), &mut lo, &mut hi);
-            }
-            if pairs % 2 == 1 {
-                let v = self.load::<R>(r, pairs / 2);
-                Self::pair(v.widen::<0>(), &w(pairs - 1), &mut lo, &mut hi);
-            }
-            R::store(lo, hi, self.dst.add(r * self.row_bytes));
+        self.rows_in_pairs::<R, _>(rows, pairs, &InMemory(self.weights));
+    }
+
+    /// The first `rows` rows, stored two rows at a time (an odd last row, and every row when
+    /// there are more than [`BlockRegister::MAX_PAIRS_TWO_ROWS`] pairs, stored as a pair with
+    /// itself). (No closures here or below: a closure would not be inlined into the caller's
+    /// target features, and every register operation would become a call.)
+    #[inline(always)]
+    unsafe fn rows_in_pairs<R: BlockRegister, W: PairWeights<R>>(
+        &self,
+        rows: usize,
+        pairs: usize,
+        weights: &W,
+    ) {
+        let mut r = 0;
+        // With more pairs, two rows' sums beside the weights would not fit in the registers.
+        let two_rows = pairs <= R::MAX_PAIRS_TWO_ROWS;
+        while two_rows && r + 2 <= rows {
+            let (a, b) = (self.row(r, pairs, weights), self.row(r + 1, pairs, weights));
+            let dst = self.dst.add(r * self.row_bytes);
+            R::store_rows(a, b, dst, dst.add(self.row_bytes), self.spill);
+            r += 2;
         }
+        while r < rows {
+            let v = self.row(r, pairs, weights);
+            let dst = self.dst.add(r * self.row_bytes);
+            R::store_rows(v, v, dst, dst, self.spill);
+            r += 1;
+        }
+    }
+
+    /// Row `r`'s sums over `pairs` pairs of taps, finished.
+    #[inline(always)]
+    unsafe fn row<R: BlockRegister, W: PairWeights<R>>(
+        &self,
+        r: usize,
+        pairs: usize,
+        weights: &W,
+    ) -> R {
+        let (mut lo, mut hi) = (R::half(), R::zero());
+        for q in 0..pairs / 2 {
+            let v = self.load::<R>(r, q);
+            Self::pair(v.widen::<0>(), weights.pair(2 * q), &mut lo, &mut hi);
+            Self::pair(v.widen::<6>(), weights.pair(2 * q + 1), &mut lo, &mut hi);
+        }
+        if pairs % 2 == 1 {
+            let v = self.load::<R>(r, pairs / 2);
+            Self::pair(v.widen::<0>(), weights.pair(pairs - 1), &mut lo, &mut hi);
+        }
+        R::finish(lo, hi)
     }
 
     /// Taps `4q..4q + 4` of row `r`, one 16-byte load per pixel.
@@ -730,9 +811,38 @@ impl BlockRows {
 
     /// One pair of taps (widened pixels) times its low and high weights, added into the sums.
     #[inline(always)]
-    unsafe fn pair<R: BlockRegister>(v: R, w: &[R; 2], lo: &mut R, hi: &mut R) {
+    unsafe fn pair<R: BlockRegister>(v: R, w: [R; 2], lo: &mut R, hi: &mut R) {
         *lo = R::madd_add(*lo, v, w[0]);
         *hi = R::madd_add(*hi, v, w[1]);
+    }
+}
+
+/// Where [`BlockRows::row`] gets a pair of taps' low and high weights: registers loaded once per
+/// block, or memory read per row.
+#[cfg(target_arch = "x86_64")]
+trait PairWeights<R> {
+    /// Pair `m`'s low and high weights.
+    unsafe fn pair(&self, m: usize) -> [R; 2];
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<R: Copy, const P: usize> PairWeights<R> for [[R; 2]; P] {
+    #[inline(always)]
+    unsafe fn pair(&self, m: usize) -> [R; 2] {
+        self[m]
+    }
+}
+
+/// A block's weights in [`Blocks::weights`], from the block's first.
+#[cfg(target_arch = "x86_64")]
+struct InMemory(*const i16);
+
+#[cfg(target_arch = "x86_64")]
+impl<R: BlockRegister> PairWeights<R> for InMemory {
+    #[inline(always)]
+    unsafe fn pair(&self, m: usize) -> [R; 2] {
+        let at = |i: usize| R::load_weights(self.0.add(i * 8 * R::PIXELS));
+        [at(2 * m), at(2 * m + 1)]
     }
 }
 
@@ -1091,19 +1201,27 @@ mod tests {
             (223, 224),
             (500, 224),
             (400, 224),
+            (650, 98),
+            (30, 6),
+            (300, 226),
         ] {
             taps.compute(cw, out_w);
             for x0 in [0, w - cw] {
                 let mut want = vec![0u8; h * out_w * 3];
                 horizontal_scalar(&taps, &src, w * 3, x0 * 3, h, &mut want);
                 for (name, level) in crate::simd::LEVELS {
-                    let mut got = vec![0u8; h * out_w * 3];
+                    // 16 bytes past the output, which no store may touch.
+                    let mut got = vec![0xa5u8; h * out_w * 3 + 16];
                     let ran = crate::simd::at_level(level, || {
                         taps.regroup_for_level();
                         horizontal(&taps, &src, w * 3, x0 * 3, h, &mut got);
                     });
                     match ran {
-                        Some(()) => assert!(got == want, "{name}: {cw} -> {out_w} at {x0}"),
+                        Some(()) => {
+                            let (got, past) = got.split_at(h * out_w * 3);
+                            assert!(got == want, "{name}: {cw} -> {out_w} at {x0}");
+                            assert!(past.iter().all(|&b| b == 0xa5), "{name}: wrote past the end");
+                        }
                         None => crate::simd::say_skipped(name),
                     }
                 }

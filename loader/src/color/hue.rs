@@ -314,6 +314,19 @@ mod tests {
         assert_eq!(hue_shift(0.1), 25);
     }
 
+    /// The AVX2 kernel's cheaper forms of [`div255`] and of the division by 65025, on every
+    /// input they get.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_division_shortcuts_are_exact() {
+        for x in 0..=65534u32 {
+            assert_eq!((x + 1 + (x >> 8)) >> 8, div255(x), "div255({x})");
+        }
+        for x in 0..1u32 << 24 {
+            assert_eq!((x as f32 * avx2::RECIP_65025) as u32, x / 65025, "{x} / 65025");
+        }
+    }
+
     #[test]
     fn hsv_exact_matches_pillow_on_all_inputs() {
         for x in 0..1u32 << 24 {

@@ -21,12 +21,27 @@ fn mul255(x: __m256i) -> __m256i {
     _mm256_sub_epi32(_mm256_slli_epi32::<8>(x), x)
 }
 
-/// `floor(x / 255)` for `x <= 65535`, as [`super::div255`].
+/// `floor(x / 255)` for `x <= 65534`, as [`super::div255`] (checked on every such `x` in the
+/// tests): `(x + 1 + (x >> 8)) >> 8`, three cheap operations where a `mullo` costs 10 cycles of
+/// latency on the kernel's critical path.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn div255(x: __m256i) -> __m256i {
-    _mm256_srli_epi32::<23>(_mm256_mullo_epi32(x, _mm256_set1_epi32(32897)))
+    let x1 = _mm256_add_epi32(x, _mm256_set1_epi32(1));
+    _mm256_srli_epi32::<8>(_mm256_add_epi32(x1, _mm256_srli_epi32::<8>(x)))
 }
+
+/// `a * b` for `a, b < 2^15`: one `madd` (the high 16 bits of each lane are zero), 5 cycles of
+/// latency against `mullo`'s 10.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_small(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_madd_epi16(a, b)
+}
+
+/// `1 / 65025` rounded to f32: `floor(x * RECIP_65025) = floor(x / 65025)` for every integer
+/// `x < 2^24` (checked in the tests).
+pub(super) const RECIP_65025: f32 = 1.0 / 65025.0;
 
 /// For each sector `i` (0..=6), the bytes of `(v, o, p)` that make `(r, g, b)` and a zeroing top
 /// byte, as `avx512.rs`'s `SECTOR_ORDER`.
@@ -82,7 +97,7 @@ fn hue8(px: __m256i, shift: __m256i) -> __m256i {
     let den = _mm256_max_epi32(cr6, _mm256_set1_epi32(6));
     let num = mul255(n);
     let k = floor_div(num, den);
-    let exact = _mm256_cmpeq_epi32(_mm256_mullo_epi32(k, den), num);
+    let exact = _mm256_cmpeq_epi32(mul_small(k, den), num);
     // HUE_DOWN[k]: bit k % 32 of word k / 32 (k <= 255), the word picked with a permute.
     let [w0, w1, w2, w3, w4, w5, w6, w7] = HUE_DOWN_WORDS.map(|w| w as i32);
     let words = _mm256_setr_epi32(w0, w1, w2, w3, w4, w5, w6, w7);
@@ -92,16 +107,24 @@ fn hue8(px: __m256i, shift: __m256i) -> __m256i {
     let h = _mm256_sub_epi32(k, down);
     let h = _mm256_and_si256(_mm256_add_epi32(h, shift), byte);
 
-    // rgb_exact.
-    let h6 = _mm256_mullo_epi32(h, _mm256_set1_epi32(6));
+    // rgb_exact. The chain from the pixel through the hue to `o` bounds this kernel (the
+    // iterations overlap only as far as the reorder buffer reaches), so it avoids `mullo` and
+    // the division: `6 h` by shifts, `w c + 32512 < 2^24` in f32 exactly, and its floor over
+    // 65025 as a product with the f32 reciprocal (exact on every such integer: checked in the
+    // tests).
+    let h6 = _mm256_add_epi32(_mm256_slli_epi32::<2>(h), _mm256_slli_epi32::<1>(h));
     let i = div255(h6);
     let a = _mm256_sub_epi32(h6, mul255(i));
     let even = _mm256_cmpeq_epi32(_mm256_and_si256(i, one), zero);
     let c = _mm256_xor_si256(a, _mm256_and_si256(even, byte));
-    let w = _mm256_mullo_epi32(v, s);
+    let w = mul_small(v, s);
     let p = _mm256_sub_epi32(v, div255(_mm256_add_epi32(w, _mm256_set1_epi32(127))));
-    let wc = _mm256_add_epi32(_mm256_mullo_epi32(w, c), _mm256_set1_epi32(32512));
-    let o = _mm256_sub_epi32(v, floor_div(wc, _mm256_set1_epi32(65025)));
+    let wc = _mm256_add_ps(
+        _mm256_mul_ps(_mm256_cvtepi32_ps(w), _mm256_cvtepi32_ps(c)),
+        _mm256_set1_ps(32512.0),
+    );
+    let q = _mm256_cvttps_epi32(_mm256_mul_ps(wc, _mm256_set1_ps(RECIP_65025)));
+    let o = _mm256_sub_epi32(v, q);
     // (v, o, p) as bytes 0, 1, 2 of each lane, put in the sector's order by a byte shuffle whose
     // control is the sector's pattern plus the lane's byte offset within its 128 bits.
     let vop = _mm256_or_si256(

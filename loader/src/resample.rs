@@ -1220,7 +1220,10 @@ mod tests {
                         Some(()) => {
                             let (got, past) = got.split_at(h * out_w * 3);
                             assert!(got == want, "{name}: {cw} -> {out_w} at {x0}");
-                            assert!(past.iter().all(|&b| b == 0xa5), "{name}: wrote past the end");
+                            assert!(
+                                past.iter().all(|&b| b == 0xa5),
+                                "{name}: wrote past the end"
+                            );
                         }
                         None => crate::simd::say_skipped(name),
                     }

@@ -323,7 +323,11 @@ mod tests {
             assert_eq!((x + 1 + (x >> 8)) >> 8, div255(x), "div255({x})");
         }
         for x in 0..1u32 << 24 {
-            assert_eq!((x as f32 * avx2::RECIP_65025) as u32, x / 65025, "{x} / 65025");
+            assert_eq!(
+                (x as f32 * avx2::RECIP_65025) as u32,
+                x / 65025,
+                "{x} / 65025"
+            );
         }
     }
 

@@ -10,8 +10,9 @@
 //!   `int(hue_factor * 255)` modulo 256, Pillow's HSV -> RGB.
 //! - [`grayscale`]: L replicated to three channels; [`solarize_lut`]: `ImageOps.solarize(128)`.
 //!
-//! Layout: this file holds the ops and their shared block loaders; the `hue` module holds
-//! hue's exact integer arithmetic and, in `hue/avx512.rs`, its AVX-512 kernel.
+//! Layout: this file holds the ops and their shared block loaders; `avx2.rs` the AVX2 kernels'
+//! eight-pixel framing and the AVX2 saturation kernel; the `hue` module holds hue's exact integer
+//! arithmetic and its AVX2 and AVX-512 kernels.
 
 /// Pillow's `rgb2l`: `(19595 R + 38470 G + 7471 B + 0x8000) >> 16`.
 #[inline(always)]
@@ -190,9 +191,28 @@ pub fn contrast(pixels: &mut [u8], factor: f64) {
     apply_lut(pixels, &lut);
 }
 
+/// [`saturation`] of the image with `lut` applied to every sample first: at the AVX2 level by
+/// `avx2.rs`'s kernel (after the table, if any, is applied in place), otherwise by the block
+/// loop below, which LLVM vectorises (its AVX-512 copy at the AVX-512 levels).
+pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::AVX2 {
+        // Whole pixels only, as everywhere else: bytes past the last one stay as they are.
+        let whole = pixels.len() / 3 * 3;
+        let pixels = &mut pixels[..whole];
+        if lut != &IDENTITY {
+            crate::lut::apply_in_place(pixels, lut);
+        }
+        // SAFETY: `level` only reports AVX2 where the CPU has it.
+        unsafe { avx2::saturation(pixels, factor as f32) };
+        return;
+    }
+    saturation_lut_vectorised(pixels, factor, lut)
+}
+
 crate::simd::multiversion! {
-    /// [`saturation`] of the image with `lut` applied to every sample first.
-    pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
+    /// [`saturation_lut`] over blocks of de-interleaved pixels, which LLVM vectorises.
+    fn saturation_lut_vectorised(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
         let table = BlockTable::new(lut);
         let alpha = factor as f32;
         let (mut r, mut g, mut b) = ([0u32; BLOCK], [0u32; BLOCK], [0u32; BLOCK]);
@@ -237,6 +257,8 @@ fn f32_to_i32(x: f32) -> i32 {
     unsafe { x.to_int_unchecked() }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod hue;
 pub use hue::{hue, hue_lut, hue_shift};
 
@@ -302,6 +324,48 @@ mod tests {
     fn luma_of_greys_is_identity_and_white_is_255() {
         for v in 0..=255u8 {
             assert_eq!(luma(v, v, v), v);
+        }
+    }
+
+    /// [`saturation_lut`] at every level the CPU has, against Pillow's formula one pixel at a
+    /// time ([`luma`], [`blend`]) on a spread of colours: factors inside and outside [0, 1]
+    /// (clipping), with and without a table, at lengths around the vector widths (bytes past
+    /// the last whole pixel stay as they are).
+    #[test]
+    fn saturation_lut_matches_the_formula_at_every_level() {
+        let pixels: Vec<u8> = (0..1u32 << 24)
+            .step_by(4099)
+            .flat_map(|x| [(x >> 16) as u8, (x >> 8) as u8, x as u8])
+            .collect();
+        let mut bright = [0u8; 256];
+        blend_table(0, 1.3, &mut bright);
+        let lengths = (0..=100).chain([3 * 999, 3 * 1000 + 2, pixels.len()]);
+        for len in lengths {
+            let pixels = &pixels[..len];
+            for (factor, lut) in [
+                (0.8, &IDENTITY),
+                (1.2, &bright),
+                (0.0, &IDENTITY),
+                (1.9, &bright),
+                (-0.4, &IDENTITY),
+            ] {
+                let want: Vec<u8> = pixels
+                    .chunks_exact(3)
+                    .flat_map(|p| {
+                        let [r, g, b] = [p[0], p[1], p[2]].map(|v| lut[v as usize]);
+                        let l = luma(r, g, b);
+                        [r, g, b].map(|c| blend(l, c, factor as f32))
+                    })
+                    .chain(pixels[len / 3 * 3..].iter().copied())
+                    .collect();
+                for (name, level) in crate::simd::LEVELS {
+                    let mut work = pixels.to_vec();
+                    match crate::simd::at_level(level, || saturation_lut(&mut work, factor, lut)) {
+                        Some(()) => assert!(work == want, "{name}: factor {factor}, {len} bytes"),
+                        None => crate::simd::say_skipped(name),
+                    }
+                }
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`super::hue_lut`] with AVX2 intrinsics, 8 pixels at a time: `avx512.rs`'s arithmetic step for
 //! step, with compares and blends where AVX-512 has masks.
 
+use super::super::avx2::{lanes, map8};
 use super::HUE_DOWN_WORDS;
 use std::arch::x86_64::*;
 
@@ -61,21 +62,16 @@ const SECTOR_ORDER: [i32; 8] = {
     ]
 };
 
-/// [`super::hsv_exact`], the shift and [`super::rgb_exact`] for 8 pixels, given and returned as 24
-/// interleaved RGB bytes (the top 8 bytes of the result are garbage).
+/// [`super::hsv_exact`], the shift and [`super::rgb_exact`] for the 8 pixels of a
+/// [`map8`] register (12 interleaved RGB bytes per 128-bit lane).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn hue8(px: __m256i, shift: __m256i) -> __m256i {
     let zero = _mm256_setzero_si256();
     let one = _mm256_set1_epi32(1);
     let byte = _mm256_set1_epi32(255);
-    // De-interleave: each 128-bit lane gets the 12 bytes of its 4 pixels, then each pixel
-    // becomes a 32-bit lane r | g << 8 | b << 16.
-    let px = _mm256_permutevar8x32_epi32(px, _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0));
-    let spread = _mm256_setr_epi8(
-        0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1, 0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8,
-        -1, 9, 10, 11, -1,
-    );
+    // Each pixel becomes a 32-bit lane r | g << 8 | b << 16.
+    let spread = lanes([0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1]);
     let px = _mm256_shuffle_epi8(px, spread);
     let r = _mm256_and_si256(px, byte);
     let g = _mm256_and_si256(_mm256_srli_epi32::<8>(px), byte);
@@ -139,13 +135,11 @@ fn hue8(px: __m256i, shift: __m256i) -> __m256i {
     );
     let rgb = _mm256_shuffle_epi8(vop, _mm256_add_epi32(order, offset));
 
-    // Interleave: the low 3 bytes of each lane, packed into the low 24 bytes.
-    let pack = _mm256_setr_epi8(
-        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
-        14, -1, -1, -1, -1,
-    );
-    let rgb = _mm256_shuffle_epi8(rgb, pack);
-    _mm256_permutevar8x32_epi32(rgb, _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7))
+    // The low 3 bytes of each 32-bit lane, packed into each 128-bit lane's first 12.
+    _mm256_shuffle_epi8(
+        rgb,
+        lanes([0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1]),
+    )
 }
 
 /// The hue shift on interleaved RGB pixels, in place.
@@ -155,28 +149,6 @@ fn hue8(px: __m256i, shift: __m256i) -> __m256i {
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn hue(pixels: &mut [u8], shift: u32) {
     let shift = _mm256_set1_epi32(shift as i32);
-    let len = pixels.len() / 3 * 3;
-    let mut at = 0;
-    // 32-byte loads while they stay in bounds, 24 bytes stored per step.
-    while at + 32 <= len {
-        // SAFETY: bytes at..at + 32 are in bounds; the stores write at..at + 24.
-        unsafe {
-            let ptr = pixels.as_mut_ptr().add(at);
-            let rgb = hue8(_mm256_loadu_si256(ptr as *const _), shift);
-            _mm_storeu_si128(ptr as *mut _, _mm256_castsi256_si128(rgb));
-            _mm_storel_epi64(ptr.add(16) as *mut _, _mm256_extracti128_si256::<1>(rgb));
-        }
-        at += 24;
-    }
-    while at < len {
-        let n = (len - at).min(24);
-        let mut block = [0u8; 32];
-        block[..n].copy_from_slice(&pixels[at..at + n]);
-        // SAFETY: `block` holds 32 bytes.
-        let rgb = unsafe { hue8(_mm256_loadu_si256(block.as_ptr() as *const _), shift) };
-        // SAFETY: as above.
-        unsafe { _mm256_storeu_si256(block.as_mut_ptr() as *mut _, rgb) };
-        pixels[at..at + n].copy_from_slice(&block[..n]);
-        at += 24;
-    }
+    // SAFETY: the CPU supports AVX2 (this function's contract).
+    unsafe { map8(pixels, |px| hue8(px, shift)) }
 }

@@ -1052,7 +1052,8 @@ unsafe fn vertical_avx2(
         }
         let rows = |t: usize| input.as_ptr().add(first + t.min(n - 1) * stride);
         let finish = |lo: __m256i, hi: __m256i| {
-            let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo), half);
+            // (`lo` started at the rounding term.)
+            let sum = _mm256_add_epi32(_mm256_slli_epi32::<15>(hi), lo);
             _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
         };
         // 32 bytes per step: the two rows' bytes interleaved by in-lane unpacks, then widened
@@ -1062,7 +1063,7 @@ unsafe fn vertical_avx2(
         let zero = _mm256_setzero_si256();
         let mut x = 0;
         while x + 32 <= len {
-            let mut lo = [zero; 4];
+            let mut lo = [half; 4];
             let mut hi = [zero; 4];
             for (pt, ws) in pair_weights.chunks_exact(2).enumerate() {
                 // SAFETY: 32 bytes at x + 32 <= len of rows inside `input` (asserted above); a
@@ -1092,7 +1093,7 @@ unsafe fn vertical_avx2(
         }
         // Then 16 bytes at a step.
         while x + 16 <= len {
-            let (mut lo0, mut lo1, mut hi0, mut hi1) = (zero, zero, zero, zero);
+            let (mut lo0, mut lo1, mut hi0, mut hi1) = (half, half, zero, zero);
             for (pt, ws) in pair_weights.chunks_exact(2).enumerate() {
                 // SAFETY: as above, 16 bytes at x + 16 <= len.
                 let a = _mm256_cvtepu8_epi16(_mm_loadu_si128(rows(2 * pt).add(x) as *const _));

@@ -86,7 +86,7 @@ fn saturation8(px: __m256i, alpha: __m256) -> __m256i {
     let g16 = _mm256_andnot_si256(_mm256_set1_epi32(0xffff), rg);
     let sum = _mm256_add_epi32(
         _mm256_add_epi32(
-            _mm256_madd_epi16(rg, _mm256_set1_epi32((19595 | (-27066i32 << 16)) as i32)),
+            _mm256_madd_epi16(rg, _mm256_set1_epi32(19595 | (-27066i32 << 16))),
             g16,
         ),
         _mm256_madd_epi16(b2, _mm256_set1_epi32(7471 | (16384 << 16))),

@@ -56,7 +56,7 @@ pub(super) fn lanes(control: [i8; 16]) -> __m256i {
 
 /// Per pixel `p` of a [`map8`] lane, byte `c` of the pixel at `offset[c]` of its 32-bit lane (-1:
 /// zero there).
-const fn pixel_control(offset: [i8; 4]) -> [i8; 16] {
+pub(super) const fn pixel_control(offset: [i8; 4]) -> [i8; 16] {
     let mut out = [-1i8; 16];
     let mut p = 0;
     while p < 4 {
@@ -108,9 +108,16 @@ fn saturation8(px: __m256i, alpha: __m256) -> __m256i {
         _mm256_or_si256(r, _mm256_slli_epi32::<8>(g)),
         _mm256_slli_epi32::<16>(b),
     );
-    // The low 3 bytes of each 32-bit lane, packed into each 128-bit lane's first 12.
+    from_pixel_lanes(packed)
+}
+
+/// A [`map8`] register from one pixel per 32-bit lane (its bytes 0-2 the pixel's R, G, B): the
+/// low 3 bytes of each lane packed into each 128-bit lane's first 12.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn from_pixel_lanes(v: __m256i) -> __m256i {
     _mm256_shuffle_epi8(
-        packed,
+        v,
         lanes([0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1]),
     )
 }

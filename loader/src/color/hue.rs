@@ -28,12 +28,7 @@ pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
     let shift = hue_shift(hue_factor) as u32;
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() >= crate::simd::AVX2 {
-        // Whole pixels only, as everywhere else: bytes past the last one stay as they are.
-        let whole = pixels.len() / 3 * 3;
-        let pixels = &mut pixels[..whole];
-        if lut != &IDENTITY {
-            crate::lut::apply_in_place(pixels, lut);
-        }
+        let pixels = whole_pixels_through(pixels, lut);
         if crate::simd::level() >= crate::simd::AVX512BW {
             // SAFETY: `level` only reports AVX-512 BW where the CPU has F/BW/VL/DQ.
             unsafe { avx512::hue(pixels, shift) };

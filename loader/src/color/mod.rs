@@ -197,17 +197,24 @@ pub fn contrast(pixels: &mut [u8], factor: f64) {
 pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() == crate::simd::AVX2 {
-        // Whole pixels only, as everywhere else: bytes past the last one stay as they are.
-        let whole = pixels.len() / 3 * 3;
-        let pixels = &mut pixels[..whole];
-        if lut != &IDENTITY {
-            crate::lut::apply_in_place(pixels, lut);
-        }
         // SAFETY: `level` only reports AVX2 where the CPU has it.
-        unsafe { avx2::saturation(pixels, factor as f32) };
+        unsafe { avx2::saturation(whole_pixels_through(pixels, lut), factor as f32) };
         return;
     }
     saturation_lut_vectorised(pixels, factor, lut)
+}
+
+/// The whole pixels of `pixels` with `lut` applied in place (skipped for the identity), for the
+/// intrinsic kernels that take their input already through the table; bytes past the last whole
+/// pixel stay as they are, as everywhere else.
+#[cfg(target_arch = "x86_64")]
+fn whole_pixels_through<'a>(pixels: &'a mut [u8], lut: &[u8; 256]) -> &'a mut [u8] {
+    let whole = pixels.len() / 3 * 3;
+    let pixels = &mut pixels[..whole];
+    if lut != &IDENTITY {
+        crate::lut::apply_in_place(pixels, lut);
+    }
+    pixels
 }
 
 crate::simd::multiversion! {

@@ -1,7 +1,7 @@
 //! [`super::hue_lut`] with AVX2 intrinsics, 8 pixels at a time: `avx512.rs`'s arithmetic step for
 //! step, with compares and blends where AVX-512 has masks.
 
-use super::super::avx2::{lanes, map8};
+use super::super::avx2::{from_pixel_lanes, lanes, map8, pixel_control};
 use super::HUE_DOWN_WORDS;
 use std::arch::x86_64::*;
 
@@ -71,8 +71,7 @@ fn hue8(px: __m256i, shift: __m256i) -> __m256i {
     let one = _mm256_set1_epi32(1);
     let byte = _mm256_set1_epi32(255);
     // Each pixel becomes a 32-bit lane r | g << 8 | b << 16.
-    let spread = lanes([0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1]);
-    let px = _mm256_shuffle_epi8(px, spread);
+    let px = _mm256_shuffle_epi8(px, lanes(pixel_control([0, 1, 2, -1])));
     let r = _mm256_and_si256(px, byte);
     let g = _mm256_and_si256(_mm256_srli_epi32::<8>(px), byte);
     let b = _mm256_srli_epi32::<16>(px);
@@ -135,11 +134,7 @@ fn hue8(px: __m256i, shift: __m256i) -> __m256i {
     );
     let rgb = _mm256_shuffle_epi8(vop, _mm256_add_epi32(order, offset));
 
-    // The low 3 bytes of each 32-bit lane, packed into each 128-bit lane's first 12.
-    _mm256_shuffle_epi8(
-        rgb,
-        lanes([0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1]),
-    )
+    from_pixel_lanes(rgb)
 }
 
 /// The hue shift on interleaved RGB pixels, in place.

@@ -1010,7 +1010,7 @@ fn vertical(
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() == crate::simd::AVX2 {
         // SAFETY: the CPU supports AVX2 (`level` checked it).
-        unsafe { vertical_avx2(k, input, stride, off, row_shift, width, out) };
+        unsafe { vertical_avx2(k, input, stride, off, row_shift, width, out, acc) };
         return;
     }
     vertical_portable(k, input, stride, off, row_shift, width, out, acc);
@@ -1018,8 +1018,9 @@ fn vertical(
 
 /// [`vertical`] 32 bytes of a row at a time (then 16), taps in pairs: the two rows' bytes
 /// widened to 16-bit pairs (row y, row y + 1) and multiplied by the taps' weights, split as in
-/// [`Pairs`] into 15-bit halves, with `madd`; an odd last tap is paired with a zero weight. The
-/// bytes past the last multiple of 16 are summed as in [`vertical_portable`].
+/// [`Blocks`] into 15-bit halves, with `madd`; an odd last tap is paired with a zero weight. The
+/// bytes past the last multiple of 16 are summed as in [`vertical_portable`]. `pair_weights` is
+/// the per-worker scratch the portable pass keeps its sums in (so no allocation per call).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
@@ -1031,11 +1032,11 @@ unsafe fn vertical_avx2(
     row_shift: usize,
     width: usize,
     out: &mut [u8],
+    pair_weights: &mut Vec<i32>,
 ) {
     use std::arch::x86_64::*;
     let len = width * 3;
     let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-    let mut pair_weights = Vec::with_capacity(2 * k.ksize.div_ceil(2));
     for (yy, dst_row) in out.chunks_exact_mut(len).enumerate().take(k.start.len()) {
         let (ymin, n) = (k.start[yy] - row_shift, k.len[yy]);
         let w = &k.weights[yy * k.ksize..yy * k.ksize + n];

@@ -2,7 +2,7 @@
 """Golden outputs of the paper's view pipeline, made with Pillow + numpy (the torchvision PIL path
 of facebookresearch/barlowtwins main.py `Transform`), for barlow's loader tests.
 
-    python3 reference/make_goldens.py [--out loader/tests/golden]
+    python3 reference/make_goldens.py [--out views/tests/golden]
 
 Needs Pillow and numpy, and the photos of Debian's mate-backgrounds package (see README.md).
 Writes small PNG/JPEG inputs, Pillow's outputs, and cases.json describing every case.
@@ -134,7 +134,7 @@ def noise(width, height):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "loader", "tests", "golden"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "views", "tests", "golden"))
     a = ap.parse_args()
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)

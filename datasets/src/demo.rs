@@ -815,13 +815,9 @@ mod tests {
     }
 
     fn decode(path: &Path) -> (usize, usize, Vec<u8>) {
-        let data = fs::read(path).unwrap();
-        let mut dec = zune_jpeg::JpegDecoder::new(&data[..]);
-        let px = dec
-            .decode()
-            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
-        let info = dec.info().unwrap();
-        (info.width as usize, info.height as usize, px)
+        let img = decode::decode_file(path, decode::DEFAULT_MAX_PIXELS)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        (img.width, img.height, img.pixels)
     }
 
     fn small(seed: u64) -> DemoOptions {

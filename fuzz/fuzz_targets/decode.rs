@@ -1,5 +1,6 @@
-//! Untrusted image bytes -> RGB -> a pair of augmented views, through the loader's own
-//! [`PairMaker`] (the code a run uses).
+//! Untrusted image bytes -> RGB -> a pair of augmented views, through the `views` crate's
+//! [`PairMaker`] (the code a run uses). The target links `views` and `decode` only, not the loader
+//! (nor its profiling tool's plotting library).
 //!
 //! `decode::decode_rgb` (inside `PairMaker::decode`) runs the decoder under its panic guard, so a
 //! panic inside a decoder (zune-jpeg, png) is an ordinary error here as in production; any other
@@ -10,8 +11,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loader::augment::AugmentConfig;
-use loader::pair::{PairKey, PairMaker};
+use views::pair::{PairKey, PairMaker};
+use views::params::AugmentConfig;
 use std::cell::RefCell;
 
 /// Pixel cap used while fuzzing (the loader's `--max-pixels`, default 178,956,970). Lower, so that
@@ -36,11 +37,7 @@ fuzz_target!(|bytes: &[u8]| {
         // Both views, drawn as a run draws them (the paper's two transforms, every op possible);
         // output side 8..=64 so both up- and down-scaling are exercised.
         let size = 8 + (bytes.len() % 57) as u32;
-        let key = PairKey {
-            seed: 0,
-            epoch: 0,
-            index: bytes.len() as u64,
-        };
+        let key = PairKey::new(0, 0, bytes.len() as u64);
         a.resize(3 * (size as usize).pow(2), 0);
         b.resize(a.len(), 0);
         maker.make_pair(key, &AugmentConfig::default(), size, a, b);

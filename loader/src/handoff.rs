@@ -21,14 +21,17 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use shared::{SlotParts, Stats};
+use shared::Stats;
+use views::params::ViewParams;
+
+use crate::sink::{BatchMeta, Destination};
 
 /// One batch of a run: what to fill and where in the epoch order.
 #[derive(Clone, Debug)]
 pub struct BatchPlan {
     /// Sequence number of the batch in this run (0, 1, 2, ...).
     pub seq: u64,
-    pub meta: crate::sink::BatchMeta,
+    pub meta: BatchMeta,
     /// The shard's epoch order; position `k` starts at `order[first + k]`.
     pub order: Arc<Vec<u32>>,
     pub first: usize,
@@ -41,8 +44,22 @@ pub struct Dest {
     indices: *mut u64,
     view_a: *mut u8,
     view_b: *mut u8,
+    /// Null when the sink keeps no parameters.
+    params: *mut [ViewParams; 2],
     stats: *const Stats,
     sample_bytes: usize,
+}
+
+/// Where one sample of an open batch goes.
+pub struct SampleDest<'a> {
+    pub label: &'a mut u32,
+    pub index: &'a mut u64,
+    pub view_a: &'a mut [u8],
+    pub view_b: &'a mut [u8],
+    /// The parameters drawn for the pair, where the sink keeps them.
+    pub params: Option<&'a mut [ViewParams; 2]>,
+    /// The sink's live statistics.
+    pub stats: &'a Stats,
 }
 
 // SAFETY: a `Dest` is only dereferenced by the worker that owns sample `k` of the open batch
@@ -51,20 +68,20 @@ unsafe impl Send for Dest {}
 unsafe impl Sync for Dest {}
 
 impl Dest {
-    /// The regions of sample `k`: label, index, view A, view B; and the sink's statistics.
+    /// The regions of sample `k`.
     ///
     /// # Safety
     /// The destination must still be open, and no other thread may use sample `k`.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn sample(&self, k: usize) -> (&mut u32, &mut u64, &mut [u8], &mut [u8], &Stats) {
+    pub unsafe fn sample(&self, k: usize) -> SampleDest<'_> {
         let n = self.sample_bytes;
-        (
-            &mut *self.labels.add(k),
-            &mut *self.indices.add(k),
-            std::slice::from_raw_parts_mut(self.view_a.add(k * n), n),
-            std::slice::from_raw_parts_mut(self.view_b.add(k * n), n),
-            &*self.stats,
-        )
+        SampleDest {
+            label: &mut *self.labels.add(k),
+            index: &mut *self.indices.add(k),
+            view_a: std::slice::from_raw_parts_mut(self.view_a.add(k * n), n),
+            view_b: std::slice::from_raw_parts_mut(self.view_b.add(k * n), n),
+            params: (!self.params.is_null()).then(|| &mut *self.params.add(k)),
+            stats: &*self.stats,
+        }
     }
 }
 
@@ -133,14 +150,23 @@ impl Handoff {
     }
 
     /// Opens the next batch with the destination the sink lent.
-    pub fn open(&self, parts: SlotParts<'_>, stats: &Stats) {
+    pub fn open(&self, dest: Destination<'_>, stats: &Stats) {
+        let Destination { parts, params } = dest;
         let sample_bytes = parts.view_a.len() / self.batch;
+        let params = match params {
+            Some(params) => {
+                assert_eq!(params.len(), self.batch, "one parameter pair per sample");
+                params.as_mut_ptr()
+            }
+            None => std::ptr::null_mut(),
+        };
         let mut st = self.lock();
         st.open = Some(Dest {
             labels: parts.labels.as_mut_ptr(),
             indices: parts.indices.as_mut_ptr(),
             view_a: parts.view_a.as_mut_ptr(),
             view_b: parts.view_b.as_mut_ptr(),
+            params,
             stats,
             sample_bytes,
         });
@@ -238,7 +264,7 @@ impl Drop for PanicGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::BatchMeta;
+    use shared::SlotParts;
 
     fn plan(seq: u64) -> BatchPlan {
         BatchPlan {
@@ -259,12 +285,15 @@ mod tests {
         indices: &'a mut [u64],
         a: &'a mut [u8],
         b: &'a mut [u8],
-    ) -> SlotParts<'a> {
-        SlotParts {
-            labels,
-            indices,
-            view_a: a,
-            view_b: b,
+    ) -> Destination<'a> {
+        Destination {
+            parts: SlotParts {
+                labels,
+                indices,
+                view_a: a,
+                view_b: b,
+            },
+            params: None,
         }
     }
 

@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use datasets::opened::OpenedSource;
 use decode::DEFAULT_MAX_PIXELS;
-use loader::augment::AugmentConfig;
-use loader::measure::{measure, MeasureConfig};
 use loader::pipeline::{Pipeline, PipelineConfig};
+use loader::profile::measure::{measure, MeasureConfig};
 use loader::ring_sink::RingSink;
 use loader::sampler::Shard;
-use loader::source::OpenedSource;
 use loader::summary;
-use shared::{ring_path, Geometry, RingInfo};
+use shared::ring_path;
+use views::params::AugmentConfig;
 
 /// Decode images and write two augmented views per image into a shared-memory ring for
 /// `trainer --shm NAME`.
@@ -127,7 +127,7 @@ impl InputArgs {
     }
 
     fn open_source(&self) -> anyhow::Result<OpenedSource> {
-        OpenedSource::open(self.dir.as_deref(), self.pack.as_deref())
+        OpenedSource::open("loader", self.dir.as_deref(), self.pack.as_deref())
     }
 }
 
@@ -241,7 +241,7 @@ struct Args {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = loader::simd::requested() {
+    if let Err(e) = views::simd::requested() {
         eprintln!("loader: error: {e}");
         std::process::exit(2);
     }
@@ -322,24 +322,14 @@ fn run(args: Args) -> anyhow::Result<i32> {
         args.start_epoch,
         args.start_step,
     )?;
-    let info = RingInfo {
-        geometry: Geometry {
-            slots: args.slots,
-            ..pipeline.geometry()
-        },
-        mean: RingInfo::IMAGENET_MEAN,
-        std: RingInfo::IMAGENET_STD,
-        dataset_len: source.len() as u64,
-        steps_per_epoch: plan.steps_per_epoch,
-        seed: args.input.seed,
-        total_steps: plan.steps.end,
-        first_step: plan.steps.start,
-        stream_key: pipeline.stream_key(),
-        // Set per ring from its shard by RingSink::open.
-        rank: 0,
-        world_size: 1,
-    };
-    let mut rings = RingSink::open(&paths, &shards, &info, Duration::from_secs(args.linger))?;
+    let mut rings = RingSink::open(
+        &paths,
+        &shards,
+        &pipeline,
+        &plan,
+        args.slots,
+        Duration::from_secs(args.linger),
+    )?;
     // A ring taken over from a dead loader may be behind or ahead of this command's start.
     let steps = rings.resume_step().unwrap_or(plan.steps.start)..plan.steps.end;
     eprintln!(
@@ -353,7 +343,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         plan.steps_per_epoch,
         paths.len(),
         args.slots,
-        info.geometry.file_bytes() as f64 / (1 << 20) as f64,
+        rings.file_bytes() as f64 / (1 << 20) as f64,
         pipeline.workers(),
     );
     for (path, shard) in paths.iter().zip(&shards) {
@@ -396,7 +386,7 @@ fn measure_command(
         pipeline.workers(),
         args.seconds,
         args.warmup,
-        loader::simd::level_name()
+        views::simd::level_name()
     );
     let mcfg = MeasureConfig {
         seconds: args.seconds,
@@ -415,8 +405,8 @@ fn measure_command(
         } else {
             "barlow"
         };
-        let simd = loader::simd::level_name();
-        v["peer"] = match loader::simd::requested() {
+        let simd = views::simd::level_name();
+        v["peer"] = match views::simd::requested() {
             Ok(Some(_)) => format!("{peer}@{simd}"),
             _ => peer.to_string(),
         }
@@ -429,10 +419,10 @@ fn measure_command(
         }
         println!("{}", serde_json::to_string(&v)?);
     } else {
-        print!("{}", loader::measure::table(&m, target));
+        print!("{}", loader::profile::measure::table(&m, target));
     }
     if let Some(path) = report {
-        let html = loader::report::html_report(&m, dir, target)?;
+        let html = loader::profile::report::html_report(&m, dir, target)?;
         std::fs::write(path, html)
             .with_context(|| format!("writing the report {}", path.display()))?;
         eprintln!("loader: report written to {}", path.display());
@@ -441,7 +431,7 @@ fn measure_command(
 }
 
 fn live_profile_command(args: &ProfileArgs, shm: &str) -> anyhow::Result<i32> {
-    use loader::live::{self, LiveConfig, Processes};
+    use loader::profile::live::{self, LiveConfig, Processes};
     args.ownership.apply();
     let stop = stop_handler("interrupted: profiling what was read so far (Ctrl-C again to quit)")?;
     let path = ring_path(shm)?;
@@ -462,7 +452,7 @@ fn live_profile_command(args: &ProfileArgs, shm: &str) -> anyhow::Result<i32> {
         print!("{}", live::text(&profile));
     }
     if let Some(report) = &args.report {
-        let html = loader::report::live_html_report(&profile)?;
+        let html = loader::profile::report::live_html_report(&profile)?;
         std::fs::write(report, html)
             .with_context(|| format!("writing the report {}", report.display()))?;
         eprintln!("loader: report written to {}", report.display());
@@ -475,7 +465,7 @@ fn stat_command(args: &StatArgs) -> anyhow::Result<i32> {
     let stop = install_stop_handler()?;
     let path = ring_path(&args.shm)?;
     let interval = Duration::from_secs_f64(args.interval.max(0.05));
-    loader::stat::watch(
+    loader::profile::stat::watch(
         &path,
         interval,
         args.count,

@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use datasets::source::SampleSource;
 use shared::{stat, Stats};
+use views::pair::{PairKey, PairMaker};
+use views::params::{AugmentConfig, ViewParams};
 
-use crate::augment::AugmentConfig;
 use crate::handoff::{BatchPlan, Handoff, PanicGuard};
-use crate::pair::{PairKey, PairMaker};
 use crate::sampler::Shard;
-use crate::sink::{BatchMeta, BatchSink, Flow};
-use crate::source::SampleSource;
+use crate::sink::{BadFile, BatchMeta, BatchSink, Flow, RunReport};
 
 /// What the pipeline makes and how much of it.
 #[derive(Clone, Debug)]
@@ -44,24 +44,6 @@ pub struct PipelineConfig {
 pub struct Plan {
     pub steps_per_epoch: u64,
     pub steps: Range<u64>,
-}
-
-/// A file the loader could not use, and why.
-#[derive(Clone, Debug)]
-pub struct BadFile {
-    pub index: usize,
-    pub name: String,
-    pub reason: String,
-}
-
-/// The outcome of a run.
-#[derive(Debug, Default)]
-pub struct RunReport {
-    pub batches: u64,
-    pub pairs: u64,
-    pub elapsed: Duration,
-    pub interrupted: bool,
-    pub bad_files: Vec<BadFile>,
 }
 
 const UNKNOWN: u8 = 0;
@@ -106,6 +88,11 @@ impl<'s> Pipeline<'s> {
     /// What the pipeline makes.
     pub fn config(&self) -> &PipelineConfig {
         &self.cfg
+    }
+
+    /// Samples in the dataset (dataset indices are `0..len`).
+    pub fn dataset_len(&self) -> usize {
+        self.source.len()
     }
 
     /// Worker threads actually running.
@@ -327,14 +314,14 @@ impl<'s> Pipeline<'s> {
             let made = match task.dest {
                 // SAFETY: the batch is open and sample k was claimed by this worker alone.
                 Some(dest) => {
-                    let (_, _, a, b, _) = unsafe { dest.sample(task.k) };
-                    self.make_sample(&task.plan, task.k, &mut maker, a, b)
+                    let s = unsafe { dest.sample(task.k) };
+                    self.make_sample(&task.plan, task.k, &mut maker, s.view_a, s.view_b)
                 }
                 None => {
                     self.make_sample(&task.plan, task.k, &mut maker, &mut stage_a, &mut stage_b)
                 }
             };
-            let Some(idx) = made else {
+            let Some((idx, params)) = made else {
                 handoff.fail(format!(
                     "none of the {} images could be decoded (see the bad-file list)",
                     self.source.len()
@@ -349,21 +336,24 @@ impl<'s> Pipeline<'s> {
                 },
             };
             // SAFETY: as above (a staged sample's batch is open now).
-            let (label, index, a, b, stats) = unsafe { dest.sample(task.k) };
+            let s = unsafe { dest.sample(task.k) };
             if task.dest.is_none() {
-                a.copy_from_slice(&stage_a);
-                b.copy_from_slice(&stage_b);
+                s.view_a.copy_from_slice(&stage_a);
+                s.view_b.copy_from_slice(&stage_b);
             }
-            *label = self.source.label(idx);
-            *index = idx as u64;
-            record_times(&mut maker, stats);
+            *s.label = self.source.label(idx);
+            *s.index = idx as u64;
+            if let Some(kept) = s.params {
+                *kept = params;
+            }
+            record_times(&mut maker, s.stats);
             handoff.complete();
         }
     }
 
     /// Makes position `k` of a batch: the sample at `order[first + k]`, or, if that file is bad,
     /// the first good one among `order[p + B], order[p + 2B], ...` (wrapping). Returns the dataset
-    /// index used; `None` only if no file decodes.
+    /// index used and the parameters drawn; `None` only if no file decodes.
     fn make_sample(
         &self,
         plan: &BatchPlan,
@@ -371,7 +361,7 @@ impl<'s> Pipeline<'s> {
         maker: &mut PairMaker,
         view_a: &mut [u8],
         view_b: &mut [u8],
-    ) -> Option<usize> {
+    ) -> Option<(usize, [ViewParams; 2])> {
         let (b, order) = (self.cfg.batch_size, &plan.order);
         let n = order.len();
         for attempt in 0..n.div_ceil(b).max(1) * b {
@@ -379,17 +369,14 @@ impl<'s> Pipeline<'s> {
             if self.status[idx].load(Ordering::Relaxed) == BAD {
                 continue;
             }
-            if let Err(why) = maker.load(self.source, idx, self.cfg.max_pixels) {
+            if let Err(why) = maker.load(|buf| self.source.read(idx, buf), self.cfg.max_pixels) {
                 self.record_bad(idx, why);
                 continue;
             }
-            let key = PairKey {
-                seed: self.cfg.seed,
-                epoch: plan.meta.epoch,
-                index: idx as u64,
-            };
-            maker.make_pair(key, &self.cfg.augment, self.cfg.image_size, view_a, view_b);
-            return Some(idx);
+            let key = PairKey::new(self.cfg.seed, plan.meta.epoch, idx as u64);
+            let params =
+                maker.make_pair(key, &self.cfg.augment, self.cfg.image_size, view_a, view_b);
+            return Some((idx, params));
         }
         None
     }

@@ -14,12 +14,14 @@ use anyhow::{bail, Context};
 
 use decode::DEFAULT_MAX_PIXELS;
 
-use crate::augment::{AugmentConfig, ViewParams};
-use crate::pair::{chw_to_hwc, PairKey, PairMaker};
+use datasets::opened::OpenedSource;
+use datasets::source::SampleSource;
+use views::pair::{chw_to_hwc, PairMaker};
+use views::params::{AugmentConfig, ViewParams};
+
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::sampler::Shard;
 use crate::sink::{Flow, MemoryBatch, MemorySink};
-use crate::source::OpenedSource;
 
 /// Options of `loader preview`.
 #[derive(clap::Args, Debug)]
@@ -112,7 +114,7 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
     if args.image_size == 0 {
         bail!("--image-size must be at least 1");
     }
-    let opened = OpenedSource::open(args.dir.as_deref(), args.pack.as_deref())?;
+    let opened = OpenedSource::open("loader", args.dir.as_deref(), args.pack.as_deref())?;
     let source = &*opened.source;
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let count = args.count.clamp(1, source.len());
@@ -131,7 +133,7 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
     let mut sheet = ContactSheet::new(args.image_size as usize, count);
     let mut failed = None;
     let mut sink = MemorySink::new(Shard::default(), count, args.image_size, |batch| {
-        let written = write_pairs(args, source, &augment, batch, &mut sheet);
+        let written = write_pairs(args, source, batch, &mut sheet);
         Ok(match written {
             Ok(()) => Flow::Continue,
             Err(e) => {
@@ -161,27 +163,14 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
 /// into the contact sheet.
 fn write_pairs(
     args: &PreviewArgs,
-    source: &dyn crate::source::SampleSource,
-    augment: &AugmentConfig,
+    source: &dyn SampleSource,
     batch: &MemoryBatch,
     sheet: &mut ContactSheet,
 ) -> anyhow::Result<()> {
     let sample = 3 * (args.image_size as usize).pow(2);
-    let meta = batch.meta.expect("a delivered batch has its meta");
-    let mut maker = PairMaker::default();
     let mut view = Vec::new();
-    for (k, &index) in batch.indices.iter().enumerate() {
+    for (k, (&index, params)) in batch.indices.iter().zip(&batch.params).enumerate() {
         let idx = index as usize;
-        // The parameters the pipeline drew for this pair (decoding the image again to know its size).
-        maker
-            .load(source, idx, DEFAULT_MAX_PIXELS)
-            .map_err(|why| anyhow::anyhow!("{}: {why}", source.name(idx)))?;
-        let key = PairKey {
-            seed: args.seed,
-            epoch: meta.epoch,
-            index,
-        };
-        let params: [ViewParams; 2] = maker.draw(key, augment);
         for (v, pixels) in [&batch.view_a, &batch.view_b].into_iter().enumerate() {
             chw_to_hwc(&pixels[k * sample..(k + 1) * sample], &mut view);
             let stem = format!("{k:03}_{}", ["a", "b"][v]);

@@ -7,7 +7,7 @@
 
 use anyhow::bail;
 
-use crate::keyed_rng::epoch_order;
+use views::keyed_rng::epoch_order;
 
 /// This process's place among the data-parallel ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,10 +24,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use shared::{stat, SlotParts, Stats};
 
-use crate::pipeline::RunReport;
+use views::params::ViewParams;
+
 use crate::sampler::Shard;
 
 /// Which batch is being delivered.
@@ -49,8 +51,33 @@ pub enum Flow {
     Stop,
 }
 
+/// A file the loader could not use, and why.
+#[derive(Clone, Debug)]
+pub struct BadFile {
+    pub index: usize,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub batches: u64,
+    pub pairs: u64,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    pub bad_files: Vec<BadFile>,
+}
+
+/// What a sink lends for one batch: the slot's parts and, where the sink keeps them (in memory),
+/// room for the parameters drawn for each pair (so `loader preview` writes what was drawn).
+pub struct Destination<'a> {
+    pub parts: SlotParts<'a>,
+    pub params: Option<&'a mut [[ViewParams; 2]]>,
+}
+
 /// Fills a lent destination (and may add to the sink's live statistics).
-pub type Fill<'f> = dyn FnMut(SlotParts<'_>, &Stats) -> anyhow::Result<()> + 'f;
+pub type Fill<'f> = dyn FnMut(Destination<'_>, &Stats) -> anyhow::Result<()> + 'f;
 
 /// A receiver of batches. See the module documentation for the stop and error semantics.
 pub trait BatchSink {
@@ -88,6 +115,8 @@ pub struct MemoryBatch {
     /// `count` samples of CHW u8, back to back.
     pub view_a: Vec<u8>,
     pub view_b: Vec<u8>,
+    /// The parameters drawn for each pair (views A and B).
+    pub params: Vec<[ViewParams; 2]>,
 }
 
 impl MemoryBatch {
@@ -99,15 +128,19 @@ impl MemoryBatch {
             indices: vec![0; batch_size],
             view_a: vec![0; batch_size * sample_bytes],
             view_b: vec![0; batch_size * sample_bytes],
+            params: vec![Default::default(); batch_size],
         }
     }
 
-    fn parts(&mut self) -> SlotParts<'_> {
-        SlotParts {
-            labels: &mut self.labels,
-            indices: &mut self.indices,
-            view_a: &mut self.view_a,
-            view_b: &mut self.view_b,
+    fn destination(&mut self) -> Destination<'_> {
+        Destination {
+            parts: SlotParts {
+                labels: &mut self.labels,
+                indices: &mut self.indices,
+                view_a: &mut self.view_a,
+                view_b: &mut self.view_b,
+            },
+            params: Some(&mut self.params),
         }
     }
 }
@@ -174,7 +207,7 @@ impl BatchSink for MemorySink<'_> {
         if stop.load(Ordering::Relaxed) {
             return Ok(Flow::Stop);
         }
-        fill(self.batch.parts(), &self.counters.stats)?;
+        fill(self.batch.destination(), &self.counters.stats)?;
         self.batch.meta = Some(meta);
         self.counters
             .stats

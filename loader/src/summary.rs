@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 
-use crate::pipeline::{BadFile, RunReport};
 use crate::ring_sink::RingSummary;
+use crate::sink::{BadFile, RunReport};
 
 /// Prints the run's summary and verdict on stderr and, with `json`, one JSON object on stdout
 /// (fields: batches, pairs, seconds, pairs_per_s, batches_consumed, skipped_files, bad_files

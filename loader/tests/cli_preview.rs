@@ -11,7 +11,7 @@ fn loader() -> Command {
 
 fn golden(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
+        .join("../views/tests/golden")
         .join(name)
 }
 
@@ -115,7 +115,7 @@ fn preview_writes_pairs_params_and_a_contact_sheet() {
     }
     // The preview's JSON replays to the same PNG.
     let printed = std::fs::read_to_string(out.path().join("000_a.json")).unwrap();
-    let params: loader::augment::ViewParams = serde_json::from_str(&printed).unwrap();
+    let params: views::params::ViewParams = serde_json::from_str(&printed).unwrap();
     let listing = loader()
         .args(["preview", "--count", "1", "--image-size", "48", "--dir"])
         .arg(data.path())

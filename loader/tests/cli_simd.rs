@@ -20,7 +20,8 @@ fn bench_reports_the_simd_level_and_refuses_unknown_ones() {
     let dir = tempfile::tempdir().unwrap();
     let class = dir.path().join("n0");
     std::fs::create_dir(&class).unwrap();
-    let jpeg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/src_ladybird_q90.jpg");
+    let jpeg =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../views/tests/golden/src_ladybird_q90.jpg");
     for i in 0..2 {
         std::fs::copy(&jpeg, class.join(format!("{i}.JPEG"))).unwrap();
     }
@@ -42,6 +43,6 @@ fn bench_reports_the_simd_level_and_refuses_unknown_ones() {
     assert_eq!(v["peer"], "barlow@scalar");
     let o = bench(dir.path(), "");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["simd"], loader::simd::name_of(loader::simd::cpu_level()));
+    assert_eq!(v["simd"], views::simd::name_of(views::simd::cpu_level()));
     assert_eq!(v["peer"], "barlow");
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicBool;
 
-use loader::augment::AugmentConfig;
+use datasets::source::SampleSource;
 use loader::pipeline::{Pipeline, PipelineConfig};
 use loader::sampler::Shard;
 use loader::sink::{Flow, MemoryBatch, MemorySink};
-use loader::source::SampleSource;
+use views::params::AugmentConfig;
 
 struct Memory(Vec<Vec<u8>>);
 

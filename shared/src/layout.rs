@@ -537,17 +537,13 @@ pub struct RingInfo {
 }
 
 impl RingInfo {
-    /// ImageNet channel means (RGB, 0..1 scale).
-    pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-    /// ImageNet channel standard deviations (RGB, 0..1 scale).
-    pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-    /// A `RingInfo` with ImageNet normalisation and zero counts.
+    /// A `RingInfo` with the identity normalisation (mean 0, std 1) and zero counts; a producer
+    /// declares the normalisation its payload needs.
     pub fn new(geometry: Geometry) -> RingInfo {
         RingInfo {
             geometry,
-            mean: Self::IMAGENET_MEAN,
-            std: Self::IMAGENET_STD,
+            mean: [0.0; 3],
+            std: [1.0; 3],
             dataset_len: 0,
             steps_per_epoch: 0,
             seed: 0,

@@ -225,7 +225,7 @@ pub fn bad_corpus(dir: &Path) -> BadCorpus {
     // An Adobe CMYK JPEG written by Pillow (the loader's golden), and a YCCK one: decoded.
     put(
         "cmyk.JPEG",
-        include_bytes!("../../loader/tests/golden/cmyk.jpg"),
+        include_bytes!("../../views/tests/golden/cmyk.jpg"),
         true,
     );
     put(

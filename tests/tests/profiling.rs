@@ -244,7 +244,7 @@ fn check_live_report(report: &Path, profile: &serde_json::Value, verdict: &str, 
     }
 }
 
-// The report's series colours (loader/src/plot.rs).
+// The report's series colours (loader/src/profile/plot.rs).
 const TRAINER: [u8; 3] = [31, 119, 180];
 const LOADER: [u8; 3] = [255, 127, 14];
 const OCCUPANCY: [u8; 3] = [148, 103, 189];

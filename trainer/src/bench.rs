@@ -11,11 +11,12 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
+use crate::input::normalize_views;
 use crate::lars::{Lars, LarsConfig};
 use crate::model::{projector_spec, Arch, BarlowModel};
 use crate::nn::profile;
 use crate::nn::NnDevice;
+use views::imagenet;
 
 /// What to time.
 #[derive(Debug, Clone)]
@@ -74,8 +75,8 @@ pub fn bench<D: NnDevice>(
         cfg.batch,
         cfg.size,
         cfg.size,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
+        imagenet::MEAN,
+        imagenet::STD,
     )?;
     let mut step = || -> anyhow::Result<(f64, f32)> {
         let t = Instant::now();
@@ -159,7 +160,10 @@ mod tests {
             .map(|p| p.t.shape().0)
             .sum();
         let peak = r.peak_mem_gib.expect("the CPU reports its heap's peak") * (1u64 << 30) as f64;
-        assert!(peak > 2.0 * 4.0 * params as f64, "peak {peak} B, {params} parameters");
+        assert!(
+            peak > 2.0 * 4.0 * params as f64,
+            "peak {peak} B, {params} parameters"
+        );
         let line = serde_json::to_string(&r).unwrap();
         assert!(line.contains(r#""impl":"barlow""#) && line.contains(r#""ms_per_step""#));
     }

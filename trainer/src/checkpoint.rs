@@ -263,9 +263,10 @@ pub fn export_torchvision(ckpt: &Path, out: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
+    use crate::input::normalize_views;
     use crate::model::tests_support::random_views;
     use dfdx::prelude::*;
+    use views::imagenet;
 
     pub(crate) fn state(model: &BarlowModel<Cpu>, step: u64) -> TrainState {
         TrainState {
@@ -278,8 +279,8 @@ mod tests {
             loader_seed: 0,
             batch_size: 8,
             image_hw: (24, 24),
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
+            mean: imagenet::MEAN,
+            std: imagenet::STD,
             lambd: 0.0051,
             momentum: 0.9,
             eta: 0.001,
@@ -294,7 +295,8 @@ mod tests {
         let mut opt = Lars::new(&m.store, LarsConfig::default());
         let (n, h, w) = (8, 24, 24);
         let (a, b) = random_views(n, h, w, 3);
-        let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+        let views =
+            || normalize_views(&dev, &a, &b, n, h, w, imagenet::MEAN, imagenet::STD).unwrap();
         for _ in 0..2 {
             let (va, vb) = views();
             let mut g = m.loss_and_grads(va, vb, 0.0051).unwrap();

@@ -9,10 +9,11 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
+use crate::input::normalize_views;
 use crate::model::{Arch, BarlowModel};
 use crate::nn::NnDevice;
 use crate::params::Kind;
+use views::imagenet;
 
 /// The outcome of a comparison.
 #[derive(Debug, Serialize)]
@@ -60,7 +61,7 @@ fn one_step<D: NnDevice>(
     size: usize,
 ) -> anyhow::Result<StepResult> {
     let mut model = BarlowModel::new(dev, arch, projector, seed);
-    let (va, vb) = normalize_views(dev, a, b, n, size, size, IMAGENET_MEAN, IMAGENET_STD)?;
+    let (va, vb) = normalize_views(dev, a, b, n, size, size, imagenet::MEAN, imagenet::STD)?;
     let sg = model.loss_and_grads(va, vb, crate::loss::DEFAULT_LAMBDA)?;
     let mut grads = Vec::new();
     let mut bufs = Vec::new();

@@ -4,11 +4,6 @@ use dfdx::prelude::*;
 
 use crate::nn::{Fmap, NnDevice};
 
-/// ImageNet channel means (RGB), as in torchvision's `Normalize`.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet channel standard deviations (RGB).
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
 /// u8 NCHW pixels -> normalised f32 feature maps stored channel-major (`(3, n*h*w)`, the layout
 /// the models compute in; see [`crate::nn`]): `(x / 255 - mean[c]) / std[c]` (torchvision
 /// `ToTensor` + `Normalize`), through a 256-entry table per channel.
@@ -59,6 +54,7 @@ pub fn normalize_views<D: NnDevice>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use views::imagenet;
 
     /// Every value is the formula of its NCHW source pixel, stored at the channel-major place.
     #[test]
@@ -66,7 +62,7 @@ mod tests {
         let dev: Cpu = Default::default();
         let (n, h, w) = (3, 2, 5);
         let px: Vec<u8> = (0..n * 3 * h * w).map(|i| (i * 53 % 256) as u8).collect();
-        let cm = normalize_cm(&dev, &px, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+        let cm = normalize_cm(&dev, &px, n, h, w, imagenet::MEAN, imagenet::STD).unwrap();
         assert_eq!((cm.b, cm.h, cm.w), (n, h, w));
         assert_eq!(*cm.x.shape(), (3, n * h * w));
         let cm = cm.x.as_vec();
@@ -74,7 +70,7 @@ mod tests {
             for c in 0..3 {
                 for p in 0..h * w {
                     let src = px[(i * 3 + c) * h * w + p];
-                    let want = (src as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                    let want = (src as f32 / 255.0 - imagenet::MEAN[c]) / imagenet::STD[c];
                     let got = cm[(c * n + i) * h * w + p];
                     assert!(
                         (got - want).abs() < 1e-6,
@@ -89,6 +85,6 @@ mod tests {
     #[should_panic(expected = "expected")]
     fn normalize_rejects_wrong_length() {
         let dev: Cpu = Default::default();
-        let _ = normalize_cm(&dev, &[0u8; 10], 1, 2, 2, IMAGENET_MEAN, IMAGENET_STD);
+        let _ = normalize_cm(&dev, &[0u8; 10], 1, 2, 2, imagenet::MEAN, imagenet::STD);
     }
 }

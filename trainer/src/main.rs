@@ -493,7 +493,7 @@ struct EvalOpts {
 }
 
 fn eval_on<D: NnDevice>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
-    use trainer::input::{IMAGENET_MEAN, IMAGENET_STD};
+    use views::imagenet;
     let (mut model, mean, std, size, what) = match (&o.checkpoint, o.random_init) {
         (Some(p), _) => {
             let (model, _, st) = trainer::checkpoint::load(p, dev)?;
@@ -516,8 +516,8 @@ fn eval_on<D: NnDevice>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
             let what = format!("random {} (seed {})", o.arch.name(), o.seed);
             (
                 model,
-                IMAGENET_MEAN,
-                IMAGENET_STD,
+                imagenet::MEAN,
+                imagenet::STD,
                 o.image_size.unwrap_or(64),
                 what,
             )

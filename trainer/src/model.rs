@@ -567,8 +567,9 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
+    use crate::input::normalize_views;
     use crate::lars::{Lars, LarsConfig};
+    use views::imagenet;
 
     use super::tests_support::random_views;
 
@@ -657,7 +658,7 @@ mod tests {
         let mut m = BarlowModel::new(&dev, Arch::Resnet18, &[64, 32], 0);
         let (a, b) = random_views(4, 32, 32, 1);
         let (va, vb) =
-            normalize_views(&dev, &a, &b, 4, 32, 32, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+            normalize_views(&dev, &a, &b, 4, 32, 32, imagenet::MEAN, imagenet::STD).unwrap();
         let f = m.embed(va.clone()).unwrap();
         assert_eq!(*f.shape(), (512, 4));
         let mut opt = Lars::new(&m.store, LarsConfig::default());
@@ -677,7 +678,7 @@ mod tests {
         let mut m = BarlowModel::new(&dev, Arch::Resnet18, &[16, 16], 0);
         let (a, b) = random_views(2, 32, 32, 1);
         let (va, vb) =
-            normalize_views(&dev, &a, &b, 2, 32, 32, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+            normalize_views(&dev, &a, &b, 2, 32, 32, imagenet::MEAN, imagenet::STD).unwrap();
         let g = m.loss_and_grads(va, vb, 0.0051).unwrap();
         let trainable = m
             .store
@@ -706,7 +707,7 @@ mod tests {
         let mut losses = vec![];
         for _ in 0..6 {
             let (va, vb) =
-                normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+                normalize_views(&dev, &a, &b, n, h, w, imagenet::MEAN, imagenet::STD).unwrap();
             let mut g = m.loss_and_grads(va, vb, 0.0051).unwrap();
             losses.push(g.loss());
             opt.step(&mut m.store, &mut g.grads, 20.0, 0.2).unwrap();
@@ -723,7 +724,7 @@ mod tests {
         let mut opt = Lars::new(&m.store, LarsConfig::default());
         let (a, b) = random_views(8, 16, 16, 2);
         let (va, vb) =
-            normalize_views(&dev, &a, &b, 8, 16, 16, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+            normalize_views(&dev, &a, &b, 8, 16, 16, imagenet::MEAN, imagenet::STD).unwrap();
         let mut g = m.loss_and_grads(va, vb, 0.0051).unwrap();
         opt.step(&mut m.store, &mut g.grads, 1.0, 0.1).unwrap();
         for (p, b) in m.store.params.iter().zip(&before) {
@@ -742,7 +743,8 @@ mod tests {
         let dev = Cpu::default();
         let (n, h, w) = (6, 16, 16);
         let (a, b) = random_views(n, h, w, 11);
-        let views = || normalize_views(&dev, &a, &b, n, h, w, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+        let views =
+            || normalize_views(&dev, &a, &b, n, h, w, imagenet::MEAN, imagenet::STD).unwrap();
         let mut m = BarlowModel::new(&dev, Arch::Tiny, &[16, 16], 5);
         // zero-initialised BN gammas would hide whole paths: give every gamma a generic value
         for i in 0..m.store.params.len() {

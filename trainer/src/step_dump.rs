@@ -26,11 +26,12 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::checkpoint::{f32_bytes, write_safetensors, NamedBytes, MU_PREFIX};
-use crate::input::{normalize_views, IMAGENET_MEAN, IMAGENET_STD};
+use crate::input::normalize_views;
 use crate::lars::{Lars, LarsConfig, Schedule};
 use crate::model::{Arch, BarlowModel};
 use crate::nn::{relu_masks, NnDevice};
 use crate::session::train_step;
+use views::imagenet;
 
 /// Metadata key of the JSON [`DumpInfo`] in both files.
 pub const INFO_KEY: &str = "barlow.step_dump";
@@ -138,8 +139,8 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
         warmup_epochs: s.warmup_epochs,
         base_lr_weights: s.lr_weights,
         base_lr_biases: s.lr_biases,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
+        mean: imagenet::MEAN,
+        std: imagenet::STD,
         lrs: (0..cfg.steps as u64)
             .map(|k| s.lrs(cfg.start_step + k))
             .collect(),
@@ -183,8 +184,8 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
             cfg.batch,
             cfg.size,
             cfg.size,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
+            imagenet::MEAN,
+            imagenet::STD,
         )?;
         let record = |m: &BarlowModel<_>, g: &dfdx::prelude::Gradients<f32, _>| {
             for (_, p) in m.store.trainable() {
@@ -281,8 +282,8 @@ mod tests {
                 4,
                 16,
                 16,
-                IMAGENET_MEAN,
-                IMAGENET_STD,
+                imagenet::MEAN,
+                imagenet::STD,
             )
             .unwrap();
             let mut g = m.loss_and_grads(va, vb, cfg.lambd).unwrap();
@@ -319,9 +320,17 @@ mod tests {
                 .count();
             assert_eq!(relus, 2 * (4 + 1), "step {k}");
             let first = after.tensor(&format!("{RELU_PREFIX}{k}.0")).unwrap();
-            assert_eq!(first.shape()[1], 4 * 8 * 8, "(C, B*H*W) after the stride-2 stem");
+            assert_eq!(
+                first.shape()[1],
+                4 * 8 * 8,
+                "(C, B*H*W) after the stride-2 stem"
+            );
             let proj = after.tensor(&format!("{RELU_PREFIX}{k}.4")).unwrap();
-            assert_eq!(proj.shape(), &[16, 4], "the projector's hidden layer, (F, B)");
+            assert_eq!(
+                proj.shape(),
+                &[16, 4],
+                "the projector's hidden layer, (F, B)"
+            );
             assert!(first.data().iter().all(|&v| v <= 1));
             assert!(first.data().iter().any(|&v| v == 1) && first.data().iter().any(|&v| v == 0));
         }

@@ -83,6 +83,9 @@ mod tests {
         drop(big);
         let mark = take_high_water();
         // other test threads allocate too, but not 64 MiB and give it back in between
-        assert!(mark >= before + (64 << 20), "high water {mark}, before {before}");
+        assert!(
+            mark >= before + (64 << 20),
+            "high water {mark}, before {before}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! [`decode::decode_rgb`]), draw both views' parameters from their keyed generators, make both
 //! views and write them with the final write (flip, solarize, CHW) the model sees.
 //!
-//! A run ([`crate::pipeline`]), `loader preview`, `loader augment`, the fuzz target and the tests
+//! A run (the loader's pipeline), `loader preview`, `loader augment`, the fuzz target and the tests
 //! all make views through [`PairMaker`], so what they show or check is byte for byte what the
 //! trainer receives.
 //!
@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use decode::{decode_rgb, DecodeError, RgbImage};
 
-use crate::augment::{sample_view, AugmentConfig, StageTimes, ViewMaker, ViewParams};
 use crate::keyed_rng::{keyed_rng, Stream};
-use crate::source::SampleSource;
+use crate::params::{sample_view, AugmentConfig, ViewParams};
+use crate::view::{StageTimes, ViewMaker};
 
 /// Which pair: the generators of both views are keyed by (seed, epoch, dataset index, view).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,14 @@ pub struct PairKey {
     pub seed: u64,
     pub epoch: u64,
     pub index: u64,
+}
+
+impl PairKey {
+    /// The key of dataset sample `index` in `epoch` of a run seeded with `seed`: the one
+    /// constructor, so every caller keys a sample the same way.
+    pub fn new(seed: u64, epoch: u64, index: u64) -> PairKey {
+        PairKey { seed, epoch, index }
+    }
 }
 
 /// Per-worker buffers for making pairs (encoded bytes, the decoded image, the views' scratch);
@@ -47,17 +55,16 @@ pub struct PairTimes {
 }
 
 impl PairMaker {
-    /// Reads sample `index` of `source` and decodes it; the error says why the file cannot be used.
+    /// Reads an image with `read` (which fills the maker's byte buffer, cleared first) and decodes
+    /// it; the error says why the file cannot be used. Both stages are timed.
     pub fn load(
         &mut self,
-        source: &dyn SampleSource,
-        index: usize,
+        read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
         max_pixels: u64,
     ) -> Result<(), String> {
         let t = Instant::now();
-        source
-            .read(index, &mut self.bytes)
-            .map_err(|e| format!("cannot read: {e}"))?;
+        self.bytes.clear();
+        read(&mut self.bytes).map_err(|e| format!("cannot read: {e}"))?;
         self.read_ns += t.elapsed().as_nanos() as u64;
         let t = Instant::now();
         let decoded = decode_rgb(&self.bytes, max_pixels, &mut self.image);
@@ -156,11 +163,7 @@ mod tests {
     fn a_pair_depends_on_its_key_not_on_the_maker_history() {
         let bytes = test_image(40, 30);
         let cfg = AugmentConfig::default();
-        let key = PairKey {
-            seed: 3,
-            epoch: 1,
-            index: 7,
-        };
+        let key = PairKey::new(3, 1, 7);
         let (mut a1, mut b1) = (vec![0u8; 3 * 256], vec![0u8; 3 * 256]);
         let (mut a2, mut b2) = (a1.clone(), b1.clone());
         let mut fresh = PairMaker::default();

@@ -5,17 +5,18 @@
 //! exhaustively, as checksums, over all 2^24 colours / noise images), crop + bicubic resize, and
 //! the whole chain on Pillow's decoded pixels (through the shipped final write). Whole chain from a JPEG file (zune-jpeg vs libjpeg-turbo):
 //! mean |diff| <= 0.5, >= 99% within 2. Each test prints the measured differences. The bit-exact
-//! checks run at every SIMD level the CPU has (`loader::simd::at_level`; the levels it lacks are
+//! checks run at every SIMD level the CPU has (`views::simd::at_level`; the levels it lacks are
 //! skipped and printed), since each level runs different hand-written kernels.
 
 use std::path::{Path, PathBuf};
 
 use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
-use loader::augment::{ViewMaker, ViewParams};
-use loader::blur::{gaussian_blur, BlurScratch};
-use loader::color;
-use loader::resample::Resampler;
 use serde_json::Value;
+use views::blur::{gaussian_blur, BlurScratch};
+use views::color;
+use views::params::ViewParams;
+use views::resample::Resampler;
+use views::view::ViewMaker;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -45,14 +46,14 @@ fn view_hwc(
 ) {
     let mut chw = vec![0u8; 3 * (size as usize).pow(2)];
     maker.make_view(src, params, size, &mut chw);
-    loader::pair::chw_to_hwc(&chw, out);
+    views::pair::chw_to_hwc(&chw, out);
 }
 
 /// Runs `check` at every SIMD level this CPU has, with the level's name; prints the ones skipped.
 fn at_every_level(mut check: impl FnMut(&str)) {
-    for (name, level) in loader::simd::LEVELS {
-        if loader::simd::at_level(level, || check(name)).is_none() {
-            loader::simd::say_skipped(name);
+    for (name, level) in views::simd::LEVELS {
+        if views::simd::at_level(level, || check(name)).is_none() {
+            views::simd::say_skipped(name);
         }
     }
 }

@@ -10,9 +10,9 @@
 
 use std::time::Instant;
 
-use loader::blur::{gaussian_blur, BlurScratch};
-use loader::color::{blend_table, hue_lut, saturation_lut, IDENTITY};
-use loader::resample::Resampler;
+use views::blur::{gaussian_blur, BlurScratch};
+use views::color::{blend_table, hue_lut, saturation_lut, IDENTITY};
+use views::resample::Resampler;
 
 /// Best seconds per call of `f` over 15 rounds of `reps` calls (the best, because on a shared
 /// machine the other rounds measure the neighbours too).
@@ -33,11 +33,11 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("REPS must be a number"))
         .unwrap_or(200);
-    if let Err(e) = loader::simd::requested() {
+    if let Err(e) = views::simd::requested() {
         eprintln!("kernel_speed: {e}");
         std::process::exit(2);
     }
-    println!("SIMD level: {}", loader::simd::level_name());
+    println!("SIMD level: {}", views::simd::level_name());
 
     let (w, h) = (500usize, 400usize);
     let image: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) >> 3) as u8).collect();
@@ -86,7 +86,7 @@ fn main() {
     );
     let s = best(reps, || {
         view.copy_from_slice(&source);
-        loader::lut::apply_in_place(&mut view, &brightness);
+        views::lut::apply_in_place(&mut view, &brightness);
     });
     println!(
         "table 224x224 (copy included): {:.2} ns per pixel",

@@ -1,7 +1,7 @@
-//! Self-contained HTML reports (inline SVG charts from [`crate::plot`], inline CSS, nothing
+//! Self-contained HTML reports (inline SVG charts from [`crate::profile::plot`], inline CSS, nothing
 //! fetched), so they open in any browser offline and can be attached to a bug:
 //!
-//! - [`live_html_report`]: a ring in use ([`crate::live::LiveProfile`], `loader profile --shm`):
+//! - [`live_html_report`]: a ring in use ([`crate::profile::live::LiveProfile`], `loader profile --shm`):
 //!   the verdict first, then the timeline, the trainer's step and the loader's stages;
 //! - [`html_report`]: the loader measured alone ([`Measurement`], `loader profile --dir`).
 
@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 
 use plotters::style::RGBColor;
 
-use crate::live::LiveProfile;
-use crate::measure::Measurement;
-use crate::plot::{self, Band, Bar, Series};
+use crate::profile::live::LiveProfile;
+use crate::profile::measure::Measurement;
+use crate::profile::plot::{self, Band, Bar, Series};
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em 2em;max-width:60em;color:#222}\
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin:1.6em 0 .3em}\
@@ -60,7 +60,7 @@ pub fn verdict_color(verdict: &str) -> RGBColor {
 }
 
 /// Bars of the loader's stages, ms per pair; `highlight` (the stage to attack) drawn in red.
-fn stage_bars(stages: &[crate::measure::StageTime], highlight: Option<&str>) -> Vec<Bar> {
+fn stage_bars(stages: &[crate::profile::measure::StageTime], highlight: Option<&str>) -> Vec<Bar> {
     let total: f64 = stages.iter().map(|s| s.seconds).sum::<f64>().max(1e-12);
     stages
         .iter()
@@ -163,7 +163,7 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
         "Verdict over time (each moment judged on the window before it)",
         &plot::bands(&bands, &legend, t_range)?,
     );
-    let series = |name, color, f: fn(&crate::live::LivePoint) -> f64| Series {
+    let series = |name, color, f: fn(&crate::profile::live::LivePoint) -> f64| Series {
         name,
         color,
         points: p.timeline.iter().map(|pt| (pt.t, f(pt))).collect(),
@@ -313,7 +313,7 @@ pub fn html_report(m: &Measurement, source: &str, target: Option<f64>) -> anyhow
         "Milliseconds per pair by stage, summed over the worker threads",
         &plot::hbars(&stage_bars(&m.stages, None), "ms per pair")?,
     );
-    let series = |name, color, f: fn(&crate::measure::TimePoint) -> f64| Series {
+    let series = |name, color, f: fn(&crate::profile::measure::TimePoint) -> f64| Series {
         name,
         color,
         points: m.timeline.iter().map(|p| (p.t, f(p))).collect(),

@@ -13,7 +13,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// A crop box in source-image pixels (torchvision's `i, j, h, w` as `y, x, h, w`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CropBox {
     pub x: u32,
@@ -54,8 +54,8 @@ pub struct JitterParams {
 }
 
 /// Every random choice made for one view; the JSON that `loader preview` writes and
-/// `loader augment --params` reads.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// `loader augment --params` reads. The default (an empty crop) is a placeholder for buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViewParams {
     pub crop: CropBox,

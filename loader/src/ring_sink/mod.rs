@@ -1,6 +1,6 @@
 //! The rings a trainer reads, as a [`BatchSink`]: the whole ring lifecycle of a `loader` run.
 //!
-//! [`RingSink::open`] creates each ring or takes one over from a dead loader ([`crate::restart`]);
+//! [`RingSink::open`] creates each ring or takes one over from a dead loader ([`restart`]);
 //! [`BatchSink::batch`] waits for a free slot (a stop while waiting is [`Flow::Stop`]), lends it,
 //! publishes it and moves the progress bar; [`BatchSink::finish`] marks end of data and lingers
 //! until the trainer has taken every batch, or, after a stop, hands each ring to a successor when
@@ -12,18 +12,16 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use shared::{stat, Producer, RingInfo, Stats};
+use shared::{stat, Geometry, RingInfo, Stats};
 
-use crate::pipeline::RunReport;
+use crate::pipeline::{Pipeline, Plan};
 use crate::sampler::Shard;
-use crate::sink::{BatchMeta, BatchSink, Fill, Flow};
-use crate::watch::ConsumerWatch;
+use crate::sink::{BatchMeta, BatchSink, Destination, Fill, Flow, RunReport};
+use restart::{open_feeds, stop_feeds, RingFeed};
+use watch::ConsumerWatch;
 
-/// One ring fed by the pipeline, and the shard of the data it receives.
-pub struct RingFeed {
-    pub producer: Producer,
-    pub shard: Shard,
-}
+mod restart;
+mod watch;
 
 /// What the rings saw of a finished run.
 #[derive(Clone, Copy, Debug)]
@@ -49,16 +47,41 @@ pub struct RingSink {
 }
 
 impl RingSink {
+    /// The header every ring of a run declares (rank and world size are set per ring when it
+    /// opens): the pipeline's geometry with `slots` batches, ImageNet's normalisation, and what
+    /// decides the batches (dataset, seed, the plan's steps, the stream key).
+    pub fn ring_info(pipeline: &Pipeline<'_>, plan: &Plan, slots: u32) -> RingInfo {
+        RingInfo {
+            geometry: Geometry {
+                slots,
+                ..pipeline.geometry()
+            },
+            mean: views::imagenet::MEAN,
+            std: views::imagenet::STD,
+            dataset_len: pipeline.dataset_len() as u64,
+            steps_per_epoch: plan.steps_per_epoch,
+            seed: pipeline.config().seed,
+            total_steps: plan.steps.end,
+            first_step: plan.steps.start,
+            stream_key: pipeline.stream_key(),
+            rank: 0,
+            world_size: 1,
+        }
+    }
+
     /// Opens (creates, or takes over from a dead loader) ring `i` at `paths[i]` for shard
-    /// `shards[i]`, declaring `info` (rank and world size set per ring). After the last batch the
-    /// sink waits up to `linger` for the trainers to take what is left.
+    /// `shards[i]`, each declaring [`RingSink::ring_info`] with its rank and world size. After the
+    /// last batch the sink waits up to `linger` for the trainers to take what is left.
     pub fn open(
         paths: &[PathBuf],
         shards: &[Shard],
-        info: &RingInfo,
+        pipeline: &Pipeline<'_>,
+        plan: &Plan,
+        slots: u32,
         linger: Duration,
     ) -> anyhow::Result<RingSink> {
-        let feeds = crate::restart::open_feeds(paths, shards, info)?;
+        let info = Self::ring_info(pipeline, plan, slots);
+        let feeds = open_feeds(paths, shards, &info)?;
         Ok(RingSink {
             feeds,
             linger,
@@ -87,6 +110,13 @@ impl RingSink {
         let paths = self.feeds.iter().map(|f| f.producer.path().to_path_buf());
         self.watch = Some(ConsumerWatch::spawn(paths.collect(), bar.clone()));
         self.bar = Some(bar);
+    }
+
+    /// Bytes of each ring file.
+    pub fn file_bytes(&self) -> usize {
+        self.feeds
+            .first()
+            .map_or(0, |f| f.producer.info().geometry.file_bytes())
     }
 
     /// The rings' verdict, once [`BatchSink::finish`] ran.
@@ -152,7 +182,13 @@ impl BatchSink for RingSink {
         };
         slot.set_meta(meta.epoch, meta.step, meta.count);
         let stats: &Stats = slot.stats();
-        fill(slot.parts_mut(), stats)?;
+        fill(
+            Destination {
+                parts: slot.parts_mut(),
+                params: None,
+            },
+            stats,
+        )?;
         let t = Instant::now();
         slot.publish();
         stats.add(stat::WRITE_NS, t.elapsed().as_nanos() as u64);
@@ -189,7 +225,7 @@ impl BatchSink for RingSink {
         self.watch = None;
         self.summary = Some(self.judge(report.elapsed));
         if interrupted {
-            crate::restart::stop_feeds(std::mem::take(&mut self.feeds));
+            stop_feeds(std::mem::take(&mut self.feeds));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! step split into waiting and computing, the loader's time per pair by stage and its per-core
 //! rate, how many loader cores would keep the trainer fed, which stage to attack first, and the
 //! run's geometry. Where loader and trainer run in this pid namespace, their CPU time and command
-//! lines come from `/proc`. `crate::report::live_html_report` draws it.
+//! lines come from `/proc`. `crate::profile::report::live_html_report` draws it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shared::{stat, Observer, RingInfo, RingState, Verdict, STATS_LEN};
 
-use crate::augment::AugmentConfig;
-use crate::measure::{rate_between, smoothing_window, window_ends, StageTime, STAGES};
+use crate::profile::measure::{rate_between, smoothing_window, window_ends, StageTime, STAGES};
+use views::params::AugmentConfig;
 
 /// How long and how often to read the ring.
 #[derive(Clone, Debug)]

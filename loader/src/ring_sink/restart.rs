@@ -9,8 +9,13 @@ use std::path::PathBuf;
 
 use shared::{Opened, Producer, RingError, RingInfo};
 
-use crate::ring_sink::RingFeed;
 use crate::sampler::Shard;
+
+/// One ring fed by the pipeline, and the shard of the data it receives.
+pub struct RingFeed {
+    pub producer: Producer,
+    pub shard: Shard,
+}
 
 /// Opens one ring per path with `info` (its rank and world size set from the path's shard):
 /// creates it, or takes over a ring whose loader died while its trainer still waits, printing

@@ -7,13 +7,9 @@
 //! mean, or a symmetric box blur with replicated edges), so the flip and solarize are done by the
 //! final HWC -> CHW write.
 
-pub use crate::params::{
-    sample_crop, sample_view, AugmentConfig, CropBox, JitterOp, JitterParams, ViewConfig,
-    ViewParams,
-};
-
 use crate::blur::{gaussian_blur, BlurScratch};
 use crate::color;
+use crate::params::{JitterOp, ViewParams};
 use crate::resample::Resampler;
 use decode::RgbImage;
 
@@ -192,6 +188,7 @@ crate::simd::multiversion! {
 mod tests {
     use super::*;
     use crate::keyed_rng::{keyed_rng, Stream};
+    use crate::params::{sample_view, AugmentConfig, CropBox};
 
     impl ViewMaker {
         /// The reference final write: scalar, HWC, one byte at a time (what `write_chw` must equal).

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use loader::augment::{sample_view, JitterOp, ViewConfig, ViewParams};
-use loader::keyed_rng::{keyed_rng, Stream};
+use views::keyed_rng::{keyed_rng, Stream};
+use views::params::{sample_view, JitterOp, ViewConfig, ViewParams};
 
 const N: usize = 20_000;
 

@@ -161,7 +161,8 @@ class Ring:
         return self._native.stats()
 
     def close(self):
-        """Releases the held batch and detaches; a new reader continues with the next batch."""
+        """Releases the held batch and detaches; a new reader continues with the next batch.
+        A `next()` waiting in another thread raises `RingError` at once."""
         self._current = None
         self._native.close()
 

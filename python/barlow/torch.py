@@ -12,9 +12,14 @@ batches (`prefetch` of them) while the model computes on the current one.
         loss = model(x_a, x_b)
         ...
     print(loader.stats()["verdict"])               # input-bound? (the loader's own verdict)
+
+Leaving early (`break`, an exception, Ctrl-C, `del loader`, the end of the script) stops the
+thread and detaches from the ring; `close()` or `with RingLoader(...) as loader:` does it at once.
 """
+import atexit
 import queue
 import threading
+import weakref
 
 import numpy as np
 import torch
@@ -24,6 +29,16 @@ from . import Ring, RingError
 __all__ = ["RingLoader"]
 
 _END = object()
+
+# Loaders not closed yet: closed before the interpreter finalises, where a thread still inside a
+# torch op would be killed on taking the GIL back (std::terminate: SIGABRT, exit code 134).
+_open = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_loaders():
+    for loader in list(_open):
+        loader.close()
 
 
 class RingLoader:
@@ -42,6 +57,8 @@ class RingLoader:
     `state_dict()` holds it with the loader command that resumes the stream there;
     `load_state_dict()` checks that the ring continues from that step. `stats()` is
     `barlow.Ring.stats()`: rates, waits and whether training is input-bound.
+    `close()` (or leaving a `with` block, dropping the loader, the interpreter's exit) stops the
+    prefetching thread and detaches from the ring.
     """
 
     def __init__(self, name, device="cuda", dtype=torch.float32, channels_last=False,
@@ -53,31 +70,16 @@ class RingLoader:
         self.ring = name if isinstance(name, Ring) else Ring(name, wait=wait,
                                                               allow_foreign_ring=allow_foreign_ring)
         self.name = self.ring.name
-        self.info = info = self.ring.info
+        self.info = self.ring.info
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.dtype, self.channels_last, self.prefetch = dtype, channels_last, prefetch
-        b, c, h, w = info["batch_size"], info["channels"], info["height"], info["width"]
-        mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, 1, c, 1, 1)
-        std = torch.tensor(info["std"], dtype=torch.float32).view(1, 1, c, 1, 1)
-        # (u8 / 255 - mean) / std  ==  u8 * scale + shift
-        self._scale = (1.0 / (255.0 * std)).to(self.device)
-        self._shift = (-mean / std).to(self.device)
-        self.step = info["first_step"] + self.ring.position
-        self._cuda = self.device.type == "cuda"
-        # Reusable uint8 staging buffers [2, B, C, H, W]: pinned for the copy to a GPU, with the
-        # event after which each may be overwritten.
-        n_buffers = prefetch + 2 if self._cuda else 1
-        self._buffers = [torch.empty((2, b, c, h, w), dtype=torch.uint8, pin_memory=self._cuda)
-                         for _ in range(n_buffers)]
-        self._buffer_free = [None] * n_buffers
-        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
-        self._queue = queue.Queue(maxsize=prefetch)
-        self._stop = threading.Event()
-        self._thread = None
-        self._done = False
+        self.step = self.info["first_step"] + self.ring.position
         self.indices = None
+        self._done = False
+        self._prefetcher = _Prefetcher(self.ring, self.device, dtype, channels_last, prefetch)
+        _open.add(self)
 
     # -- what a training loop uses ------------------------------------------------------------
 
@@ -93,23 +95,14 @@ class RingLoader:
         return self.info["planned_steps"]
 
     def __iter__(self):
-        if self._thread is None and not self._done:
-            self._thread = threading.Thread(target=self._work, name="barlow-ring-loader", daemon=True)
-            self._thread.start()
+        if not self._done:
+            self._prefetcher.start()
         return self
 
     def __next__(self):
         if self._done:
             raise StopIteration
-        if self._thread is None:
-            self.__iter__()
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if not self._thread.is_alive() and self._queue.empty():
-                    raise RingError("the ring loader's thread stopped without a word (closed?)")
+        item = self._prefetcher.get()
         if item is _END:
             self._done = True
             raise StopIteration
@@ -174,13 +167,12 @@ class RingLoader:
         return self.ring.stats()
 
     def close(self):
-        """Stops prefetching and detaches from the ring (a new reader continues from the first
-        batch not yet yielded by this one only if nothing was prefetched; see `state_dict`)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        """Stops and joins the prefetching thread and detaches from the ring, so that its loader
+        sees this reader leave and a new reader may attach (continuing after the batches taken,
+        prefetched ones included; see `state_dict`). Idempotent."""
         self._done = True
-        self.ring.close()
+        if self._prefetcher.close():
+            _open.discard(self)
 
     def __enter__(self):
         return self
@@ -189,12 +181,63 @@ class RingLoader:
         self.close()
 
     def __del__(self):
-        try:
-            self._stop.set()
-        except AttributeError:
-            pass
+        if "_prefetcher" in self.__dict__:  # __init__ got that far
+            self.close()
 
-    # -- the prefetching thread -----------------------------------------------------------------
+
+class _Prefetcher:
+    """A `RingLoader`'s thread: takes the ring's batches, copies each into a staging buffer
+    (releasing the slot), normalises it on the device and queues it, `prefetch` ahead. It holds
+    no reference to the `RingLoader`, so dropping the loader closes it."""
+
+    def __init__(self, ring, device, dtype, channels_last, prefetch):
+        self.ring, self.device, self.dtype, self.channels_last = ring, device, dtype, channels_last
+        info = ring.info
+        b, c, h, w = info["batch_size"], info["channels"], info["height"], info["width"]
+        mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, 1, c, 1, 1)
+        std = torch.tensor(info["std"], dtype=torch.float32).view(1, 1, c, 1, 1)
+        # (u8 / 255 - mean) / std  ==  u8 * scale + shift
+        self._scale = (1.0 / (255.0 * std)).to(device)
+        self._shift = (-mean / std).to(device)
+        self._cuda = device.type == "cuda"
+        # Reusable uint8 staging buffers [2, B, C, H, W]: pinned for the copy to a GPU, with the
+        # event after which each may be overwritten.
+        n_buffers = prefetch + 2 if self._cuda else 1
+        self._buffers = [torch.empty((2, b, c, h, w), dtype=torch.uint8, pin_memory=self._cuda)
+                         for _ in range(n_buffers)]
+        self._buffer_free = [None] * n_buffers
+        self._stream = torch.cuda.Stream(device) if self._cuda else None
+        self._queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._work, name="barlow-ring-loader", daemon=True)
+            self._thread.start()
+
+    def get(self):
+        """The next item: a converted batch, `_END` or the exception the thread met."""
+        self.start()
+        while True:
+            try:
+                return self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RingError("the ring loader's thread stopped without a word (closed?)")
+
+    def close(self):
+        """Stops the thread (closing the ring wakes a waiting take), joins it and drops what it
+        made ahead. False if already closed."""
+        if self._stop.is_set():
+            return False
+        self._stop.set()
+        self.ring.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        return True
 
     def _work(self):
         slot = 0

@@ -3,7 +3,8 @@
 //! A batch taken with [`Ring::take`] is kept ([`shared::Batch::keep`]): its slot stays this
 //! reader's until [`Ring::release`] or the next `take`, and Python reads its pixels in place
 //! through the addresses `take` returns, kept mapped by a [`Mapped`] guard. Waiting happens
-//! without the GIL and wakes every 100 ms to let Python handle Ctrl-C and timeouts.
+//! without the GIL and wakes every 100 ms to let Python handle Ctrl-C and timeouts, or at once
+//! when another thread calls `close`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,8 @@ pub struct Ring {
     flow: Mutex<FlowState>,
     /// Raised every [`TICK`] by the ticker thread: makes a waiting `next_until` return.
     tick: Arc<AtomicBool>,
+    /// Set by `close`: a `take` waiting in another thread returns at once.
+    closing: AtomicBool,
     /// Cleared on drop: ends the ticker thread.
     alive: Arc<AtomicBool>,
 }
@@ -132,6 +135,7 @@ impl Ring {
             }),
             flow: Mutex::new(FlowState { observer, since }),
             tick,
+            closing: AtomicBool::new(false),
             alive,
         })
     }
@@ -198,6 +202,9 @@ impl Ring {
             let got = py.detach(|| {
                 let mut st = self.lock();
                 let st = &mut *st;
+                if self.closing.load(Ordering::Relaxed) {
+                    return Err(None);
+                }
                 let consumer = st.consumer.as_mut().ok_or(None)?;
                 if let Some(t) = st.handed_out.take() {
                     consumer
@@ -264,9 +271,13 @@ impl Ring {
     }
 
     /// Releases the batch taken last and detaches: a new reader continues with the next batch.
-    fn close(&self) {
-        let mut st = self.lock();
-        if let Some(mut c) = st.consumer.take() {
+    /// A `take` waiting in another thread returns at once, raising `RingError`.
+    fn close(&self, py: Python<'_>) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.tick.store(true, Ordering::Relaxed);
+        // The lock is a waiting `take`'s until it wakes: wait for it without the GIL.
+        let consumer = py.detach(|| self.lock().consumer.take());
+        if let Some(mut c) = consumer {
             c.release_kept();
         }
     }

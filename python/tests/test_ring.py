@@ -3,6 +3,7 @@ happens when something goes wrong."""
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -123,6 +124,29 @@ def test_a_killed_loader_raises_loader_died_promptly(loaders):
         # A hang guard with room to spare: liveness is checked every 50 ms, a dead pid is seen
         # at once and a stale heartbeat after 3 s.
         assert time.monotonic() - started < 15
+
+
+def test_close_wakes_a_next_waiting_in_another_thread(loaders):
+    ring = loaders.ring()
+    loaders.start(ring, "--throttle-ms", "60000", steps=2)  # the first batch comes in a minute
+    r = barlow.Ring(ring)
+    raised = []
+
+    def wait_for_a_batch():
+        try:
+            r.next()
+        except barlow.RingError as e:
+            raised.append(e)
+
+    waiting = threading.Thread(target=wait_for_a_batch)
+    waiting.start()
+    time.sleep(0.3)
+    r.close()
+    waiting.join(timeout=10)  # a hang guard: the wait ends at once
+    assert not waiting.is_alive()
+    assert len(raised) == 1 and "closed" in str(raised[0])
+    with barlow.Ring(ring, wait=0):  # detached: a new reader may attach
+        pass
 
 
 def test_bad_names_and_missing_rings_say_what_to_do(tmp_path):

@@ -112,11 +112,25 @@ fn batches_are_identical_for_any_number_of_workers() {
         batches(&source, 2, 6, 3..4)[0].view_a != one[0].view_a,
         "another seed gives other views"
     );
-    // Step 5 (epoch 2) with the indices of step 3 (epoch 1) would differ by epoch alone.
-    assert!(
-        one[0].view_a != one[2].view_a,
-        "another epoch gives other views"
-    );
+    // Each sample of step 3 (epoch 1) again in epoch 2 (steps 4 and 5 hold all 12 samples): the
+    // same image, so only the epoch in the key can make its parameters and views differ.
+    let n = 3 * 32 * 32;
+    let view = |batch: &MemoryBatch, k: usize| batch.view_a[k * n..(k + 1) * n].to_vec();
+    for (k, index) in one[0].indices.iter().enumerate() {
+        let (later, j) = one[1..3]
+            .iter()
+            .find_map(|b| Some((b, b.indices.iter().position(|i| i == index)?)))
+            .expect("epoch 2 holds every sample");
+        assert_ne!(
+            one[0].params[k], later.params[j],
+            "sample {index}: another epoch draws other parameters"
+        );
+        assert_ne!(
+            view(&one[0], k),
+            view(later, j),
+            "sample {index}: another epoch gives other views"
+        );
+    }
 }
 
 #[test]

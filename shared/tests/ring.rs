@@ -995,23 +995,16 @@ fn dev_shm_ring_is_cleaned_up() {
 /// A ring larger than all of /dev/shm fails at create with NoSpace, not later with SIGBUS.
 #[test]
 fn oversized_ring_fails_with_no_space() {
-    let Some(total) = shm_total_bytes() else {
-        eprintln!("/dev/shm size unknown; skipping");
-        return;
-    };
-    // 3x224x224, batch 256: ~77 MB per slot.
-    let mut g = Geometry {
-        slots: 1,
-        batch_size: 256,
+    // 1024 slots of 1024 x 3x2048x2048 pairs: about 26 TB, more than any /dev/shm, whatever the
+    // machine (the geometry is within the format's bounds, so only the space can refuse it).
+    let g = Geometry {
+        slots: 1024,
+        batch_size: 1024,
         channels: 3,
-        height: 224,
-        width: 224,
+        height: 2048,
+        width: 2048,
     };
-    g.slots = ((2 * total) / g.slot_bytes() as u64 + 1).min(1024) as u32;
-    if (g.file_bytes() as u64) <= 2 * total {
-        eprintln!("/dev/shm too large for this test; skipping");
-        return;
-    }
+    assert!(g.file_bytes() as u64 > 1 << 44, "{}", g.file_bytes());
     let p = ring_path(&format!("barlow-test-nospace-{}", std::process::id())).unwrap();
     let e = Producer::create(&p, &RingInfo::new(g)).unwrap_err();
     assert!(
@@ -1021,20 +1014,6 @@ fn oversized_ring_fails_with_no_space() {
     let msg = e.to_string();
     assert!(msg.contains("--shm") && msg.contains("shm-size"), "{msg}");
     assert!(!p.exists(), "failed create must not leave a file");
-}
-
-/// Total size of /dev/shm, if it has a limit.
-fn shm_total_bytes() -> Option<u64> {
-    let c = std::ffi::CString::new("/dev/shm").unwrap();
-    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: statvfs fills `s` on success.
-    if unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    let s = unsafe { s.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // field types differ between platforms
-    let total = (s.f_blocks as u64).saturating_mul(s.f_frsize as u64);
-    (total > 0).then_some(total)
 }
 
 #[test]
@@ -1059,17 +1038,33 @@ fn error_messages_say_what_to_do() {
     assert!(m.contains("restart"), "{m}");
 }
 
+/// Each handle works after moving to another thread (a trainer's or a loader's worker thread):
+/// a batch published from one thread is read from another, and an observer elsewhere sees both.
 #[test]
 fn handles_can_move_between_threads() {
-    fn send<T: Send>() {}
-    fn sync<T: Sync>() {}
-    send::<Producer>();
-    send::<Consumer>();
-    send::<Observer>();
-    sync::<Producer>();
-    sync::<shared::Stats>();
-    send::<RingError>();
-    sync::<RingError>();
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "moved");
+    let mut prod = Producer::create(&p, &info(2)).unwrap();
+    let cons = Consumer::attach(&p, WAIT).unwrap();
+    let obs = Observer::open(&p).unwrap();
+    prod = thread::spawn(move || {
+        push(&mut prod, 7);
+        prod
+    })
+    .join()
+    .unwrap();
+    let cons = thread::spawn(move || {
+        let mut cons = cons;
+        pop_expect(&mut cons, 7);
+        cons
+    })
+    .join()
+    .unwrap();
+    let seen = thread::spawn(move || (obs.info().dataset_len, obs.snapshot().consumed))
+        .join()
+        .unwrap();
+    assert_eq!(seen, (1000, 1));
+    drop((cons, prod));
 }
 
 // ---------------------------------------------------------------- takeover (issue 18)

@@ -118,12 +118,11 @@ fn a_slow_trainer_is_compute_bound() {
     }
     let p = &o.profile;
     assert_eq!(p["verdict"]["verdict"], "compute-bound", "{p}");
-    // The dry run holds each batch 150 ms and publishes that as its compute time.
+    // The dry run holds each batch 150 ms and publishes that as its compute time: never less
+    // (a sleep is not shorter than asked; the profile's smoothing window allows a little), and no
+    // upper bound, which only a quiet machine would keep.
     let compute = p["trainer"]["compute_ms_per_step"].as_f64().unwrap();
-    assert!(
-        (140.0..400.0).contains(&compute),
-        "{compute} ms per step computing"
-    );
+    assert!(compute >= 140.0, "{compute} ms per step computing");
     assert_eq!(p["trainer"]["compute_from"], "the trainer's own counter");
     assert!(
         p["verdict"]["mean_occupancy"].as_f64().unwrap() >= 0.5,

@@ -69,8 +69,9 @@ where
     off.try_add(on)?.try_sub(diag_sq)
 }
 
-/// Plain f64 reference of [`barlow_twins`] on row-major `(n, d)` slices (for tests).
-pub fn barlow_twins_reference(z1: &[f64], z2: &[f64], n: usize, d: usize, lambd: f64) -> f64 {
+/// Plain f64 reference of [`barlow_twins`] on row-major `(n, d)` slices (compiled for tests only).
+#[cfg(test)]
+fn barlow_twins_reference(z1: &[f64], z2: &[f64], n: usize, d: usize, lambd: f64) -> f64 {
     assert_eq!(z1.len(), n * d);
     assert_eq!(z2.len(), n * d);
     let standardize = |z: &[f64]| -> Vec<f64> {

@@ -20,9 +20,9 @@ use crate::view::{StageTimes, ViewMaker};
 /// Which pair: the generators of both views are keyed by (seed, epoch, dataset index, view).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PairKey {
-    pub seed: u64,
-    pub epoch: u64,
-    pub index: u64,
+    seed: u64,
+    epoch: u64,
+    index: u64,
 }
 
 impl PairKey {

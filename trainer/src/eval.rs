@@ -8,7 +8,7 @@
 //! votes weighted by `exp(sim / 0.07)` as in the DINO / InstDisc k-NN protocol. The report is
 //! top-1 accuracy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use datasets::folder::ImageFolder;
@@ -17,7 +17,7 @@ use fast_image_resize as fir;
 use serde::Serialize;
 
 use crate::input::normalize_cm;
-use crate::model::BarlowModel;
+use crate::model::{Arch, BarlowModel};
 use crate::nn::NnDevice;
 
 /// Temperature of the similarity-weighted vote.
@@ -229,6 +229,72 @@ pub fn evaluate<D: NnDevice>(
         majority_baseline: *counts.iter().max().unwrap() as f64 / set.len().max(1) as f64,
         skipped: set.skipped.len(),
     })
+}
+
+/// What `trainer eval` evaluates, and how.
+pub struct EvalOpts {
+    pub checkpoint: Option<PathBuf>,
+    pub random_init: bool,
+    /// The `--random-init` model.
+    pub arch: Arch,
+    pub projector: Vec<usize>,
+    pub seed: u64,
+    /// None: the built-in demo dataset.
+    pub dir: Option<PathBuf>,
+    pub image_size: Option<usize>,
+    pub k: usize,
+    pub batch_size: usize,
+}
+
+/// `trainer eval` on `dev`: prints the report as JSON on stdout and a sentence on stderr.
+pub fn eval_on<D: NnDevice>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
+    use crate::input::{IMAGENET_MEAN, IMAGENET_STD};
+    let (mut model, mean, std, size, what) = match (&o.checkpoint, o.random_init) {
+        (Some(p), _) => {
+            let (model, _, st) = crate::checkpoint::load(p, dev)?;
+            let size = o.image_size.unwrap_or(st.image_hw.0);
+            (
+                model,
+                st.mean,
+                st.std,
+                size,
+                format!("{} at step {}", p.display(), st.step),
+            )
+        }
+        (None, _) => {
+            let model = BarlowModel::new(dev, o.arch, &o.projector, o.seed);
+            let what = format!("random {} (seed {})", o.arch.name(), o.seed);
+            (
+                model,
+                IMAGENET_MEAN,
+                IMAGENET_STD,
+                o.image_size.unwrap_or(64),
+                what,
+            )
+        }
+    };
+    let dir = match &o.dir {
+        Some(d) => d.clone(),
+        None => datasets::demo::ensure_demo(&datasets::demo::default_demo_dir())?,
+    };
+    let t = std::time::Instant::now();
+    let set = load_folder(&dir, size)?;
+    for (name, why) in set.skipped.iter().take(5) {
+        eprintln!("trainer: skipped {name}: {why}");
+    }
+    let report = evaluate(&mut model, &set, mean, std, o.k, o.batch_size)?;
+    println!("{}", serde_json::to_string(&report)?);
+    eprintln!(
+        "trainer: {what}: k-NN (k={}) top-1 {:.1}% on {} images of {} classes at {size}x{size} from {} (majority class {:.1}%), {:.1}s",
+        report.k,
+        100.0 * report.top1,
+        report.images,
+        report.classes,
+        dir.display(),
+        100.0 * report.majority_baseline,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@
 //! summary can say whether training was input-bound. A checkpoint is written at every epoch end
 //! and when the session ends (also on Ctrl-C and when the loader dies).
 
+mod summary;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
@@ -22,6 +24,8 @@ use crate::lars::{Lars, LarsConfig, Schedule};
 use crate::model::{projector_spec, Arch, BarlowModel, StepGrads};
 use crate::nn::profile::{self, OpKind};
 use crate::nn::{Fmap, NnDevice};
+
+pub use summary::{LoaderWait, SessionSummary};
 
 /// What to train and for how long.
 #[derive(Clone, Debug)]
@@ -74,35 +78,6 @@ pub struct StepStats {
     /// sampled after every op; includes dfdx's allocation cache).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_mem_gib: Option<f64>,
-}
-
-/// How a session went.
-#[derive(Debug, Default)]
-pub struct SessionSummary {
-    pub steps: u64,
-    pub samples: u64,
-    pub losses: Vec<f32>,
-    pub wait: Duration,
-    pub compute: Duration,
-    pub elapsed: Duration,
-    pub end_of_data: bool,
-    pub interrupted: bool,
-    /// Global step at the end (after a resume: counted from the checkpoint's step).
-    pub global_step: u64,
-    /// The last checkpoint written.
-    pub checkpoint: Option<PathBuf>,
-    /// With `--profile-ops`: device milliseconds per kind of op summed over the steps (in
-    /// [`OpKind::ALL`]'s order), and the steps' total compute milliseconds.
-    pub op_totals: Option<([f64; 6], f64)>,
-    /// With `--profile-ops` on a GPU: peak device memory in use, bytes.
-    pub peak_memory: Option<u64>,
-}
-
-impl SessionSummary {
-    /// Fraction of wall time spent waiting for input.
-    pub fn stall_fraction(&self) -> f64 {
-        self.wait.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
-    }
 }
 
 /// One training step, as every caller runs it (the session, `trainer bench`, `trainer

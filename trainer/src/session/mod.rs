@@ -328,7 +328,10 @@ impl<'a, D: NnDevice> Session<'a, D> {
             .stats()
             .add(stat::TRAIN_NS, compute.as_nanos() as u64);
         self.record(n, loss, lrs, (wait, compute), out)?;
-        if self.step % self.steps_per_epoch == 0 {
+        // (`u64::is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.86)
+        #[allow(clippy::manual_is_multiple_of)]
+        let epoch_end = self.step % self.steps_per_epoch == 0;
+        if epoch_end {
             self.summary.checkpoint = self.save()?;
         }
         Ok(ControlFlow::Continue(()))
@@ -367,7 +370,9 @@ impl<'a, D: NnDevice> Session<'a, D> {
         let this_step = self.step;
         self.step += 1;
         let last = self.stop_at == Some(self.step);
-        if summary.steps % self.cfg.print_freq.max(1) == 0 || last || summary.steps == 1 {
+        #[allow(clippy::manual_is_multiple_of)] // as in `step`
+        let print = summary.steps % self.cfg.print_freq.max(1) == 0 || last || summary.steps == 1;
+        if print {
             let line = serde_json::to_string(&StepStats {
                 epoch: self.epoch,
                 step: this_step,

@@ -76,7 +76,10 @@ fn crates_depend_only_on_lower_layers() {
             seen += 1;
         }
     }
-    assert!(seen >= 10, "the manifests' dependencies were not found ({seen})");
+    assert!(
+        seen >= 10,
+        "the manifests' dependencies were not found ({seen})"
+    );
 }
 
 /// Module path of a source file relative to `src/` (`None` for a binary's root).
@@ -229,6 +232,9 @@ fn the_checker_sees_a_cycle_and_ignores_comments_and_parents() {
         module_of(Path::new("ring_sink/restart.rs")).as_deref(),
         Some("ring_sink::restart")
     );
-    assert_eq!(module_of(Path::new("color/mod.rs")).as_deref(), Some("color"));
+    assert_eq!(
+        module_of(Path::new("color/mod.rs")).as_deref(),
+        Some("color")
+    );
     assert_eq!(module_of(Path::new("main.rs")), None);
 }

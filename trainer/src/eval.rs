@@ -1,23 +1,25 @@
 //! k-NN evaluation of a backbone: the usual quick check of self-supervised representations.
 //!
-//! Every image of a labelled folder (`root/<class>/<file>`) is decoded (the `decode` crate, barlow's one decoder), centre
-//! cropped and resized like torchvision's eval transform (`Resize(S / 0.875)` +
+//! Every image of a labelled sample source (a folder `root/<class>/<file>`, a pack, or the demo
+//! data, read through `datasets`' sources as the loader reads them) is decoded (the `decode`
+//! crate, barlow's one decoder), centre cropped and resized like torchvision's eval transform (`Resize(S / 0.875)` +
 //! `CenterCrop(S)`: the central square of side `0.875 * min(h, w)`, resized to `S x S`, bilinear),
 //! normalised, and embedded by the backbone in evaluation mode. Features are L2-normalised; each
 //! image is classified by its `k` nearest other images (cosine similarity, leave-one-out),
 //! votes weighted by `exp(sim / 0.07)` as in the DINO / InstDisc k-NN protocol. The report is
 //! top-1 accuracy.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use datasets::folder::ImageFolder;
+use anyhow::Result;
+use datasets::opened::OpenedSource;
+use datasets::source::SampleSource;
 use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
 use fast_image_resize as fir;
 use serde::Serialize;
 
 use crate::input::normalize_cm;
-use crate::model::BarlowModel;
+use crate::model::{Arch, BarlowModel};
 use crate::nn::NnDevice;
 
 /// Temperature of the similarity-weighted vote.
@@ -25,11 +27,12 @@ pub const KNN_TEMPERATURE: f64 = 0.07;
 /// Fraction of the shorter side kept by the centre crop (224 / 256).
 pub const CROP_FRACTION: f64 = 0.875;
 
-/// The images of a folder, centre-cropped to `size`, CHW u8, with labels.
+/// The images of a sample source, centre-cropped to `size`, CHW u8, with labels.
 pub struct EvalSet {
     pub pixels: Vec<u8>,
     pub labels: Vec<u32>,
-    pub classes: Vec<String>,
+    /// Number of classes of the source.
+    pub classes: usize,
     pub size: usize,
     /// Files that could not be decoded (name, reason).
     pub skipped: Vec<(String, String)>,
@@ -75,43 +78,34 @@ pub fn centre_crop_resize(img: &RgbImage, size: usize, resizer: &mut fir::Resize
     }
 }
 
-/// Decodes and centre-crops every image of `dir`.
-pub fn load_folder(dir: &Path, size: usize) -> Result<EvalSet> {
-    let folder = ImageFolder::scan(dir).with_context(|| format!("scanning {}", dir.display()))?;
-    if folder.is_empty() {
-        bail!(
-            "{} holds no images (expected root/<class>/<image>)",
-            dir.display()
-        );
-    }
-    let n = folder.len();
+/// Reads, decodes and centre-crops every sample of `source` (`classes` classes).
+pub fn load_source(source: &dyn SampleSource, classes: usize, size: usize) -> Result<EvalSet> {
+    let n = source.len();
     let sample = 3 * size * size;
     let mut set = EvalSet {
         pixels: Vec::with_capacity(n * sample),
         labels: Vec::with_capacity(n),
-        classes: folder.classes.clone(),
+        classes,
         size,
         skipped: Vec::new(),
     };
-    let mut img = RgbImage::default();
+    let (mut bytes, mut img) = (Vec::new(), RgbImage::default());
     let mut resizer = fir::Resizer::new();
     let mut chw = vec![0u8; sample];
-    for s in &folder.samples {
-        let name = || s.path.display().to_string();
-        let bytes = match std::fs::read(&s.path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                set.skipped.push((name(), e.to_string()));
-                continue;
-            }
-        };
-        if let Err(e) = decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut img) {
-            set.skipped.push((name(), e.to_string()));
+    for index in 0..n {
+        let decoded = source
+            .read(index, &mut bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut img).map_err(|e| e.to_string())
+            });
+        if let Err(why) = decoded {
+            set.skipped.push((source.name(index), why));
             continue;
         }
         centre_crop_resize(&img, size, &mut resizer, &mut chw);
         set.pixels.extend_from_slice(&chw);
-        set.labels.push(s.label);
+        set.labels.push(source.label(index));
     }
     Ok(set)
 }
@@ -215,20 +209,83 @@ pub fn evaluate<D: NnDevice>(
     batch: usize,
 ) -> Result<EvalReport> {
     let feats = embed_set(model, set, mean, std, batch)?;
-    let top1 = knn_top1(&feats, &set.labels, model.features(), k, set.classes.len());
-    let mut counts = vec![0usize; set.classes.len().max(1)];
+    let top1 = knn_top1(&feats, &set.labels, model.features(), k, set.classes);
+    let mut counts = vec![0usize; set.classes.max(1)];
     for &l in &set.labels {
         counts[l as usize] += 1;
     }
     Ok(EvalReport {
         images: set.len(),
-        classes: set.classes.len(),
+        classes: set.classes,
         k,
         image_size: set.size,
         top1,
         majority_baseline: *counts.iter().max().unwrap() as f64 / set.len().max(1) as f64,
         skipped: set.skipped.len(),
     })
+}
+
+/// What `trainer eval` evaluates, and how.
+pub struct EvalOpts {
+    pub checkpoint: Option<PathBuf>,
+    pub random_init: bool,
+    /// The `--random-init` model.
+    pub arch: Arch,
+    pub projector: Vec<usize>,
+    pub seed: u64,
+    /// None: the built-in demo dataset.
+    pub dir: Option<PathBuf>,
+    pub image_size: Option<usize>,
+    pub k: usize,
+    pub batch_size: usize,
+}
+
+/// `trainer eval` on `dev`: prints the report as JSON on stdout and a sentence on stderr.
+pub fn eval_on<D: NnDevice>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
+    use views::imagenet;
+    let (mut model, mean, std, size, what) = match (&o.checkpoint, o.random_init) {
+        (Some(p), _) => {
+            let (model, _, st) = crate::checkpoint::load(p, dev)?;
+            let size = o.image_size.unwrap_or(st.image_hw.0);
+            (
+                model,
+                st.mean,
+                st.std,
+                size,
+                format!("{} at step {}", p.display(), st.step),
+            )
+        }
+        (None, _) => {
+            let model = BarlowModel::new(dev, o.arch, &o.projector, o.seed);
+            let what = format!("random {} (seed {})", o.arch.name(), o.seed);
+            (
+                model,
+                imagenet::MEAN,
+                imagenet::STD,
+                o.image_size.unwrap_or(64),
+                what,
+            )
+        }
+    };
+    let opened = OpenedSource::open("trainer", o.dir.as_deref(), None)?;
+    let t = std::time::Instant::now();
+    let set = load_source(&*opened.source, opened.classes, size)?;
+    for (name, why) in set.skipped.iter().take(5) {
+        eprintln!("trainer: skipped {name}: {why}");
+    }
+    let report = evaluate(&mut model, &set, mean, std, o.k, o.batch_size)?;
+    println!("{}", serde_json::to_string(&report)?);
+    eprintln!(
+        "trainer: {what}: k-NN (k={}) top-1 {:.1}% on {} images of {} classes at {size}x{size} from {} (majority class {:.1}%), {:.1}s",
+        report.k,
+        100.0 * report.top1,
+        report.images,
+        report.classes,
+        opened.description,
+        100.0 * report.majority_baseline,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(0)
 }
 
 #[cfg(test)]

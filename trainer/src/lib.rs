@@ -7,7 +7,10 @@
 //!   embed, save/load);
 //! - [`loss`]: the Barlow Twins loss and an f64 reference;
 //! - [`input`]: u8 NCHW batches -> normalised f32 tensors;
-//! - [`session`]: the training loop fed by the ring, with wait/compute accounting;
+//! - [`session`]: the training loop fed by the ring, with wait/compute accounting, and the
+//!   session's summary and verdict;
+//! - [`cli`]: the `trainer` binary's arguments and what each subcommand runs;
+//! - [`device`]: the one place a device is chosen and opened (and `cuda` is gated);
 //! - [`device_check`]: one step on two devices (CPU vs CUDA), compared;
 //! - [`bench`]: the time of one training step on random inputs (`trainer bench`);
 //! - [`step_dump`]: training steps written out for the comparison with the official PyTorch code
@@ -25,6 +28,8 @@ pub use cudarc;
 pub use dfdx;
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
+pub mod device;
 pub mod device_check;
 pub mod dry_run;
 pub mod eval;

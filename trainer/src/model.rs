@@ -63,13 +63,6 @@ impl Arch {
             _ => 32,
         }
     }
-    /// The default projector: the paper's 8192-8192-8192, or 128-128 for `tiny`.
-    pub fn default_projector(&self) -> &'static str {
-        match self {
-            Arch::Tiny => "128-128",
-            _ => "8192-8192-8192",
-        }
-    }
 }
 
 /// Parses a dash-separated projector spec (`8192-8192-8192`).

@@ -132,6 +132,47 @@ def noise(width, height):
     return Image.fromarray(v.astype(np.uint8).reshape(height, width, 3), "RGB")
 
 
+# --- crop + resize with either filter (torchvision's RandomResizedCrop, BILINEAR or BICUBIC) ---
+FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def crop_resize(img, crop, size, interpolation):
+    x, y, w, h = crop
+    return img.crop((x, y, x + w, y + h)).resize(size, FILTERS[interpolation])
+
+
+def resize_goldens(cases, sources, save_png):
+    """Bilinear crop + resize of the photo crops (PNGs, 96 and 224 among the sizes: enlarging,
+    shrinking, one axis only, Pillow 13's vertical-first order), and crop + resize of noise images
+    with both filters, stored as checksums (any size, no file)."""
+    bilinear = [("src_ladybird.png", (0, 0, 320, 240), 96), ("src_ladybird.png", (17, 33, 100, 80), 224),
+                ("src_ladybird.png", (200, 10, 119, 229), 64), ("src_ladybird.png", (1, 1, 3, 200), 64),
+                ("src_ladybird.png", (30, 40, 7, 9), 224), ("src_ladybird.png", (50, 5, 96, 200), 96),
+                ("src_ladybird.png", (60, 20, 224, 150), 224), ("op_storm.png", (0, 0, 112, 112), 224),
+                ("op_storm.png", (3, 5, 100, 90), 96), ("op_yellowflower.png", (10, 10, 50, 60), 224),
+                ("op_yellowflower.png", (0, 0, 112, 112), 96)]
+    for k, (name, crop, size) in enumerate(bilinear):
+        x, y, w, h = crop
+        res = crop_resize(sources[name], crop, (size, size), "bilinear")
+        cases["resize_bilinear"].append({"input": name, "crop": {"x": x, "y": y, "w": w, "h": h}, "size": size,
+                                         "output": save_png(res, f"bilinear_{k}.png")})
+    r = np.random.default_rng(26)  # its own generator: the other goldens' draws stay as they were
+    for (w, h) in [(500, 375), (61, 47), (224, 224)]:
+        img = noise(w, h)
+        crops = [(0, 0, w, h), (w // 3, h // 4, 1, 2)]
+        for _ in range(8):
+            i, j, ch, cw = rrc_params(r, w, h)
+            crops.append((j, i, cw, ch))
+        for crop in crops:
+            for size in [(224, 224), (96, 96), (160, 90), (7, 300)]:
+                for interpolation in FILTERS:
+                    x, y, cw, ch = crop
+                    cases["resize_checksums"].append({
+                        "image": f"noise_{w}x{h}", "interpolation": interpolation,
+                        "crop": {"x": x, "y": y, "w": cw, "h": ch}, "width": size[0], "height": size[1],
+                        "sum": checksum(crop_resize(img, crop, size, interpolation))})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "views", "tests", "golden"))
@@ -140,11 +181,13 @@ def main():
     os.makedirs(out, exist_ok=True)
     r = np.random.default_rng(20240531)
     cases = {"pillow": PIL_VERSION, "numpy": np.__version__, "ops": [], "resize": [], "chain": [],
-             "decode": [], "checksums": [], "crop_samples": []}
+             "decode": [], "checksums": [], "crop_samples": [], "resize_bilinear": [], "resize_checksums": []}
 
     def save_png(img, name):
         img.save(os.path.join(out, name), optimize=True)
         return name
+
+    sources = {}
 
     op_factors = [("brightness", 0.6), ("brightness", 1.37), ("contrast", 0.63), ("contrast", 1.4),
                   ("saturation", 0.8), ("saturation", 1.2), ("hue", -0.1), ("hue", 0.063),
@@ -153,6 +196,7 @@ def main():
         photo = Image.open(path).convert("RGB")
         small = photo.crop((x0, y0, x0 + OP_SIZE, y0 + OP_SIZE))
         inp = save_png(small, f"op_{name}.png")
+        sources[inp] = small
         for op, f in op_factors:
             res = apply_op(small, op, f)
             tag = op if f is None else f"{op}_{f}"
@@ -163,6 +207,7 @@ def main():
         # Crop-resize and the whole chain on one larger source.
         src = photo.crop((x0 - 100, y0 - 60, x0 - 100 + SRC_SIZE[0], y0 - 60 + SRC_SIZE[1]))
         src_png = save_png(src, f"src_{name}.png")
+        sources[src_png] = src
         for k, (box, size) in enumerate([((0, 0, 320, 240), 224), ((17, 33, 100, 80), 224),
                                          ((5, 3, 301, 229), 224), ((200, 10, 119, 229), 64),
                                          ((1, 1, 3, 200), 64)]):
@@ -209,6 +254,8 @@ def main():
         for op, f in [("contrast", 0.61), ("contrast", 1.33)]:
             cases["checksums"].append({"image": f"noise_{w}x{h}", "op": op, "factor": f,
                                        "sum": checksum(apply_op(img, op, f))})
+
+    resize_goldens(cases, sources, save_png)
 
     # Reference crop samples: (area fraction, aspect w/h) from torchvision's get_params.
     for (w, h) in [(500, 375), (300, 400), (240, 240)]:

@@ -2,9 +2,9 @@
 //! (`BARLOW_SIMD=scalar`, `avx2`, `avx512bw` or `avx512vbmi` caps it, to see what each level buys):
 //! `cargo run --release -p loader --example kernel_speed [-- REPS]`.
 //!
-//! Prints the best time per call over 15 rounds of REPS calls (default 200): crop + bicubic
-//! resize of 150, 300 and 500 pixel wide crops of a 500x400 image to 224x224, Gaussian blur of a
-//! 224x224 view, hue on a 224x224 view without and with a pending brightness table, saturation
+//! Prints the best time per call over 15 rounds of REPS calls (default 200): crop + bicubic and
+//! bilinear resize of 150, 300 and 500 pixel wide crops of a 500x400 image to 224x224, Gaussian
+//! blur of a 224x224 view, hue on a 224x224 view without and with a pending brightness table, saturation
 //! with a pending table (the colour ops' block loads: `lut` and `planar`) and a table alone. (These
 //! were `#[ignore]`d "tests" that asserted nothing; correctness is the unit tests' and goldens'.)
 
@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use views::blur::{gaussian_blur, BlurScratch};
 use views::color::{blend_table, hue_lut, saturation_lut, IDENTITY};
-use views::resample::Resampler;
+use views::resample::{Interpolation, Resampler};
 
 /// Best seconds per call of `f` over 15 rounds of `reps` calls (the best, because on a shared
 /// machine the other rounds measure the neighbours too).
@@ -44,16 +44,18 @@ fn main() {
     let side = 224usize;
     let mut view = vec![0u8; 3 * side * side];
     let mut resampler = Resampler::default();
-    for cw in [150usize, 300, 500] {
-        let crop = (0, 0, cw, cw.min(h));
-        let s = best(reps, || {
-            resampler.resize_crop(&image, w, crop, side, side, &mut view)
-        });
-        println!(
-            "crop+resize {cw}x{} -> 224x224: {:.1} us",
-            cw.min(h),
-            s * 1e6
-        );
+    for interpolation in [Interpolation::Bicubic, Interpolation::Bilinear] {
+        for cw in [150usize, 300, 500] {
+            let crop = (0, 0, cw, cw.min(h));
+            let s = best(reps, || {
+                resampler.resize_crop(&image, w, crop, side, side, interpolation, &mut view)
+            });
+            println!(
+                "crop+resize {cw}x{} -> 224x224 ({interpolation:?}): {:.1} us",
+                cw.min(h),
+                s * 1e6
+            );
+        }
     }
 
     let source = view.clone();

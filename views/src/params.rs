@@ -12,6 +12,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::resample::Interpolation;
+
 /// A crop box in source-image pixels (torchvision's `i, j, h, w` as `y, x, h, w`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,10 @@ pub struct JitterParams {
 #[serde(deny_unknown_fields)]
 pub struct ViewParams {
     pub crop: CropBox,
+    /// The crop's resize filter (from the [`ViewConfig`], not drawn); in JSON only when not
+    /// bicubic.
+    #[serde(default, skip_serializing_if = "Interpolation::is_bicubic")]
+    pub interpolation: Interpolation,
     pub flip: bool,
     pub jitter: Option<JitterParams>,
     pub grayscale: bool,
@@ -71,6 +77,7 @@ impl ViewParams {
     pub fn crop_only(crop: CropBox, flip: bool) -> ViewParams {
         ViewParams {
             crop,
+            interpolation: Interpolation::Bicubic,
             flip,
             jitter: None,
             grayscale: false,
@@ -132,6 +139,10 @@ pub struct ViewConfig {
     pub scale: [f64; 2],
     /// Range of the crop's aspect ratio w/h, sampled log-uniformly.
     pub ratio: [f64; 2],
+    /// The crop's resize filter (`"bicubic"`, the paper's, or `"bilinear"`, torchvision's
+    /// `RandomResizedCrop` default); in JSON only when not bicubic.
+    #[serde(skip_serializing_if = "Interpolation::is_bicubic")]
+    pub interpolation: Interpolation,
     pub flip_p: f64,
     /// Probability of the whole colour jitter.
     pub jitter_p: f64,
@@ -150,6 +161,7 @@ impl Default for ViewConfig {
         ViewConfig {
             scale: [0.08, 1.0],
             ratio: [3.0 / 4.0, 4.0 / 3.0],
+            interpolation: Interpolation::Bicubic,
             flip_p: 0.5,
             jitter_p: 0.8,
             brightness: [0.6, 1.4],
@@ -338,6 +350,7 @@ pub fn sample_view<R: Rng>(rng: &mut R, width: u32, height: u32, cfg: &ViewConfi
     let solarize = rng.gen::<f64>() < cfg.solarize_p;
     ViewParams {
         crop,
+        interpolation: cfg.interpolation,
         flip,
         jitter,
         grayscale,

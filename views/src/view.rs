@@ -1,7 +1,8 @@
 //! Making one view: the paper's pipeline (facebookresearch/barlowtwins `Transform`, torchvision on
 //! PIL images) applied with given [`ViewParams`], written straight into a CHW u8 destination.
 //!
-//! Order, as torchvision composes it: crop + Pillow-bicubic resize ([`crate::resample`]), flip,
+//! Order, as torchvision composes it: crop + Pillow resize (bicubic, or bilinear where the
+//! parameters say so; [`crate::resample`]), flip,
 //! colour jitter in the drawn order ([`crate::color`]), grayscale, Pillow's GaussianBlur
 //! ([`crate::blur`]), solarize. Every op but the flip is mirror-symmetric (per-pixel, a global
 //! mean, or a symmetric box blur with replicated edges), so the flip and solarize are done by the
@@ -27,7 +28,7 @@ pub struct ViewMaker {
 /// Nanoseconds spent in each stage of making views.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StageTimes {
-    /// Crop + bicubic resize.
+    /// Crop + resize.
     pub crop_ns: u64,
     /// Colour jitter and grayscale.
     pub color_ns: u64,
@@ -86,6 +87,7 @@ impl ViewMaker {
             (c.x as usize, c.y as usize, c.w as usize, c.h as usize),
             s,
             s,
+            params.interpolation,
             &mut self.hwc,
         );
         self.times.crop_ns += lap.lap();

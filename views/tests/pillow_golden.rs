@@ -2,8 +2,9 @@
 //! the torchvision PIL path of the paper's pipeline) and committed in `tests/golden/`.
 //!
 //! Bit-exact: brightness, contrast, saturation, hue, grayscale, solarize, blur (on photo crops and
-//! exhaustively, as checksums, over all 2^24 colours / noise images), crop + bicubic resize, and
-//! the whole chain on Pillow's decoded pixels (through the shipped final write). Whole chain from a JPEG file (zune-jpeg vs libjpeg-turbo):
+//! exhaustively, as checksums, over all 2^24 colours / noise images), crop + bicubic and bilinear
+//! resize (photo crops, and noise images as checksums), and the whole chain on Pillow's decoded
+//! pixels (through the shipped final write). Whole chain from a JPEG file (zune-jpeg vs libjpeg-turbo):
 //! mean |diff| <= 0.5, >= 99% within 2. Each test prints the measured differences. The bit-exact
 //! checks run at every SIMD level the CPU has (`views::simd::at_level`; the levels it lacks are
 //! skipped and printed), since each level runs different hand-written kernels.
@@ -14,8 +15,8 @@ use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
 use serde_json::Value;
 use views::blur::{gaussian_blur, BlurScratch};
 use views::color;
-use views::params::ViewParams;
-use views::resample::Resampler;
+use views::params::{CropBox, ViewParams};
+use views::resample::{Interpolation, Resampler};
 use views::view::ViewMaker;
 
 fn golden_dir() -> PathBuf {
@@ -181,36 +182,100 @@ fn ops_match_pillow_exhaustively_by_checksum() {
 
 #[test]
 fn crop_resize_is_bit_exact_with_pillow_bicubic() {
-    let cases = cases();
+    crop_resize_is_bit_exact(&cases()["resize"], Interpolation::Bicubic);
+}
+
+/// Bilinear (torchvision's `RandomResizedCrop` default), also through [`ViewMaker`] with the
+/// interpolation in the [`ViewParams`].
+#[test]
+fn crop_resize_is_bit_exact_with_pillow_bilinear() {
+    crop_resize_is_bit_exact(&cases()["resize_bilinear"], Interpolation::Bilinear);
+}
+
+/// The crop + resize `cases` (a golden PNG each) at every level, by the resampler and by a
+/// [`ViewMaker`] making a view with only that crop.
+fn crop_resize_is_bit_exact(cases: &Value, interpolation: Interpolation) {
     let mut resampler = Resampler::default();
+    let mut maker = ViewMaker::default();
+    let mut view = Vec::new();
     at_every_level(|level| {
-        for case in cases["resize"].as_array().unwrap() {
+        for case in cases.as_array().unwrap() {
             let src = load(case["input"].as_str().unwrap());
             let want = load(case["output"].as_str().unwrap());
-            let c = &case["crop"];
-            let g = |k: &str| c[k].as_u64().unwrap() as usize;
+            let crop: CropBox = serde_json::from_value(case["crop"].clone()).unwrap();
             let size = case["size"].as_u64().unwrap() as usize;
             let mut out = vec![0u8; 3 * size * size];
             resampler.resize_crop(
                 &src.pixels,
                 src.width,
-                (g("x"), g("y"), g("w"), g("h")),
+                crop_tuple(&crop),
                 size,
                 size,
+                interpolation,
                 &mut out,
             );
-            let (mean, max, _, differ) = compare(&out, &want.pixels);
-            println!(
-                "{level:<10} {:<24} crop {c} -> {size}: differing {differ}, mean {mean:.4}, max {max}",
-                case["output"].as_str().unwrap()
-            );
-            assert_eq!(
-                differ, 0,
-                "{level}: {}: not bit-exact (mean {mean}, max {max})",
-                case["output"]
-            );
+            let params = ViewParams {
+                interpolation,
+                ..ViewParams::crop_only(crop, false)
+            };
+            view_hwc(&mut maker, &src, &params, size as u32, &mut view);
+            for (what, ours) in [("resampler", &out), ("view", &view)] {
+                let (mean, max, _, differ) = compare(ours, &want.pixels);
+                println!(
+                    "{level:<10} {what:<9} {:<24} crop {} -> {size}: differing {differ}, mean {mean:.4}, max {max}",
+                    case["output"].as_str().unwrap(),
+                    case["crop"]
+                );
+                assert_eq!(
+                    differ, 0,
+                    "{level}: {what}: {}: not bit-exact (mean {mean}, max {max})",
+                    case["output"]
+                );
+            }
         }
     });
+}
+
+fn crop_tuple(c: &CropBox) -> (usize, usize, usize, usize) {
+    (c.x as usize, c.y as usize, c.w as usize, c.h as usize)
+}
+
+/// Crop + resize of noise images with both filters, any output shape (checksums: no files).
+#[test]
+fn crop_resize_matches_pillow_on_noise_by_checksum() {
+    let cases = cases();
+    let list = cases["resize_checksums"].as_array().unwrap();
+    assert!(!list.is_empty());
+    let mut resampler = Resampler::default();
+    let mut failures = Vec::new();
+    at_every_level(|level| {
+        for case in list {
+            let image = case["image"].as_str().unwrap();
+            let (px, w, _) = synthetic(image);
+            let crop: CropBox = serde_json::from_value(case["crop"].clone()).unwrap();
+            let interpolation: Interpolation =
+                serde_json::from_value(case["interpolation"].clone()).unwrap();
+            let size = |k: &str| case[k].as_u64().unwrap() as usize;
+            let (out_w, out_h) = (size("width"), size("height"));
+            let mut out = vec![0u8; 3 * out_w * out_h];
+            resampler.resize_crop(
+                &px,
+                w,
+                crop_tuple(&crop),
+                out_w,
+                out_h,
+                interpolation,
+                &mut out,
+            );
+            if checksum(&out) != case["sum"].as_u64().unwrap() {
+                failures.push(format!(
+                    "{level}: {image} {interpolation:?} {crop:?} -> {out_w}x{out_h}"
+                ));
+            }
+        }
+        println!("{level}: {} crop + resize checksums compared", list.len());
+    });
+    assert!(failures.is_empty(), "differs from Pillow: {failures:#?}");
 }
 
 /// The whole chain on Pillow's own decoded pixels of the JPEG: every op after decoding is exact.

@@ -1,6 +1,8 @@
-//! Pillow's bicubic resize of a crop (`img.crop(box).resize((w, h), BICUBIC)`), bit-exact.
+//! Pillow's bicubic or bilinear resize of a crop (`img.crop(box).resize((w, h), BICUBIC)`, or
+//! `BILINEAR`), bit-exact.
 //!
-//! Pillow's `Resample.c`: per output pixel a kernel of `bicubic(a = -0.5)` taps, stretched by the
+//! Pillow's `Resample.c`: per output pixel a kernel of taps ([`Interpolation`]: `bicubic(a = -0.5)`
+//! or the triangle), stretched by the
 //! scale when shrinking (antialiasing), normalised in f64 and converted to 22-bit fixed point; a
 //! horizontal pass (only over the rows the vertical pass needs) into a u8 intermediate, then a
 //! vertical pass. The crop is read in place from the source image: Pillow's taps never leave the
@@ -11,10 +13,38 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+use serde::{Deserialize, Serialize};
+
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Output pixels per group of the AVX-512 horizontal pass (3 channels each in 16 lanes).
 const GROUP: usize = 5;
-const SUPPORT: f64 = 2.0;
+
+/// The filter of a resize, as Pillow (and torchvision's `InterpolationMode`) names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Pillow's `BICUBIC` (a = -0.5, support 2): the paper's pipelines.
+    #[default]
+    Bicubic,
+    /// Pillow's `BILINEAR` (the triangle, support 1), torchvision's `RandomResizedCrop` default.
+    Bilinear,
+}
+
+impl Interpolation {
+    /// For `skip_serializing_if`: the default is left out of JSON.
+    pub fn is_bicubic(&self) -> bool {
+        *self == Interpolation::Bicubic
+    }
+}
+
+fn bilinear(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
 
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -81,10 +111,25 @@ struct Groups {
 
 impl Taps {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for `in_size -> out_size`.
-    fn compute(&mut self, in_size: usize, out_size: usize) {
+    fn compute(&mut self, in_size: usize, out_size: usize, interpolation: Interpolation) {
+        match interpolation {
+            Interpolation::Bicubic => self.compute_with(in_size, out_size, bicubic, 2.0),
+            Interpolation::Bilinear => self.compute_with(in_size, out_size, bilinear, 1.0),
+        }
+    }
+
+    /// [`Taps::compute`] with the kernel `filter` of support `support` (inlined per kernel).
+    #[inline(always)]
+    fn compute_with(
+        &mut self,
+        in_size: usize,
+        out_size: usize,
+        filter: impl Fn(f64) -> f64,
+        support: f64,
+    ) {
         let scale = in_size as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
-        let support = SUPPORT * filterscale;
+        let support = support * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
         self.ksize = ksize;
         self.start.clear();
@@ -100,7 +145,7 @@ impl Taps {
             let n = xmax - xmin;
             let mut ww = 0.0;
             for x in 0..n {
-                let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
+                let w = filter((x as f64 + xmin as f64 - center + 0.5) * ss);
                 self.scratch[x] = w;
                 ww += w;
             }
@@ -249,7 +294,7 @@ pub struct Resampler {
 
 impl Resampler {
     /// Resizes the `cw x ch` box at (`cx`, `cy`) of the RGB image `src` (`src_width` pixels per
-    /// row) to `out_w x out_h` RGB pixels in `out`, as Pillow's crop + bicubic resize.
+    /// row) to `out_w x out_h` RGB pixels in `out`, as Pillow's crop + resize with `interpolation`.
     #[allow(clippy::too_many_arguments)]
     pub fn resize_crop(
         &mut self,
@@ -258,6 +303,7 @@ impl Resampler {
         (cx, cy, cw, ch): (usize, usize, usize, usize),
         out_w: usize,
         out_h: usize,
+        interpolation: Interpolation,
         out: &mut [u8],
     ) {
         assert!(cw > 0 && ch > 0 && out_w > 0 && out_h > 0);
@@ -280,10 +326,10 @@ impl Resampler {
             && ch > out_h
             && (ch as i64 - out_h as i64) > 2 * (cw as i64 - out_w as i64);
         if need_v {
-            self.vert.compute(ch, out_h);
+            self.vert.compute(ch, out_h, interpolation);
         }
         if need_h {
-            self.horiz.compute(cw, out_w);
+            self.horiz.compute(cw, out_w, interpolation);
             self.horiz.regroup_for_level();
         }
         let src_off = cy * stride + cx * 3;
@@ -476,6 +522,8 @@ crate::simd::multiversion! {
 mod tests {
     use super::*;
 
+    const BOTH: [Interpolation; 2] = [Interpolation::Bicubic, Interpolation::Bilinear];
+
     #[test]
     fn vector_horizontal_passes_equal_the_scalar_pass() {
         let (w, h) = (700usize, 3usize);
@@ -498,27 +546,32 @@ mod tests {
             (30, 6),
             (300, 226),
         ] {
-            taps.compute(cw, out_w);
-            for x0 in [0, w - cw] {
-                let mut want = vec![0u8; h * out_w * 3];
-                horizontal_scalar(&taps, &src, w * 3, x0 * 3, h, &mut want);
-                for (name, level) in crate::simd::LEVELS {
-                    // 16 bytes past the output, which no store may touch.
-                    let mut got = vec![0xa5u8; h * out_w * 3 + 16];
-                    let ran = crate::simd::at_level(level, || {
-                        taps.regroup_for_level();
-                        horizontal(&taps, &src, w * 3, x0 * 3, h, &mut got);
-                    });
-                    match ran {
-                        Some(()) => {
-                            let (got, past) = got.split_at(h * out_w * 3);
-                            assert!(got == want, "{name}: {cw} -> {out_w} at {x0}");
-                            assert!(
-                                past.iter().all(|&b| b == 0xa5),
-                                "{name}: wrote past the end"
-                            );
+            for interpolation in BOTH {
+                taps.compute(cw, out_w, interpolation);
+                for x0 in [0, w - cw] {
+                    let mut want = vec![0u8; h * out_w * 3];
+                    horizontal_scalar(&taps, &src, w * 3, x0 * 3, h, &mut want);
+                    for (name, level) in crate::simd::LEVELS {
+                        // 16 bytes past the output, which no store may touch.
+                        let mut got = vec![0xa5u8; h * out_w * 3 + 16];
+                        let ran = crate::simd::at_level(level, || {
+                            taps.regroup_for_level();
+                            horizontal(&taps, &src, w * 3, x0 * 3, h, &mut got);
+                        });
+                        match ran {
+                            Some(()) => {
+                                let (got, past) = got.split_at(h * out_w * 3);
+                                assert!(
+                                    got == want,
+                                    "{name}: {cw} -> {out_w} at {x0}, {interpolation:?}"
+                                );
+                                assert!(
+                                    past.iter().all(|&b| b == 0xa5),
+                                    "{name}: wrote past the end"
+                                );
+                            }
+                            None => crate::simd::say_skipped(name),
                         }
-                        None => crate::simd::say_skipped(name),
                     }
                 }
             }
@@ -541,31 +594,36 @@ mod tests {
             (500, 224),
             (223, 224),
         ] {
-            taps.compute(ch, out_h);
-            for width in [37usize, 16, 5, 1] {
-                let y0 = h - ch;
-                let mut want = vec![0u8; out_h * width * 3];
-                let mut acc = Vec::new();
-                crate::simd::at_level(crate::simd::SCALAR, || {
-                    vertical_portable(
-                        &taps,
-                        &src,
-                        w * 3,
-                        y0 * w * 3,
-                        0,
-                        width,
-                        &mut want,
-                        &mut acc,
-                    )
-                });
-                for (name, level) in crate::simd::LEVELS {
-                    let mut got = vec![0u8; out_h * width * 3];
-                    let ran = crate::simd::at_level(level, || {
-                        vertical(&taps, &src, w * 3, y0 * w * 3, 0, width, &mut got, &mut acc)
+            for interpolation in BOTH {
+                taps.compute(ch, out_h, interpolation);
+                for width in [37usize, 16, 5, 1] {
+                    let y0 = h - ch;
+                    let mut want = vec![0u8; out_h * width * 3];
+                    let mut acc = Vec::new();
+                    crate::simd::at_level(crate::simd::SCALAR, || {
+                        vertical_portable(
+                            &taps,
+                            &src,
+                            w * 3,
+                            y0 * w * 3,
+                            0,
+                            width,
+                            &mut want,
+                            &mut acc,
+                        )
                     });
-                    match ran {
-                        Some(()) => assert!(got == want, "{name}: {ch} -> {out_h}, width {width}"),
-                        None => crate::simd::say_skipped(name),
+                    for (name, level) in crate::simd::LEVELS {
+                        let mut got = vec![0u8; out_h * width * 3];
+                        let ran = crate::simd::at_level(level, || {
+                            vertical(&taps, &src, w * 3, y0 * w * 3, 0, width, &mut got, &mut acc)
+                        });
+                        match ran {
+                            Some(()) => assert!(
+                                got == want,
+                                "{name}: {ch} -> {out_h}, width {width}, {interpolation:?}"
+                            ),
+                            None => crate::simd::say_skipped(name),
+                        }
                     }
                 }
             }
@@ -577,9 +635,11 @@ mod tests {
         let src = vec![123u8; 3 * 50 * 40];
         let mut r = Resampler::default();
         for (w, h) in [(7usize, 9usize), (224, 224), (50, 13)] {
-            let mut out = vec![0u8; 3 * w * h];
-            r.resize_crop(&src, 50, (3, 4, 40, 30), w, h, &mut out);
-            assert!(out.iter().all(|&v| v == 123), "{w}x{h}");
+            for interpolation in BOTH {
+                let mut out = vec![0u8; 3 * w * h];
+                r.resize_crop(&src, 50, (3, 4, 40, 30), w, h, interpolation, &mut out);
+                assert!(out.iter().all(|&v| v == 123), "{w}x{h} {interpolation:?}");
+            }
         }
     }
 }

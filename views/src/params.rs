@@ -431,6 +431,39 @@ mod tests {
         assert_eq!(serde_json::from_str::<ViewParams>(&text).unwrap(), p);
     }
 
+    /// Bicubic is left out of the JSON (so every existing JSON stays as it was); a config's
+    /// bilinear reaches the params without changing any draw.
+    #[test]
+    fn interpolation_comes_from_the_config_and_is_in_json_only_when_bilinear() {
+        let cfg = ViewConfig::default();
+        let bilinear_cfg: ViewConfig =
+            serde_json::from_str(r#"{"interpolation": "bilinear"}"#).unwrap();
+        assert_eq!(bilinear_cfg.interpolation, Interpolation::Bilinear);
+        assert!(!serde_json::to_string(&cfg)
+            .unwrap()
+            .contains("interpolation"));
+        for i in 0..50u64 {
+            let draw =
+                |c: &ViewConfig| sample_view(&mut keyed_rng(7, 1, i, Stream::ViewB), 300, 200, c);
+            let (bicubic, bilinear) = (draw(&cfg), draw(&bilinear_cfg));
+            assert_eq!(bicubic.interpolation, Interpolation::Bicubic);
+            assert_eq!(
+                bilinear,
+                ViewParams {
+                    interpolation: Interpolation::Bilinear,
+                    ..bicubic
+                }
+            );
+            let text = serde_json::to_string(&bicubic).unwrap();
+            assert!(!text.contains("interpolation"), "{text}");
+            let text = serde_json::to_string(&bilinear).unwrap();
+            assert!(text.contains(r#""interpolation":"bilinear""#), "{text}");
+            // (serde_json's float parsing may move a factor by an ulp: compare the filter only.)
+            let back: ViewParams = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.interpolation, Interpolation::Bilinear);
+        }
+    }
+
     #[test]
     fn bad_params_are_refused_with_a_reason() {
         let p = ViewParams::crop_only(

@@ -16,7 +16,6 @@ use loader::ring_sink::RingSink;
 use loader::sampler::Shard;
 use loader::summary;
 use shared::ring_path;
-use views::params::AugmentConfig;
 
 /// Decode images and write two augmented views per image into a shared-memory ring for
 /// `trainer --shm NAME`.
@@ -61,6 +60,16 @@ enum Command {
     Profile(ProfileArgs),
     /// Watch a live ring (read-only): loader and trainer rates, occupancy, and who holds training back.
     Stat(StatArgs),
+    /// List the recipes (each method's two views), or print one as JSON: a start for
+    /// --augment-config.
+    Recipe(RecipeArgs),
+}
+
+/// Options of `loader recipe`.
+#[derive(clap::Args, Debug)]
+struct RecipeArgs {
+    /// The recipe to print [default: list them all].
+    name: Option<String>,
 }
 
 /// Options of `loader bench` (and `loader profile`).
@@ -102,8 +111,12 @@ struct InputArgs {
     /// Side of the square views, in pixels.
     #[arg(long, default_value_t = 224)]
     image_size: u32,
-    /// JSON file overriding the augmentation's probabilities and ranges, per view, e.g.
-    /// {"view_b": {"solarize_p": 0.1}}; missing fields keep the paper's values.
+    /// The method whose two views to make: barlow-twins or moco-v3 (`loader recipe` lists them,
+    /// `loader recipe NAME` prints one as JSON).
+    #[arg(long, default_value = views::recipe::DEFAULT)]
+    recipe: String,
+    /// JSON file overriding the recipe's probabilities and ranges, per view, e.g.
+    /// {"view_b": {"solarize_p": 0.1}}; missing fields keep the recipe's values.
     #[arg(long, value_name = "FILE.json")]
     augment_config: Option<PathBuf>,
 }
@@ -120,7 +133,7 @@ impl InputArgs {
             image_size: self.image_size,
             seed: self.seed,
             workers: self.workers,
-            augment: AugmentConfig::load(self.augment_config.as_deref())?,
+            augment: views::recipe::load(&self.recipe, self.augment_config.as_deref())?,
             max_pixels,
             throttle,
         })
@@ -255,6 +268,7 @@ fn main() {
             None => measure_command(&args.measure, args.target, args.report.as_deref()),
         },
         Some(Command::Stat(args)) => stat_command(&args),
+        Some(Command::Recipe(args)) => recipe_command(&args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -473,5 +487,20 @@ fn stat_command(args: &StatArgs) -> anyhow::Result<i32> {
         &stop,
         &mut std::io::stdout().lock(),
     )?;
+    Ok(0)
+}
+
+fn recipe_command(args: &RecipeArgs) -> anyhow::Result<i32> {
+    match &args.name {
+        Some(name) => {
+            let cfg = views::recipe::recipe(name).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+        }
+        None => {
+            for r in &views::recipe::RECIPES {
+                println!("{:14} {}", r.name, r.about);
+            }
+        }
+    }
     Ok(0)
 }

@@ -17,7 +17,7 @@ use decode::DEFAULT_MAX_PIXELS;
 use datasets::opened::OpenedSource;
 use datasets::source::SampleSource;
 use views::pair::{chw_to_hwc, PairMaker};
-use views::params::{AugmentConfig, ViewParams};
+use views::params::ViewParams;
 
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::sampler::Shard;
@@ -47,7 +47,10 @@ pub struct PreviewArgs {
     /// Side of the square views, in pixels.
     #[arg(long, default_value_t = 224)]
     pub image_size: u32,
-    /// JSON file overriding the paper's augmentation settings (see `--augment-config` of a run).
+    /// The method whose views to show (see `--recipe` of a run).
+    #[arg(long, default_value = views::recipe::DEFAULT)]
+    pub recipe: String,
+    /// JSON file overriding the recipe's settings (see `--augment-config` of a run).
     #[arg(long)]
     pub augment_config: Option<PathBuf>,
 }
@@ -118,7 +121,7 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
     let source = &*opened.source;
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let count = args.count.clamp(1, source.len());
-    let augment = AugmentConfig::load(args.augment_config.as_deref())?;
+    let augment = views::recipe::load(&args.recipe, args.augment_config.as_deref())?;
     let cfg = PipelineConfig {
         batch_size: count,
         image_size: args.image_size,

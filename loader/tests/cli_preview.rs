@@ -139,3 +139,73 @@ fn preview_writes_pairs_params_and_a_contact_sheet() {
     assert!(st.success(), "{params:?}");
     assert_eq!(read_png(&replay), read_png(&out.path().join("000_a.png")));
 }
+
+/// `--recipe moco-v3` draws the same crops as Barlow Twins but resizes them with Pillow's
+/// bilinear filter: the parameters say so, the pixels differ, and `loader augment` replays them.
+#[test]
+fn a_recipe_changes_the_filter_not_the_draws() {
+    let data = tempfile::tempdir().unwrap();
+    let class = data.path().join("n01");
+    std::fs::create_dir(&class).unwrap();
+    std::fs::copy(golden("src_ladybird_q90.jpg"), class.join("0.JPEG")).unwrap();
+    let preview = |recipe: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let st = loader()
+            .args([
+                "preview",
+                "--count",
+                "1",
+                "--image-size",
+                "48",
+                "--recipe",
+                recipe,
+            ])
+            .arg("--dir")
+            .arg(data.path())
+            .arg("--out")
+            .arg(out.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "preview --recipe {recipe}");
+        let json = std::fs::read_to_string(out.path().join("000_a.json")).unwrap();
+        let params: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (out, params)
+    };
+    let (bt_out, bt) = preview("barlow-twins");
+    let (moco_out, moco) = preview("moco-v3");
+    assert_eq!(moco["interpolation"], "bilinear");
+    assert!(
+        bt.get("interpolation").is_none(),
+        "bicubic is left out: {bt}"
+    );
+    let mut same = moco.clone();
+    same.as_object_mut().unwrap().remove("interpolation");
+    assert_eq!(same, bt, "the same draws");
+    let (bt_png, moco_png) = (
+        read_png(&bt_out.path().join("000_a.png")),
+        read_png(&moco_out.path().join("000_a.png")),
+    );
+    assert_ne!(bt_png, moco_png, "another filter, other pixels");
+    let replay = moco_out.path().join("replay.png");
+    let st = loader()
+        .args(["augment", "--image-size", "48", "--image"])
+        .arg(class.join("0.JPEG"))
+        .arg("--params")
+        .arg(moco_out.path().join("000_a.json"))
+        .arg("--out")
+        .arg(&replay)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(read_png(&replay), moco_png);
+    let bad = loader()
+        .args(["preview", "--recipe", "dino", "--out"])
+        .arg(moco_out.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("barlow-twins, moco-v3"),
+        "{err}"
+    );
+}

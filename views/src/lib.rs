@@ -7,7 +7,7 @@
 //! ([`color`], with 256-entry tables in [`lut`]), Pillow's GaussianBlur ([`blur`]), then one
 //! write that flips, solarizes and lays the view out as CHW ([`planar`]). [`simd`] picks the
 //! kernels' instruction set at run time. [`imagenet`] holds the normalisation every consumer
-//! applies.
+//! applies; [`recipe`] names each method's two views (Barlow Twins', MoCo v3's).
 //!
 //! **Architecture invariant:** this crate depends only on `decode`: it knows nothing of files,
 //! rings, batches or threads, so the loader, the fuzz target, benches and tests share one
@@ -21,6 +21,7 @@ pub mod lut;
 pub mod pair;
 pub mod params;
 pub mod planar;
+pub mod recipe;
 pub mod resample;
 pub mod simd;
 pub mod view;

@@ -228,8 +228,8 @@ impl ViewConfig {
     }
 }
 
-/// The two views' configurations (`--augment-config FILE.json`; missing fields take the paper's
-/// values).
+/// The two views' configurations: a recipe ([`crate::recipe`]), with `--augment-config
+/// FILE.json` put over it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
@@ -253,17 +253,6 @@ impl AugmentConfig {
         cfg.view_a.validate().map_err(|e| format!("view_a: {e}"))?;
         cfg.view_b.validate().map_err(|e| format!("view_b: {e}"))?;
         Ok(cfg)
-    }
-
-    /// `--augment-config FILE`: reads the file (missing fields take the paper's values), or the
-    /// paper's settings when no file is given.
-    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<AugmentConfig> {
-        let Some(p) = path else {
-            return Ok(AugmentConfig::default());
-        };
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
-        AugmentConfig::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
     }
 }
 

@@ -591,16 +591,25 @@ fn geometry(
             None,
             "unknown (the loader runs in another pid namespace)".to_string(),
         ),
-        Some(l) => match l.path("--augment-config") {
-            None => (
-                Some(AugmentConfig::default()),
-                "the paper's values (no --augment-config)".to_string(),
-            ),
-            Some(file) => match AugmentConfig::load(Some(&file)) {
-                Ok(cfg) => (Some(cfg), format!("{} (read now)", file.display())),
-                Err(e) => (None, format!("{e:#}")),
-            },
-        },
+        Some(l) => {
+            let recipe = l.flag("--recipe").unwrap_or(views::recipe::DEFAULT);
+            match l.path("--augment-config") {
+                None => match views::recipe::recipe(recipe) {
+                    Ok(cfg) => (
+                        Some(cfg),
+                        format!("the {recipe} recipe (no --augment-config)"),
+                    ),
+                    Err(e) => (None, e),
+                },
+                Some(file) => match views::recipe::load(recipe, Some(&file)) {
+                    Ok(cfg) => (
+                        Some(cfg),
+                        format!("the {recipe} recipe with {} (read now)", file.display()),
+                    ),
+                    Err(e) => (None, format!("{e:#}")),
+                },
+            }
+        }
     };
     RunGeometry {
         ring: path.display().to_string(),

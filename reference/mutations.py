@@ -3,8 +3,9 @@ fails unless the check fails with the planted tensor named (issue 29), so a weak
 cannot land.
 
 Each mutation but one is a copy of a real dump with tensors of `after.safetensors` replaced (in
-memory; the rest of the dump, the official run and its ReLU replay are the real ones). Lambda off
-by 10% is barlow's own run (`trainer step-dump --lambd`, 1.1 x the check's lambda) checked
+memory; the rest of the dump is the real one, and the official code runs again where the
+mutation reaches what it reads: the states between steps, the ReLU records). Lambda off by 10%
+is barlow's own run (`trainer step-dump --lambd`, 1.1 x the check's lambda) checked
 against the official code at the right lambda: a wrong lambda reaching the loss, as a bug in its
 plumbing would.
 
@@ -23,6 +24,9 @@ ROW = 5  # the projector row made wrong
 ROW_ERROR = 0.01
 LAMBDA_FACTOR = 1.1
 BN_MOMENTUM = 0.1  # torch's default, barlow's too
+# the flipped ReLU decision's input, in local magnitudes: twice step_check's TIE_REL (64 float32
+# steps); the two inputs then differ by half its PRE_REL, so only the tie rule can see it
+NOT_A_TIE = 128 * 2.0 ** -23
 
 
 @dataclass
@@ -30,10 +34,10 @@ class Mutation:
     name: str
     kind: str  # the kind of check that must fail
     measure: Optional[str]  # "norm", "row" or None (either)
-    tensor: Callable  # (dump) -> the name (a suffix of the failure's name) that must be named
+    tensor: Callable  # (dump) -> the name that must be named (the failure's last or first word)
     changes: Callable = None  # (dump, official) -> {after's name: new array}
     lambd_factor: Optional[float] = None  # instead of changes: barlow's run with lambda times this
-    local: bool = True  # no failure may name another tensor
+    local: bool = True  # no failure at the first step may name another tensor
 
 
 def last_projector_weight(dump):
@@ -59,6 +63,28 @@ def projector_row(dump, official):
     g = np.array(dump.after[name])
     g[ROW] *= 1 + ROW_ERROR
     return {name: g}
+
+
+def projector_weight_row(dump, official):
+    """One row (`ROW`) of the projector's last weight after the last step off by `ROW_ERROR`."""
+    name = last_projector_weight(dump)
+    w = np.array(dump.after[name])
+    w[ROW] *= 1 + ROW_ERROR
+    return {name: w}
+
+
+def flip_relu_decision(dump, official):
+    """The first ReLU call's decision flipped, and its recorded input negated, where the input is
+    no tie: the smallest |input| of at least `NOT_A_TIE` times its local magnitude. The official
+    run replays the flipped decision, and PyTorch's own input disagrees with it."""
+    name = "relu.0.0"
+    pre = np.array(dump.after[name + ".pre"])
+    ratio = np.abs(pre) / np.asarray(dump.after[name + ".magnitude"])
+    i = np.unravel_index(np.argmin(np.where(ratio >= NOT_A_TIE, ratio, np.inf)), pre.shape)
+    decisions = np.array(dump.after[name])
+    decisions[i] ^= 1
+    pre[i] = -pre[i]
+    return {name: decisions, name + ".pre": pre}
 
 
 def biased_running_var(dump, official):
@@ -88,6 +114,10 @@ MUTATIONS = [
     Mutation("lambda off by 10%", "loss", "norm", lambda d: "", lambd_factor=LAMBDA_FACTOR, local=False),
     Mutation("one row of the projector's gradient 1% off", "grad", "row", last_projector_weight,
              changes=projector_row),
+    Mutation("one row of the projector's weight 1% off", "param", "row", last_projector_weight,
+             changes=projector_weight_row),
+    Mutation("one ReLU decision flipped that is no tie", "ties", "norm", lambda d: "relu.0.0",
+             changes=flip_relu_decision, local=False),
     Mutation("running variance updated with the biased estimate", "running", None, lambda d: "running_var",
              changes=biased_running_var),
 ]
@@ -98,9 +128,11 @@ def judge(mutation, failures, dump, start):
     tensor at the first step (`start`) where the mutation is local; later steps begin from the
     broken state, so other tensors may follow there)."""
     tensor = mutation.tensor(dump)
-    caught = [f for f in failures if f.kind == mutation.kind and f.name.endswith(tensor)
-              and mutation.measure in (None, f.measure)]
+    def names(f):  # "step 5 <tensor>", "relu.0.3 (module)"
+        return f.name.endswith(tensor) or f.name.startswith(tensor + " ")
+
+    caught = [f for f in failures if f.kind == mutation.kind and names(f) and mutation.measure in (None, f.measure)]
     first = (f"step {start} ", "relu.0.")
-    stray = [f for f in failures if mutation.local and not f.name.endswith(tensor)
+    stray = [f for f in failures if mutation.local and not names(f)
              and (f.name == f"step {start}" or f.name.startswith(first))]
     return caught, stray

@@ -1,41 +1,43 @@
 #!/usr/bin/env python3
-"""Does one training step of barlow do what one step of the official Barlow Twins code does?
+"""Does each training step of barlow do what a step of the official Barlow Twins code does?
 
 For each case, runs barlow's real training steps (`trainer step-dump`: a seeded model, seeded u8
-view batches, the training loop's own step) and loads its initial state and batches into the
-official PyTorch code (facebookresearch/barlowtwins main.py, as `official_bt.py` holds it:
-torchvision ResNet with zero_init_residual, the projector, BatchNorm1d(affine=False) and the loss,
-LARS with its two parameter groups, adjust_learning_rate), runs the same steps there in FP32 on
-the CPU (main.py's autocast/GradScaler left out) and compares, per tensor, the relative error
-||barlow - torch|| / ||torch|| (norm) and the worst row's (row: the largest ||row error|| over
-the rows of the first axis, each divided by its reference row's norm, or by the reference's RMS
-row norm where that is larger, so that rows near zero do not divide by nearly nothing; output
-channels of a convolution, output features of a linear layer, single channels of a 1-D tensor):
+view batches, the training loop's own step) and loads its state and batches into the official
+PyTorch code (facebookresearch/barlowtwins main.py, as `official_bt.py` holds it: torchvision
+ResNet with zero_init_residual, the projector, BatchNorm1d(affine=False) and the loss, LARS with
+its two parameter groups, adjust_learning_rate), runs the same steps there in FP32 on the CPU
+(main.py's autocast/GradScaler left out), each step from barlow's state before it (parameters,
+running statistics, LARS momentum: one step's rounding does not carry into the next), and
+compares, per tensor and step, the relative error ||barlow - torch|| / ||torch|| (norm) and the
+worst row's (row: the largest ||row error|| over the rows of the first axis, each divided by its
+reference row's norm, or by ROW_FLOOR = 0.1 of the reference's RMS row norm where that is larger,
+so that rows near zero do not divide by nearly nothing; output channels of a convolution, output
+features of a linear layer, single channels of a 1-D tensor). One wrong row of an 8192x8192
+weight moves the norm by 1/90 of its error; the row error is that error.
 
-  kind       what, at which steps                                   norm    row
-  loss       every step's loss                                      1e-5    -
-  lr         both groups' learning rate at every step               1e-12   -
-  grad       every parameter's gradient, every step                 1e-4    1e-3
-  update     every parameter's change p_after - p_before, every     3e-2    1e-1
-             step, relative to the official change (see below)
-  param      every parameter after the last step                    1e-4    1e-3
-  momentum   every LARS momentum buffer after the last step         1e-4    1e-3
+  kind       what (every step)                                      norm    row
+  loss       the loss                                               1e-5    -
+  lr         both groups' learning rate                             1e-12   -
+  grad       every parameter's gradient                             1e-4    1e-3
+  update     every parameter's change p_after - p_before, against   1e-2    1e-1
+             the official change from the same p_before (below)
+  param      every parameter after the step                         1e-4    1e-3
+  momentum   every LARS momentum buffer after the step              1e-4    1e-3
   running    every BatchNorm running mean and variance's change,    1e-5    1e-4
-             every step, relative to the official change
-  pre        every ReLU input, elementwise, against the local       (see ties)
-             magnitude of the terms it was summed from
+             against the official change
+  pre, ties  every ReLU's input and decision (below)
   init       barlow's initialisation against torchvision's: constants (BatchNorm weights,
              zero-init residual gammas, biases, running statistics) exactly equal; random
              tensors (kaiming-normal convolutions, uniform linear layers) with a standard
              deviation within 5% and a mean within 5 standard errors
 
-Updates: after warm-up's first steps LARS changes a weight by about lr * 1e-3 of itself (1e-6 to
-4e-5), far below any bound on the parameters, so a dropped or sign-flipped update passes a
-parameter comparison; the change itself is compared. Its floor is float32 rounding of the
-parameters: an update of 1e-6 of a weight is only ~16 float32 steps, and where barlow's and the
-official momentum differ by 1e-5 the rounded parameters differ by one step in a fraction of the
-elements (measured up to 1e-2 of the update's norm; BatchNorm updates at the warm-up's learning
-rates are a few steps). A dropped or flipped update is an error of 1 or 2.
+Updates: LARS changes a weight by about lr * 1e-3 of itself per step (1e-6 to 4e-5 here), far
+below any bound on the parameters, so a dropped or sign-flipped update passes a parameter
+comparison (an error of 1 or 2 of the update). The update's own floor is float32 rounding of the
+parameters: an update of 1e-6 of a weight is ~16 float32 steps of it, and where barlow's and the
+official momentum differ by 1e-5 the two rounded parameters differ by one step in a few elements
+(measured up to 1.0e-3 of the update's norm, 1.7e-2 of a row's; a BatchNorm parameter's update
+at the warm-up's learning rates is a few steps).
 
 The official LARS's `torch.norm` is computed in float64 (see `accurate_norms`): PyTorch's own
 CPU float32 norm is up to 4e-3 off on the 8192-wide projector's weights.
@@ -49,26 +51,26 @@ ReLU ties: an input within f32 rounding of 0 can fall on the other side of the k
 than in PyTorch, and one such element moves a gradient through every layer below it: a
 difference of rounding, not of the computation. `trainer step-dump` therefore records every
 ReLU's decisions (which inputs were above 0), the inputs themselves and each input's local
-magnitude m (a fused BatchNorm's |scale| * rms(x) + |shift| of the channel; add_relu's two
-addends' channel rms, each where that addend is not exactly 0; see trainer/src/nn/relu_masks.rs),
-and the official model replays the decisions in forward and backward, so that the bounds above
-compare the computation itself. What makes that safe is checked, per call:
+magnitude m, the size of the terms it was summed from, which its rounding error scales with (a
+fused BatchNorm's |scale| * rms(x) + |shift| of the channel; add_relu's two addends' channel rms,
+each where that addend is not exactly 0; see trainer/src/nn/relu_masks.rs). The official model
+replays the decisions in forward and backward, so that the bounds above compare the computation
+itself. What makes that safe is checked, per call, elementwise:
 
-  pre        max |x_barlow - x_torch| / m over the call's elements          bound PRE_REL
-  ties       barlow's decisions are the signs of its recorded inputs, and
-             wherever one differs from PyTorch's own (x > 0) both inputs are
-             within TIE_REL of m: |x_barlow| <= TIE_REL m and |x_torch| <= TIE_REL m,
-             at most TIE_CAP such elements per call
+  pre        |x_barlow - x_torch| <= PRE_REL m (512 float32 steps; see PRE_REL)
+  ties       barlow's decisions are the signs of its recorded inputs, and wherever one differs
+             from PyTorch's own (x > 0), both inputs are within TIE_REL m of 0 (64 float32
+             steps: |x_barlow| <= TIE_REL m and |x_torch| <= TIE_REL m), at most TIE_CAP (4)
+             such elements per call
 
-The worst of each is printed.
-
-Prints one line per case with the worst error per kind and its tensor; exits 1 if any tensor of
-any case is outside its bound (each one named), 2 on a usage or setup error.
+Prints one line per case with the worst error per kind and its tensor (and the worst row's);
+exits 1 if any tensor of any case is outside its bound (each one named), 2 on a usage or setup
+error.
 
 --self-test runs the check against deliberately broken dumps too (`mutations.py`: one
-convolution's update dropped, one BatchNorm's gradient sign flipped, lambda 10% off, one row of the
-projector's gradient 1% off, the running variance updated with the biased estimate) and fails
-unless each of them fails with the planted tensor named.
+convolution's update dropped, one BatchNorm's gradient sign flipped, lambda 10% off, one row of
+the projector's gradient and one of its weight 1% off, the running variance updated with the
+biased estimate) and fails unless each of them fails with the planted tensor named.
 
   cargo build --release -p trainer && python3 reference/step_check.py
   python3 reference/step_check.py --trainer target/debug/trainer --case r18-64-1-warmup --self-test

@@ -14,7 +14,7 @@
 //!   key [`INFO_KEY`].
 //! - `after.safetensors`: the state after the last step (parameters, running statistics, LARS
 //!   momentum `lars.mu.<name>`), the state after each earlier step `state.<k>.<name>` (see
-//!   [`STATE_PREFIX`]: every step's update can be compared), every step's gradients
+//!   [`STATE_PREFIX`]: every step can be compared from the same state), every step's gradients
 //!   `grad.<k>.<name>` and ReLU decisions `relu.<k>.<i>` with their inputs (see
 //!   [`RELU_PREFIX`]); the metadata holds the [`DumpInfo`] with the loss of every step filled in.
 
@@ -45,7 +45,8 @@ pub const GRAD_PREFIX: &str = "grad.";
 /// local magnitude (see [`relu_masks::ReluMask`]).
 pub const RELU_PREFIX: &str = "relu.";
 /// Name prefix of the state after step `k` in `after.safetensors`, for every step but the last
-/// (whose state has the plain names): `state.<k>.<name>`, parameters and running statistics.
+/// (whose state has the plain names): `state.<k>.<name>`, parameters, running statistics and
+/// LARS momentum (`state.<k>.lars.mu.<name>`).
 pub const STATE_PREFIX: &str = "state.";
 
 /// What to run.
@@ -111,6 +112,23 @@ fn state_tensors<D: NnDevice>(
         out.extend(extra(i));
     }
     out
+}
+
+/// The model's tensors and LARS's momentum buffers (`lars.mu.<name>`).
+fn state_with_momentum<D: NnDevice>(model: &BarlowModel<D>, opt: &Lars<D>) -> Vec<NamedBytes> {
+    state_tensors(model, |i| {
+        let p = &model.store.params[i];
+        let mut v = Vec::new();
+        if let Some(mu) = &opt.mu[i] {
+            v.push((
+                format!("{MU_PREFIX}{}", p.name),
+                Dtype::F32,
+                p.shape.clone(),
+                f32_bytes(&mu.as_vec()),
+            ));
+        }
+        v
+    })
 }
 
 /// Runs `cfg.steps` training steps on `dev` and writes `init.safetensors` and
@@ -222,25 +240,13 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
         }
         if k + 1 < cfg.steps {
             grads.extend(
-                state_tensors(&model, |_| vec![])
+                state_with_momentum(&model, &opt)
                     .into_iter()
                     .map(|(name, d, s, b)| (format!("{STATE_PREFIX}{k}.{name}"), d, s, b)),
             );
         }
     }
-    let mut after = state_tensors(&model, |i| {
-        let p = &model.store.params[i];
-        let mut v = Vec::new();
-        if let Some(mu) = &opt.mu[i] {
-            v.push((
-                format!("{MU_PREFIX}{}", p.name),
-                Dtype::F32,
-                p.shape.clone(),
-                f32_bytes(&mu.as_vec()),
-            ));
-        }
-        v
-    });
+    let mut after = state_with_momentum(&model, &opt);
     after.append(&mut grads);
     write_safetensors(&dir.join("after.safetensors"), &after, meta(&info)?)?;
     Ok(info)
@@ -314,11 +320,16 @@ mod tests {
             let dumped = floats(after.tensor(&name).unwrap());
             assert_eq!(dumped, grad);
             // the state after step 0 of 2 under `state.0.`; the last one's has the plain names
-            for p in &m.store.params {
+            for (i, p) in m.store.params.iter().enumerate() {
                 let state = after.tensor(&format!("{STATE_PREFIX}{k}.{}", p.name));
+                let mu = after.tensor(&format!("{STATE_PREFIX}{k}.{MU_PREFIX}{}", p.name));
                 match k {
-                    0 => assert_eq!(floats(state.unwrap()), p.t.as_vec(), "{}", p.name),
-                    _ => assert!(state.is_err()),
+                    0 => {
+                        assert_eq!(floats(state.unwrap()), p.t.as_vec(), "{}", p.name);
+                        let want = opt.mu[i].as_ref().map(|mu| mu.as_vec());
+                        assert_eq!(mu.ok().map(floats), want, "{}", p.name);
+                    }
+                    _ => assert!(state.is_err() && mu.is_err()),
                 }
             }
         }

@@ -48,8 +48,10 @@ if [ -n "${torch_install:-}" ] && ! wait "$torch_install"; then
   echo "test.sh: could not install PyTorch ($TORCH_PINS) and $PY_PINS into $TORCH_VENV (no network to PyPI?); the step check against the official code and the Python package's tests cannot run" >&2
   exit 1
 fi
-# Training steps of barlow's real code against the official PyTorch code (issue 19).
-"$TORCH_VENV/bin/python" reference/step_check.py --trainer target/debug/trainer --case r18-64-1-warmup --case r50-64-3-warmup
+# Training steps of barlow's real code against the official PyTorch code (issue 19), the 8192
+# projector after warm-up among them, and the check itself against planted bugs (issue 29).
+"$TORCH_VENV/bin/python" reference/step_check.py --trainer target/debug/trainer --case r18-64-1-warmup \
+  --case r50-64-3-warmup --case r18-8192-1-after --self-test
 # The barlow Python package (python/, its own cargo workspace): a wheel built by maturin in
 # target/python, installed into the venv offline, its tests run against the debug binaries
 # (the real loader and trainer on demo data; DDP with torchrun and gloo on the CPU).

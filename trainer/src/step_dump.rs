@@ -13,9 +13,10 @@
 //!   view fed first / second at step `k`), with the run's [`DumpInfo`] as JSON in the metadata
 //!   key [`INFO_KEY`].
 //! - `after.safetensors`: the state after the last step (parameters, running statistics, LARS
-//!   momentum `lars.mu.<name>`), every step's gradients `grad.<k>.<name>` and ReLU decisions
-//!   `relu.<k>.<i>` (see [`RELU_PREFIX`]); the metadata
-//!   holds the [`DumpInfo`] with the loss of every step filled in.
+//!   momentum `lars.mu.<name>`), the state after each earlier step `state.<k>.<name>` (see
+//!   [`STATE_PREFIX`]: every step can be compared from the same state), every step's gradients
+//!   `grad.<k>.<name>` and ReLU decisions `relu.<k>.<i>` with their inputs (see
+//!   [`RELU_PREFIX`]); the metadata holds the [`DumpInfo`] with the loss of every step filled in.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,8 +40,14 @@ pub const INFO_KEY: &str = "barlow.step_dump";
 pub const GRAD_PREFIX: &str = "grad.";
 /// Name prefix of the ReLU decisions in `after.safetensors`: `relu.<step k>.<call i>`, u8
 /// `[rows, cols]` channel-major (`(C, B*H*W)` maps, `(F, B)` vectors), 1 where the input was
-/// above 0, in forward order (backbone and projector of view a, then of view b).
+/// above 0, in forward order (backbone and projector of view a, then of view b); beside each,
+/// f32 of the same shape, `relu.<k>.<i>.pre` the input itself and `relu.<k>.<i>.magnitude` its
+/// local magnitude (see [`relu_masks::ReluMask`]).
 pub const RELU_PREFIX: &str = "relu.";
+/// Name prefix of the state after step `k` in `after.safetensors`, for every step but the last
+/// (whose state has the plain names): `state.<k>.<name>`, parameters, running statistics and
+/// LARS momentum (`state.<k>.lars.mu.<name>`).
+pub const STATE_PREFIX: &str = "state.";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -105,6 +112,23 @@ fn state_tensors<D: NnDevice>(
         out.extend(extra(i));
     }
     out
+}
+
+/// The model's tensors and LARS's momentum buffers (`lars.mu.<name>`).
+fn state_with_momentum<D: NnDevice>(model: &BarlowModel<D>, opt: &Lars<D>) -> Vec<NamedBytes> {
+    state_tensors(model, |i| {
+        let p = &model.store.params[i];
+        let mut v = Vec::new();
+        if let Some(mu) = &opt.mu[i] {
+            v.push((
+                format!("{MU_PREFIX}{}", p.name),
+                Dtype::F32,
+                p.shape.clone(),
+                f32_bytes(&mu.as_vec()),
+            ));
+        }
+        v
+    })
 }
 
 /// Runs `cfg.steps` training steps on `dev` and writes `init.safetensors` and
@@ -202,27 +226,27 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
         });
         info.losses.push(sg?.loss());
         for (i, m) in masks.into_iter().enumerate() {
+            let name = format!("{RELU_PREFIX}{k}.{i}");
+            let shape = vec![m.rows, m.cols];
+            grads.push((name.clone(), Dtype::U8, shape.clone(), m.positive));
             grads.push((
-                format!("{RELU_PREFIX}{k}.{i}"),
-                Dtype::U8,
-                vec![m.rows, m.cols],
-                m.positive,
+                format!("{name}.pre"),
+                Dtype::F32,
+                shape.clone(),
+                f32_bytes(&m.pre),
             ));
+            let magnitude = f32_bytes(&m.magnitude);
+            grads.push((format!("{name}.magnitude"), Dtype::F32, shape, magnitude));
+        }
+        if k + 1 < cfg.steps {
+            grads.extend(
+                state_with_momentum(&model, &opt)
+                    .into_iter()
+                    .map(|(name, d, s, b)| (format!("{STATE_PREFIX}{k}.{name}"), d, s, b)),
+            );
         }
     }
-    let mut after = state_tensors(&model, |i| {
-        let p = &model.store.params[i];
-        let mut v = Vec::new();
-        if let Some(mu) = &opt.mu[i] {
-            v.push((
-                format!("{MU_PREFIX}{}", p.name),
-                Dtype::F32,
-                p.shape.clone(),
-                f32_bytes(&mu.as_vec()),
-            ));
-        }
-        v
-    });
+    let mut after = state_with_momentum(&model, &opt);
     after.append(&mut grads);
     write_safetensors(&dir.join("after.safetensors"), &after, meta(&info)?)?;
     Ok(info)
@@ -295,6 +319,19 @@ mod tests {
             let name = format!("{GRAD_PREFIX}{k}.projector.0.weight");
             let dumped = floats(after.tensor(&name).unwrap());
             assert_eq!(dumped, grad);
+            // the state after step 0 of 2 under `state.0.`; the last one's has the plain names
+            for (i, p) in m.store.params.iter().enumerate() {
+                let state = after.tensor(&format!("{STATE_PREFIX}{k}.{}", p.name));
+                let mu = after.tensor(&format!("{STATE_PREFIX}{k}.{MU_PREFIX}{}", p.name));
+                match k {
+                    0 => {
+                        assert_eq!(floats(state.unwrap()), p.t.as_vec(), "{}", p.name);
+                        let want = opt.mu[i].as_ref().map(|mu| mu.as_vec());
+                        assert_eq!(mu.ok().map(floats), want, "{}", p.name);
+                    }
+                    _ => assert!(state.is_err() && mu.is_err()),
+                }
+            }
         }
         assert_eq!(losses, info.losses);
         for (i, p) in m.store.params.iter().enumerate() {
@@ -313,6 +350,7 @@ mod tests {
             }
         }
         assert!(after.tensor("backbone.bn1.running_var").is_ok());
+
         // tiny: 4 conv-bn-relu layers per view, then the projector's hidden layer
         for k in 0..2 {
             let relus = (0..)
@@ -332,6 +370,20 @@ mod tests {
                 "the projector's hidden layer, (F, B)"
             );
             assert!(first.data().iter().all(|&v| v <= 1));
+            let pre = floats(after.tensor(&format!("{RELU_PREFIX}{k}.0.pre")).unwrap());
+            let mag = floats(
+                after
+                    .tensor(&format!("{RELU_PREFIX}{k}.0.magnitude"))
+                    .unwrap(),
+            );
+            assert_eq!(
+                (pre.len(), mag.len()),
+                (first.data().len(), first.data().len())
+            );
+            for ((&p, &m), &on) in pre.iter().zip(&mag).zip(first.data()) {
+                assert_eq!(p > 0.0, on == 1, "the decision is the sign of its input");
+                assert!(m > 0.0 && p.abs() <= 10.0 * m, "{p} {m}");
+            }
             assert!(first.data().iter().any(|&v| v == 1) && first.data().iter().any(|&v| v == 0));
         }
     }

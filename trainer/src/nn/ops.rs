@@ -275,8 +275,26 @@ pub fn batch_norm<D: NnDevice, T: Tape<f32, D>>(
         )
     })?;
     let y = wrap(&dev, c, y);
-    if relu {
-        relu_masks::note(&y);
+    if relu && relu_masks::recording() {
+        // `trainer step-dump`: the decisions' input is the same forward without the ReLU
+        let (pre, _) = dev.batch_norm_forward(
+            c,
+            n,
+            xm.storage(),
+            affine.map(|(g, b)| (g.storage(), b.storage())),
+            eps as f32,
+            false,
+        )?;
+        let host = |v: &Buf<D>| Flat::<D>::from_storage(&dev, (c,), v.clone()).as_vec();
+        let affine = affine.map(|(g, b)| (g.as_vec(), b.as_vec()));
+        relu_masks::note_batch_norm(
+            &y,
+            &wrap(&dev, c, pre),
+            &xm,
+            &host(&stats.mean),
+            &host(&stats.inv_std),
+            affine.as_ref().map(|(g, b)| (g.as_slice(), b.as_slice())),
+        );
     }
     if let Some((rm, rv)) = running {
         let unbias = if n > 1 {
@@ -376,7 +394,7 @@ pub fn add_relu<D: NnDevice, T: Tape<f32, D> + Merge<R>, R: Tape<f32, D>>(
         dev.add_relu_forward(a.storage(), b.storage())
     })?;
     let y = wrap(&dev, c, y);
-    relu_masks::note(&y);
+    relu_masks::note_add(&y, &a, &b);
     if T::OWNS_TAPE {
         let (a, b) = (a.ghost(), b.ghost());
         let y_saved = y.clone();

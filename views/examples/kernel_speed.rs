@@ -1,6 +1,6 @@
 //! Speed of the hottest kernels, one thread, at the SIMD level the process picks at start-up
 //! (`BARLOW_SIMD=scalar`, `avx2`, `avx512bw` or `avx512vbmi` caps it, to see what each level buys):
-//! `cargo run --release -p loader --example kernel_speed [-- REPS]`.
+//! `cargo run --release -p views --example kernel_speed [-- REPS]`.
 //!
 //! Prints the best time per call over 15 rounds of REPS calls (default 200): crop + bicubic and
 //! bilinear resize of 150, 300 and 500 pixel wide crops of a 500x400 image to 224x224, Gaussian

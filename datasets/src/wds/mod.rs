@@ -134,9 +134,10 @@ impl WdsSource {
             source.shards.push((path, map));
         }
         source.index_note = format!(
-            "{} of {} shards indexed, the rest from the cache {}, in {:.2} s",
+            "{} of {} shards indexed, {} read from the index cache {}, in {:.2} s",
             built,
             source.shards.len(),
+            source.shards.len() - built,
             cache.display(),
             start.elapsed().as_secs_f64()
         );

@@ -107,7 +107,9 @@ impl ImageFolder {
                     d.flatten()
                         .filter(|e| {
                             let name = e.file_name().to_string_lossy().to_ascii_lowercase();
-                            name.ends_with(".tar") || name.ends_with(".tar.gz") || name.ends_with(".tgz")
+                            name.ends_with(".tar")
+                                || name.ends_with(".tar.gz")
+                                || name.ends_with(".tgz")
                         })
                         .count()
                 })

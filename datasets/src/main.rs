@@ -62,7 +62,12 @@ enum Command {
     /// as `loader --dir DIR` (unless --max-side re-encodes images).
     Pack {
         /// Dataset root laid out as DIR/<class>/<image>.JPEG.
-        #[arg(long, value_name = "DIR", required_unless_present = "wds", conflicts_with = "wds")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "wds",
+            conflicts_with = "wds"
+        )]
         dir: Option<PathBuf>,
         #[command(flatten)]
         wds: WdsArgs,
@@ -81,7 +86,12 @@ enum Command {
     /// skipped entries.
     Scan {
         /// Dataset root laid out as DIR/<class>/<image>.JPEG.
-        #[arg(long, value_name = "DIR", required_unless_present = "wds", conflicts_with = "wds")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "wds",
+            conflicts_with = "wds"
+        )]
         dir: Option<PathBuf>,
         #[command(flatten)]
         wds: WdsArgs,

@@ -186,7 +186,10 @@ fn shards_of(data: &Path, tmp: &Path) -> String {
     classes.sort();
     let mut members = Vec::new();
     for (label, class) in classes.iter().enumerate() {
-        let mut files: Vec<_> = std::fs::read_dir(class).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(class)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         for file in files {
             let key = format!("{:05}", members.len() / 2);
@@ -207,7 +210,11 @@ fn shards_of(data: &Path, tmp: &Path) -> String {
             .expect("running tar");
         assert!(status.success());
     }
-    format!("{}/part-{{000..{:03}}}.tar", shards.display(), chunks.len() - 1)
+    format!(
+        "{}/part-{{000..{:03}}}.tar",
+        shards.display(),
+        chunks.len() - 1
+    )
 }
 
 #[test]
@@ -226,8 +233,21 @@ fn shards_give_the_folders_digests_resumed_and_per_rank() {
     let folder = digests(&data, tmp.path(), "dir", &run);
     assert_eq!(wds("wds", &run), folder, "shards vs folder");
     let resume = [&run[..], &["--start-epoch", "1", "--start-step", "2"]].concat();
-    assert_eq!(wds("wds-resumed", &resume), folder[6..].to_vec(), "resumed from the cached index");
-    let rank = ["--epochs", "2", "--seed", "5", "--rank", "1", "--world-size", "2"];
+    assert_eq!(
+        wds("wds-resumed", &resume),
+        folder[6..].to_vec(),
+        "resumed from the cached index"
+    );
+    let rank = [
+        "--epochs",
+        "2",
+        "--seed",
+        "5",
+        "--rank",
+        "1",
+        "--world-size",
+        "2",
+    ];
     assert_eq!(
         wds("wds-rank", &rank),
         digests(&data, tmp.path(), "dir-rank", &rank),

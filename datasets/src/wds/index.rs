@@ -30,7 +30,9 @@ impl LabelKey {
             None => (s, None),
         };
         if ext.is_empty() || field.as_deref() == Some("") {
-            anyhow::bail!("--label-key {s:?}: expected EXT (e.g. cls) or EXT:FIELD (e.g. json:label)");
+            anyhow::bail!(
+                "--label-key {s:?}: expected EXT (e.g. cls) or EXT:FIELD (e.g. json:label)"
+            );
         }
         Ok(LabelKey {
             ext: ext.to_ascii_lowercase(),
@@ -42,7 +44,8 @@ impl LabelKey {
     pub fn label(&self, bytes: &[u8]) -> Result<u32, String> {
         let number = match &self.field {
             None => {
-                let text = std::str::from_utf8(bytes).map_err(|_| "label is not text".to_string())?;
+                let text =
+                    std::str::from_utf8(bytes).map_err(|_| "label is not text".to_string())?;
                 let text = text.trim();
                 if text.is_empty() {
                     return Err(format!("empty .{} member", self.ext));
@@ -289,7 +292,10 @@ impl Reader<'_> {
 
 /// The shards of a cache file, as `(path, stamp, index)`; `None` if it is not one this build wrote
 /// for `label_key`.
-pub fn decode_cache(bytes: &[u8], label_key: &LabelKey) -> Option<Vec<(PathBuf, Stamp, ShardIndex)>> {
+pub fn decode_cache(
+    bytes: &[u8],
+    label_key: &LabelKey,
+) -> Option<Vec<(PathBuf, Stamp, ShardIndex)>> {
     let mut r = Reader(bytes);
     if r.take(8)? != CACHE_MAGIC || r.take(4)? != CACHE_VERSION.to_le_bytes() {
         return None;
@@ -337,11 +343,18 @@ mod tests {
     }
 
     fn keys(ix: &ShardIndex) -> Vec<(&str, u32)> {
-        ix.samples.iter().map(|e| (e.key.as_str(), e.label)).collect()
+        ix.samples
+            .iter()
+            .map(|e| (e.key.as_str(), e.label))
+            .collect()
     }
 
     fn reason<'a>(ix: &'a ShardIndex, key: &str) -> &'a str {
-        &ix.skipped.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{key} not skipped: {ix:?}")).1
+        &ix.skipped
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("{key} not skipped: {ix:?}"))
+            .1
     }
 
     #[test]
@@ -382,7 +395,10 @@ mod tests {
             [("a/k0", 3), (long.as_str(), 1), ("k7", 2), ("a/k0", 4)]
         );
         let k7 = &ix.samples[2];
-        assert_eq!(&tar[k7.offset as usize..(k7.offset + k7.len) as usize], b"img7");
+        assert_eq!(
+            &tar[k7.offset as usize..(k7.offset + k7.len) as usize],
+            b"img7"
+        );
         assert!(reason(&ix, "k2").contains("no image"));
         assert!(reason(&ix, "k3").contains("empty image"));
         assert!(reason(&ix, "k4").contains("no label"));
@@ -396,7 +412,9 @@ mod tests {
         assert!(reason(&ix, "k7").contains("no label"));
         assert!(LabelKey::parse("json:").is_err());
         assert_eq!(
-            LabelKey::parse("JSON:m.c").unwrap().label(br#"{"m": {"c": 9}}"#),
+            LabelKey::parse("JSON:m.c")
+                .unwrap()
+                .label(br#"{"m": {"c": 9}}"#),
             Ok(9)
         );
     }
@@ -411,8 +429,14 @@ mod tests {
         let cut = &tar[..tar.len() - 1000];
         let ix = index_shard(cut, &cls()).unwrap();
         assert_eq!(keys(&ix), [("k0", 0)]);
-        assert!(reason(&ix, "k1").contains("truncated member k1.jpg"), "{ix:?}");
-        assert!(matches!(index_shard(b"<html>", &cls()), Err(TarError::NotTar(_))));
+        assert!(
+            reason(&ix, "k1").contains("truncated member k1.jpg"),
+            "{ix:?}"
+        );
+        assert!(matches!(
+            index_shard(b"<html>", &cls()),
+            Err(TarError::NotTar(_))
+        ));
     }
 
     /// A member beyond 10 GB in a sparse file: found, and its bytes read through a map.
@@ -424,7 +448,8 @@ mod tests {
         let mut f = std::fs::File::create(&path).unwrap();
         let gap: u64 = 10 << 30;
         // A member holding 10 GiB of zeros (a hole), then a sample.
-        f.write_all(&crate::wds::tar::build::header(b"pad.bin", gap, b'0')).unwrap();
+        f.write_all(&crate::wds::tar::build::header(b"pad.bin", gap, b'0'))
+            .unwrap();
         f.seek(SeekFrom::Start(512 + gap)).unwrap();
         let mut rest = Vec::new();
         file(&mut rest, "far.jpg", b"far image", Long::No);
@@ -437,7 +462,10 @@ mod tests {
         assert_eq!(keys(&ix), [("far", 7)]);
         let e = &ix.samples[0];
         assert!(e.offset > gap);
-        assert_eq!(&map[e.offset as usize..(e.offset + e.len) as usize], b"far image");
+        assert_eq!(
+            &map[e.offset as usize..(e.offset + e.len) as usize],
+            b"far image"
+        );
         assert!(reason(&ix, "pad").contains("no image"));
     }
 

@@ -105,7 +105,10 @@ impl WdsSource {
                 .map(|((p, _, s), (ix, _))| (p.as_path(), *s, ix))
                 .collect();
             if let Err(e) = write_atomically(&cache, &index::encode_cache(&label_key, &parts)) {
-                eprintln!("warning: cannot cache the shard index in {}: {e:#}", cache.display());
+                eprintln!(
+                    "warning: cannot cache the shard index in {}: {e:#}",
+                    cache.display()
+                );
             }
         }
         let mut source = WdsSource {
@@ -128,9 +131,11 @@ impl WdsSource {
                 source.keys.push(e.key);
             }
             let shown = path.display();
-            source
-                .skipped
-                .extend(ix.skipped.into_iter().map(|(k, why)| (format!("{shown}#{k}"), why)));
+            source.skipped.extend(
+                ix.skipped
+                    .into_iter()
+                    .map(|(k, why)| (format!("{shown}#{k}"), why)),
+            );
             source.shards.push((path, map));
         }
         source.index_note = format!(
@@ -234,8 +239,18 @@ mod tests {
         for s in 0..2 {
             let mut tar = Vec::new();
             for k in 0..3 {
-                file(&mut tar, &format!("s{s}k{k}.jpg"), format!("img{s}{k}").as_bytes(), Long::No);
-                file(&mut tar, &format!("s{s}k{k}.cls"), format!("{}", s * 3 + k).as_bytes(), Long::No);
+                file(
+                    &mut tar,
+                    &format!("s{s}k{k}.jpg"),
+                    format!("img{s}{k}").as_bytes(),
+                    Long::No,
+                );
+                file(
+                    &mut tar,
+                    &format!("s{s}k{k}.cls"),
+                    format!("{}", s * 3 + k).as_bytes(),
+                    Long::No,
+                );
             }
             file(&mut tar, &format!("s{s}bad.jpg"), b"x", Long::No);
             finish(&mut tar);
@@ -243,7 +258,11 @@ mod tests {
         }
         let spec = format!("{}/shard-{{0..1}}.tar", dir.display());
         let src = WdsSource::open(&spec, "cls").unwrap();
-        assert!(src.index_note.starts_with("2 of 2 shards indexed"), "{}", src.index_note);
+        assert!(
+            src.index_note.starts_with("2 of 2 shards indexed"),
+            "{}",
+            src.index_note
+        );
         assert_eq!((src.len(), src.classes, src.shard_count()), (6, 6, 2));
         let mut buf = Vec::new();
         for i in 0..6 {
@@ -256,7 +275,11 @@ mod tests {
         assert!(src.skipped[1].0.ends_with("shard-1.tar#s1bad"));
 
         let again = WdsSource::open(&spec, "cls").unwrap();
-        assert!(again.index_note.starts_with("0 of 2"), "{}", again.index_note);
+        assert!(
+            again.index_note.starts_with("0 of 2"),
+            "{}",
+            again.index_note
+        );
         assert_eq!(again.skipped, src.skipped);
         // A changed shard is indexed again, the other comes from the cache.
         let mut tar = Vec::new();
@@ -265,7 +288,11 @@ mod tests {
         finish(&mut tar);
         std::fs::write(dir.join("shard-1.tar"), tar).unwrap();
         let changed = WdsSource::open(&spec, "cls").unwrap();
-        assert!(changed.index_note.starts_with("1 of 2"), "{}", changed.index_note);
+        assert!(
+            changed.index_note.starts_with("1 of 2"),
+            "{}",
+            changed.index_note
+        );
         assert_eq!((changed.len(), changed.classes), (4, 10));
 
         std::fs::write(dir.join("shard-1.tar"), [0x1f, 0x8b, 8, 0].repeat(200)).unwrap();

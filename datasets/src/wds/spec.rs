@@ -62,7 +62,8 @@ pub fn shard_paths(spec: &str) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn is_tar_name(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tar"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tar"))
 }
 
 /// The decompressing command for a compressed tar's name (SHARD stands for the path).
@@ -133,7 +134,11 @@ pub fn expand_braces(pattern: &str) -> anyhow::Result<Vec<String>> {
     let Some(close) = close else {
         bail!("{pattern}: unbalanced '{{'");
     };
-    let (head, body, tail) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
     let alternatives = match range(body)? {
         Some(r) => r,
         None => split_top_level(body)
@@ -176,7 +181,9 @@ fn range(body: &str) -> anyhow::Result<Option<Vec<String>>> {
     } else {
         (y..=x).rev().collect()
     };
-    Ok(Some(values.into_iter().map(|v| format!("{v:0width$}")).collect()))
+    Ok(Some(
+        values.into_iter().map(|v| format!("{v:0width$}")).collect(),
+    ))
 }
 
 /// Splits at commas outside nested braces.
@@ -205,7 +212,12 @@ mod tests {
     fn braces_expand_like_braceexpand() {
         assert_eq!(
             expand_braces("/d/s-{0008..0011}.tar").unwrap(),
-            ["/d/s-0008.tar", "/d/s-0009.tar", "/d/s-0010.tar", "/d/s-0011.tar"]
+            [
+                "/d/s-0008.tar",
+                "/d/s-0009.tar",
+                "/d/s-0010.tar",
+                "/d/s-0011.tar"
+            ]
         );
         assert_eq!(
             expand_braces("{a,b{1..2}}-{x,y}").unwrap(),
@@ -229,7 +241,11 @@ mod tests {
         std::fs::write(d.join("list.txt"), "# shards\nb.tar\n\na.tar\n").unwrap();
         let got = shard_paths(d.join("list.txt").to_str().unwrap()).unwrap();
         assert_eq!(got, [d.join("b.tar"), d.join("a.tar")]);
-        let joined = format!("{}::{}", d.join("a.tar").display(), d.join("b.tar").display());
+        let joined = format!(
+            "{}::{}",
+            d.join("a.tar").display(),
+            d.join("b.tar").display()
+        );
         assert_eq!(shard_paths(&joined).unwrap().len(), 2);
 
         let e = shard_paths("/x/s-{0..3}.tar.gz").unwrap_err().to_string();
@@ -237,7 +253,10 @@ mod tests {
         std::fs::write(d.join("c.tar.gz"), b"").unwrap();
         let e = shard_paths(d.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("c.tar.gz") && e.contains("gunzip"), "{e}");
-        assert!(shard_paths("pipe:curl x").unwrap_err().to_string().contains("local disk"));
+        assert!(shard_paths("pipe:curl x")
+            .unwrap_err()
+            .to_string()
+            .contains("local disk"));
         assert!(shard_paths(d.join("missing").to_str().unwrap()).is_err());
     }
 }

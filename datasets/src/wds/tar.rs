@@ -125,7 +125,9 @@ impl Members<'_> {
         check_checksum(h).map_err(|why| bad(self.at, why))?;
         let size = match self.pax_size.take() {
             Some(s) => s,
-            None => parse_number(&h[124..136]).ok_or_else(|| bad(self.at, "bad size field".into()))?,
+            None => {
+                parse_number(&h[124..136]).ok_or_else(|| bad(self.at, "bad size field".into()))?
+            }
         };
         let data = self.at + BLOCK;
         let file_len = self.bytes.len() as u64;
@@ -141,7 +143,11 @@ impl Members<'_> {
             }
         };
         let Some(end) = end else {
-            let name = self.long_name.take().or(self.pax_name.take()).unwrap_or_else(name);
+            let name = self
+                .long_name
+                .take()
+                .or(self.pax_name.take())
+                .unwrap_or_else(name);
             return Err(TarError::Truncated {
                 name,
                 offset: data as u64,
@@ -194,7 +200,9 @@ fn check_checksum(h: &[u8]) -> Result<(), String> {
     if stored == unsigned || stored as i64 == signed {
         Ok(())
     } else {
-        Err(format!("header checksum {stored} does not match {unsigned}"))
+        Err(format!(
+            "header checksum {stored} does not match {unsigned}"
+        ))
     }
 }
 
@@ -304,7 +312,12 @@ pub mod build {
                 while format!("{len} {body}").len() != len {
                     len += 1;
                 }
-                push(tar, b"PaxHeaders/x", b'x', format!("{len} {body}").as_bytes());
+                push(
+                    tar,
+                    b"PaxHeaders/x",
+                    b'x',
+                    format!("{len} {body}").as_bytes(),
+                );
             }
         }
         push(tar, name.as_bytes(), b'0', data);
@@ -405,7 +418,10 @@ mod tests {
         file(&mut tar, "a.jpg", b"x", Long::No);
         tar.extend([1u8; 512]);
         let got = names(&tar);
-        assert!(matches!(got[1], Err(TarError::BadHeader { offset: 1024, .. })), "{got:?}");
+        assert!(
+            matches!(got[1], Err(TarError::BadHeader { offset: 1024, .. })),
+            "{got:?}"
+        );
         // A pax header with nonsense records and a huge size is survived.
         let mut tar = Vec::new();
         push(&mut tar, b"p", b'x', b"99999 path=x\n3 =\nzz");

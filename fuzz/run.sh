@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs barlow's fuzz targets on the stable toolchain with cargo-fuzz (libFuzzer).
 #
-#   fuzz/run.sh [TARGET|all] [SECONDS]     TARGET: decode, ring_header (default: all, 600 s each)
+#   fuzz/run.sh [TARGET|all] [SECONDS]     TARGET: decode, ring_header, tar_index (default: all, 600 s each)
 #   ASAN=1 fuzz/run.sh ...                 the same under AddressSanitizer (see below)
 #
 # Plain runs use `--sanitizer none`: everything cargo-fuzz then passes to rustc is a stable -C
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
 secs=${2:-600}
-targets=(decode ring_header)
+targets=(decode ring_header tar_index)
 [ "$which" = all ] || targets=("$which")
 build=(--sanitizer none)
 if [ "${ASAN:-0}" = 1 ]; then

@@ -223,16 +223,7 @@ fn readme_text(opts: &DemoOptions) -> String {
 /// `$BARLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/barlow`, else `$HOME/.cache/barlow`, else
 /// `<tmp>/barlow`; then `/demo-v3` ([`DEMO_VERSION`]). Empty variables count as unset.
 pub fn default_demo_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let base = var("BARLOW_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|p| p.join("barlow")))
-        .or_else(|| var("HOME").map(|p| p.join(".cache").join("barlow")))
-        .unwrap_or_else(|| std::env::temp_dir().join("barlow"));
-    base.join(DEMO_VERSION)
+    crate::cache::barlow_cache_dir().join(DEMO_VERSION)
 }
 
 /// Makes sure the default demo exists at `dir` (see [`ensure_demo_with`]) and returns `dir`.

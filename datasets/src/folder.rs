@@ -102,6 +102,27 @@ impl ImageFolder {
             }
         }
         if class_dirs.is_empty() {
+            let tars = fs::read_dir(root)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| {
+                            let name = e.file_name().to_string_lossy().to_ascii_lowercase();
+                            name.ends_with(".tar")
+                                || name.ends_with(".tar.gz")
+                                || name.ends_with(".tgz")
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if tars > 0 {
+                bail!(
+                    "{} holds {tars} tar files and no class folders: to read WebDataset shards, pass --wds {} \
+                     (or a brace pattern such as --wds '{}/train-{{0000..0099}}.tar') instead of --dir",
+                    root.display(),
+                    root.display(),
+                    root.display()
+                );
+            }
             bail!(
                 "no class subdirectories in {}: expected root/<class>/<image>.JPEG (one folder per class)",
                 root.display()
@@ -477,6 +498,12 @@ mod tests {
             e.contains("no class subdirectories") && e.contains("root/<class>/<image>.JPEG"),
             "{e}"
         );
+
+        // Only shards: the message names --wds.
+        let shards = tmp.path().join("shards");
+        touch(&shards.join("train-0000.tar"));
+        let e = format!("{:#}", ImageFolder::scan(&shards).unwrap_err());
+        assert!(e.contains("--wds") && e.contains("1 tar files"), "{e}");
 
         // Class folders but no images.
         let empty = tmp.path().join("empty");

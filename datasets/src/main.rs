@@ -1,4 +1,5 @@
-//! `datasets`: write the built-in demo dataset, or check an ImageNet-style folder.
+//! `datasets`: write the built-in demo dataset, check an ImageNet-style folder or WebDataset
+//! shards, or pack either into one file.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,6 +9,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use datasets::demo::{write_demo, DemoOptions};
 use datasets::folder::ImageFolder;
+use datasets::source::SampleSource;
+use datasets::wds::{WdsArgs, WdsSource};
 
 /// Datasets for Barlow Twins pretraining: make the demo dataset or inspect an image folder.
 ///
@@ -18,7 +21,7 @@ use datasets::folder::ImageFolder;
     version,
     about,
     long_about,
-    after_help = "Examples:\n  datasets demo --out /tmp/barlow-demo\n  datasets demo --out /tmp/tiny --classes 3 --per-class 8 --max-side 256\n  datasets scan --dir /data/imagenet/train\n  datasets pack --dir /data/imagenet/train --out /data/train.pack"
+    after_help = "Examples:\n  datasets demo --out /tmp/barlow-demo\n  datasets demo --out /tmp/tiny --classes 3 --per-class 8 --max-side 256\n  datasets scan --dir /data/imagenet/train\n  datasets pack --dir /data/imagenet/train --out /data/train.pack\n  datasets scan --wds '/data/imagenet1k-train-{0000..1023}.tar' --json"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,8 +62,15 @@ enum Command {
     /// as `loader --dir DIR` (unless --max-side re-encodes images).
     Pack {
         /// Dataset root laid out as DIR/<class>/<image>.JPEG.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "wds",
+            conflicts_with = "wds"
+        )]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        wds: WdsArgs,
         /// The pack file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -72,11 +82,23 @@ enum Command {
         #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
         quality: u8,
     },
-    /// Scan an ImageNet-style folder and report classes, image counts and skipped entries.
+    /// Scan an ImageNet-style folder (or WebDataset shards) and report classes, image counts and
+    /// skipped entries.
     Scan {
         /// Dataset root laid out as DIR/<class>/<image>.JPEG.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "wds",
+            conflicts_with = "wds"
+        )]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        wds: WdsArgs,
+        /// With --wds: print every sample (shard, key, label, in reading order) and every sample
+        /// left out (with the reason) as one JSON object.
+        #[arg(long, requires = "wds")]
+        json: bool,
     },
 }
 
@@ -130,14 +152,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Pack {
             dir,
+            wds,
             out,
             max_side,
             quality,
         } => {
             let start = Instant::now();
-            let f = ImageFolder::scan(&dir)?;
             let opts = datasets::pack::PackOptions { max_side, quality };
-            let s = datasets::pack::write_pack(&f, &out, &opts)?;
+            let s = match (&wds.wds, dir) {
+                (Some(spec), _) => {
+                    let source = open_shards(spec, &wds)?;
+                    let classes: Vec<String> = (0..source.classes).map(|c| c.to_string()).collect();
+                    let name = |i: usize| {
+                        let (shard, key) = source.shard_and_key(i);
+                        let shard = shard.file_name().unwrap_or_default().to_string_lossy();
+                        format!("{shard}#{key}")
+                    };
+                    datasets::pack::write_source_pack(&source, &classes, &name, &out, &opts)?
+                }
+                (None, dir) => {
+                    let f = ImageFolder::scan(&dir.expect("clap requires --dir or --wds"))?;
+                    datasets::pack::write_pack(&f, &out, &opts)?
+                }
+            };
             writeln!(
                 stdout,
                 "packed {} images of {} classes ({} re-encoded) from {:.1} MB into {:.1} MB in {:.2} s: {}",
@@ -150,9 +187,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             )?;
         }
-        Command::Scan { dir } => {
+        Command::Scan { dir, wds, json } => {
+            if let Some(spec) = &wds.wds {
+                return scan_shards(spec, &wds, json, &mut stdout);
+            }
             let start = Instant::now();
-            let f = ImageFolder::scan(&dir)?;
+            let f = ImageFolder::scan(&dir.expect("clap requires --dir or --wds"))?;
             let elapsed = start.elapsed().as_secs_f64();
             writeln!(stdout, "root: {}", f.root.display())?;
             writeln!(stdout, "classes: {}", f.classes.len())?;
@@ -171,6 +211,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(stdout, "  {}: {}", path.display(), reason)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Opens shards, reporting the samples left out on stderr.
+fn open_shards(spec: &str, wds: &WdsArgs) -> anyhow::Result<WdsSource> {
+    let source = WdsSource::open(spec, &wds.label_key)?;
+    eprintln!("datasets: {}", source.index_note);
+    for (at, why) in &source.skipped {
+        eprintln!("datasets: skipping {at}: {why}");
+    }
+    Ok(source)
+}
+
+/// `datasets scan --wds SPEC [--json]`.
+fn scan_shards(spec: &str, wds: &WdsArgs, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let source = WdsSource::open(spec, &wds.label_key)?;
+    if json {
+        let samples: Vec<_> = (0..source.len())
+            .map(|i| {
+                let (shard, key) = source.shard_and_key(i);
+                serde_json::json!({"shard": shard, "key": key, "label": source.label(i)})
+            })
+            .collect();
+        let skipped: Vec<_> = source
+            .skipped
+            .iter()
+            .map(|(at, why)| serde_json::json!({"sample": at, "reason": why}))
+            .collect();
+        let v = serde_json::json!({
+            "shards": source.shard_count(),
+            "classes": source.classes,
+            "samples": samples,
+            "skipped": skipped,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    writeln!(out, "shards: {} ({spec})", source.shard_count())?;
+    writeln!(out, "classes: {} (max label + 1)", source.classes)?;
+    writeln!(out, "samples: {}", source.len())?;
+    writeln!(out, "index: {}", source.index_note)?;
+    writeln!(out, "skipped: {}", source.skipped.len())?;
+    for (at, why) in &source.skipped {
+        writeln!(out, "  {at}: {why}")?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //!
 //! `datasets pack --dir DIR --out FILE [--max-side N] [--quality Q]` writes one from an
 //! ImageNet-style folder, in the folder's sample order (same labels and dataset indices as
-//! `loader --dir DIR`). With `--max-side N`, JPEGs whose long side exceeds N are decoded, shrunk by
+//! `loader --dir DIR`); `datasets pack --wds SPEC` from WebDataset shards, in their order. With `--max-side N`, JPEGs whose long side exceeds N are decoded, shrunk by
 //! pixel-area averaging (like FFCV's `max_resolution` with OpenCV's INTER_AREA) and re-encoded at
 //! quality Q; other files (and files that do not decode) are stored byte for byte.
 //!
@@ -69,10 +69,33 @@ pub struct PackEntry {
     name_len: u32,
 }
 
-/// Writes the samples of `folder` into the pack file `out` (written to a temporary name in the
-/// same directory, then renamed, so a reader never sees a half-written pack).
+/// Writes the samples of `folder` into the pack file `out` (see [`write_source_pack`]), named by
+/// their paths relative to the folder.
 pub fn write_pack(
     folder: &ImageFolder,
+    out: &Path,
+    opts: &PackOptions,
+) -> anyhow::Result<PackSummary> {
+    let rel = |i: usize| {
+        let path = &folder.samples[i].path;
+        path.strip_prefix(&folder.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let source = crate::source::FolderSource {
+        folder: folder.clone(),
+    };
+    write_source_pack(&source, &folder.classes, &rel, out, opts)
+}
+
+/// Writes every sample of `source` (in its order, with its labels and `classes`' names, each named
+/// `name(index)`) into the pack file `out`, written to a temporary name in the same directory,
+/// then renamed, so a reader never sees a half-written pack.
+pub fn write_source_pack(
+    source: &dyn SampleSource,
+    classes: &[String],
+    name: &(dyn Fn(usize) -> String + Sync),
     out: &Path,
     opts: &PackOptions,
 ) -> anyhow::Result<PackSummary> {
@@ -82,24 +105,27 @@ pub fn write_pack(
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&[0u8; HEADER])?;
     let mut summary = PackSummary {
-        samples: folder.samples.len(),
-        classes: folder.classes.len(),
+        samples: source.len(),
+        classes: classes.len(),
         ..PackSummary::default()
     };
-    let mut entries = Vec::with_capacity(folder.samples.len());
+    let mut entries = Vec::with_capacity(source.len());
     let mut names = Vec::new();
-    for class in &folder.classes {
+    for class in classes {
         names.extend_from_slice(&(class.len() as u32).to_le_bytes());
         names.extend_from_slice(class.as_bytes());
     }
     let mut offset = HEADER as u64;
     // Chunks read (and, with --max-side, re-encoded) in parallel, written in order.
-    for chunk in folder.samples.chunks(256) {
+    let indices: Vec<usize> = (0..source.len()).collect();
+    for chunk in indices.chunks(256) {
         let blobs: Vec<anyhow::Result<(Vec<u8>, u64, bool)>> = chunk
             .par_iter()
-            .map(|s| {
-                let bytes = std::fs::read(&s.path)
-                    .with_context(|| format!("reading {}", s.path.display()))?;
+            .map(|&i| {
+                let mut bytes = Vec::new();
+                source
+                    .read(i, &mut bytes)
+                    .with_context(|| format!("reading {}", source.name(i)))?;
                 let n = bytes.len() as u64;
                 match opts
                     .max_side
@@ -110,23 +136,19 @@ pub fn write_pack(
                 }
             })
             .collect();
-        for (s, blob) in chunk.iter().zip(blobs) {
+        for (&i, blob) in chunk.iter().zip(blobs) {
             let (bytes, n_in, resized) = blob?;
             ensure!(
                 bytes.len() <= u32::MAX as usize,
                 "{} is over 4 GiB",
-                s.path.display()
+                source.name(i)
             );
             w.write_all(&bytes)?;
-            let rel = s
-                .path
-                .strip_prefix(&folder.root)
-                .unwrap_or(&s.path)
-                .to_string_lossy();
+            let rel = name(i);
             entries.push(PackEntry {
                 offset,
                 len: bytes.len() as u32,
-                label: s.label,
+                label: source.label(i),
                 name_offset: names.len() as u32,
                 name_len: rel.len() as u32,
             });
@@ -154,7 +176,7 @@ pub fn write_pack(
     header.extend_from_slice(&0u32.to_le_bytes());
     for v in [
         entries.len() as u64,
-        folder.classes.len() as u64,
+        classes.len() as u64,
         index_offset,
         names_offset,
         total,

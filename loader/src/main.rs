@@ -20,7 +20,7 @@ use shared::ring_path;
 /// Decode images and write two augmented views per image into a shared-memory ring for
 /// `trainer --shm NAME`.
 ///
-/// Without --dir, it uses barlow's built-in demo dataset (made once in ~/.cache/barlow/demo-v3).
+/// Without --dir, --pack or --wds, it uses barlow's built-in demo dataset (made once in ~/.cache/barlow/demo-v3).
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -93,12 +93,14 @@ struct MeasureArgs {
 struct InputArgs {
     /// ImageNet-style folder: DIR/<class>/<image>.JPEG (classes sorted by name get labels 0..K-1)
     /// [default: the built-in demo dataset].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wds")]
     dir: Option<PathBuf>,
     /// A packed dataset made by `datasets pack --dir DIR --out FILE` (same samples, order and
     /// labels as DIR; read through a memory map, no file opened per image).
-    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "wds"])]
     pack: Option<PathBuf>,
+    #[command(flatten)]
+    wds: datasets::wds::WdsArgs,
     /// Samples per batch (one ring slot holds one batch of view pairs).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -140,7 +142,12 @@ impl InputArgs {
     }
 
     fn open_source(&self) -> anyhow::Result<OpenedSource> {
-        OpenedSource::open("loader", self.dir.as_deref(), self.pack.as_deref())
+        OpenedSource::open(
+            "loader",
+            self.dir.as_deref(),
+            self.pack.as_deref(),
+            Some(&self.wds),
+        )
     }
 }
 
@@ -149,7 +156,7 @@ impl InputArgs {
 struct ProfileArgs {
     /// Profile this ring in use (name in /dev/shm or absolute path) instead of measuring the loader
     /// alone: --seconds of readings of its live counters; --json prints the profile as one object.
-    #[arg(long, conflicts_with_all = ["dir", "pack", "target", "warmup"])]
+    #[arg(long, conflicts_with_all = ["dir", "pack", "wds", "target", "warmup"])]
     shm: Option<String>,
     #[command(flatten)]
     ownership: OwnershipArgs,
@@ -416,6 +423,8 @@ fn measure_command(
         // keep the levels apart.
         let peer = if args.input.pack.is_some() {
             "barlow-pack"
+        } else if args.input.wds.wds.is_some() {
+            "barlow-wds"
         } else {
             "barlow"
         };

@@ -27,11 +27,13 @@ use crate::sink::{Flow, MemoryBatch, MemorySink};
 #[derive(clap::Args, Debug)]
 pub struct PreviewArgs {
     /// ImageNet-style folder [default: the built-in demo dataset].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wds")]
     pub dir: Option<PathBuf>,
     /// A packed dataset (`datasets pack`) instead of a folder.
-    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "wds"])]
     pub pack: Option<PathBuf>,
+    #[command(flatten)]
+    pub wds: datasets::wds::WdsArgs,
     /// Pairs to write (the first ones of epoch 0).
     #[arg(long, default_value_t = 8)]
     pub count: usize,
@@ -117,7 +119,12 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
     if args.image_size == 0 {
         bail!("--image-size must be at least 1");
     }
-    let opened = OpenedSource::open("loader", args.dir.as_deref(), args.pack.as_deref())?;
+    let opened = OpenedSource::open(
+        "loader",
+        args.dir.as_deref(),
+        args.pack.as_deref(),
+        Some(&args.wds),
+    )?;
     let source = &*opened.source;
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let count = args.count.clamp(1, source.len());

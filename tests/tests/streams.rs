@@ -1,4 +1,5 @@
-//! Reproducible, resumable and sharded data streams (issue 9), checked with `trainer --dry-run
+//! Reproducible, resumable and sharded data streams (issue 9), from a folder and from WebDataset
+//! shards (issue 28), checked with `trainer --dry-run
 //! --digest`, which prints one hash per batch of its pixels, labels and dataset indices.
 
 use std::path::Path;
@@ -16,14 +17,19 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// trainer's `step <n> <hash>` lines (without the total).
 fn digests(data: &Path, tmp: &Path, tag: &str, loader_args: &[&str]) -> Vec<String> {
     let ring = ring_in(tmp, tag);
-    let loader = loader_feeding(data, &ring)
+    digests_of(loader_feeding(data, &ring), &ring, loader_args)
+}
+
+/// [`digests`] for a loader command already given its source and ring.
+fn digests_of(mut loader: Command, ring: &str, loader_args: &[&str]) -> Vec<String> {
+    let loader = loader
         .args(["--batch-size", "8", "--image-size", "24"])
         .args(loader_args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = run_with_deadline(&mut digest_trainer(&ring), LIMIT);
+    let out = run_with_deadline(&mut digest_trainer(ring), LIMIT);
     let loader = wait_with_deadline(loader, LIMIT);
     assert_succeeded("loader", &loader);
     assert_succeeded("trainer", &out);
@@ -162,5 +168,89 @@ fn launcher_environment_sets_the_shard() {
         String::from_utf8_lossy(&out.stdout).lines().count(),
         2,
         "1 batch + total"
+    );
+}
+
+/// The demo folder as WebDataset shards of 10 samples (`KEY.jpg` + `KEY.cls`, in the folder's
+/// sample order), made with GNU tar; returns the brace SPEC naming them.
+fn shards_of(data: &Path, tmp: &Path) -> String {
+    let stage = tmp.join("stage");
+    let shards = tmp.join("shards");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::create_dir_all(&shards).unwrap();
+    let mut classes: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    let mut members = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let mut files: Vec<_> = std::fs::read_dir(class)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            let key = format!("{:05}", members.len() / 2);
+            std::fs::copy(&file, stage.join(format!("{key}.jpg"))).unwrap();
+            std::fs::write(stage.join(format!("{key}.cls")), label.to_string()).unwrap();
+            members.extend([format!("{key}.jpg"), format!("{key}.cls")]);
+        }
+    }
+    let chunks: Vec<_> = members.chunks(20).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let status = Command::new("tar")
+            .arg("-cf")
+            .arg(shards.join(format!("part-{i:03}.tar")))
+            .arg("-C")
+            .arg(&stage)
+            .args(chunk.iter())
+            .status()
+            .expect("running tar");
+        assert!(status.success());
+    }
+    format!(
+        "{}/part-{{000..{:03}}}.tar",
+        shards.display(),
+        chunks.len() - 1
+    )
+}
+
+#[test]
+fn shards_give_the_folders_digests_resumed_and_per_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_demo(tmp.path(), 3, 12); // 36 images, 4 steps per epoch at batch 8
+    let spec = shards_of(&data, tmp.path());
+    let wds = |tag: &str, args: &[&str]| {
+        let ring = ring_in(tmp.path(), tag);
+        let mut cmd = Command::new(bin("loader"));
+        cmd.args(["--wds", &spec, "--shm", &ring])
+            .env("BARLOW_CACHE_DIR", tmp.path().join("cache"));
+        digests_of(cmd, &ring, args)
+    };
+    let run = ["--steps", "10", "--workers", "2", "--seed", "5"];
+    let folder = digests(&data, tmp.path(), "dir", &run);
+    assert_eq!(wds("wds", &run), folder, "shards vs folder");
+    let resume = [&run[..], &["--start-epoch", "1", "--start-step", "2"]].concat();
+    assert_eq!(
+        wds("wds-resumed", &resume),
+        folder[6..].to_vec(),
+        "resumed from the cached index"
+    );
+    let rank = [
+        "--epochs",
+        "2",
+        "--seed",
+        "5",
+        "--rank",
+        "1",
+        "--world-size",
+        "2",
+    ];
+    assert_eq!(
+        wds("wds-rank", &rank),
+        digests(&data, tmp.path(), "dir-rank", &rank),
+        "rank 1 of 2"
     );
 }

@@ -267,7 +267,7 @@ pub fn eval_on<D: NnDevice>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
             )
         }
     };
-    let opened = OpenedSource::open("trainer", o.dir.as_deref(), None)?;
+    let opened = OpenedSource::open("trainer", o.dir.as_deref(), None, None)?;
     let t = std::time::Instant::now();
     let set = load_source(&*opened.source, opened.classes, size)?;
     for (name, why) in set.skipped.iter().take(5) {

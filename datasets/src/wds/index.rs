@@ -223,7 +223,7 @@ const CACHE_VERSION: u32 = 1;
 
 /// The cache file of a shard list read with `label_key`: named by a hash of both, under
 /// `<barlow cache>/wds-index/`.
-pub fn cache_path(paths: &[PathBuf], label_key: &LabelKey) -> PathBuf {
+pub fn cache_path(cache_dir: &Path, paths: &[PathBuf], label_key: &LabelKey) -> PathBuf {
     // FNV-1a: stable across builds, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -236,9 +236,7 @@ pub fn cache_path(paths: &[PathBuf], label_key: &LabelKey) -> PathBuf {
     for p in paths {
         eat(p.as_os_str().as_encoded_bytes());
     }
-    crate::cache::barlow_cache_dir()
-        .join("wds-index")
-        .join(format!("{h:016x}.idx"))
+    cache_dir.join("wds-index").join(format!("{h:016x}.idx"))
 }
 
 /// Serialises `(path, stamp, index)` per shard.

@@ -69,8 +69,18 @@ pub struct WdsSource {
 }
 
 impl WdsSource {
-    /// Resolves `args.wds`, maps every shard and indexes those the cache does not hold.
+    /// Resolves `spec`, maps every shard and indexes those the cache (in barlow's cache
+    /// directory) does not hold.
     pub fn open(spec: &str, label_key: &str) -> anyhow::Result<WdsSource> {
+        Self::open_with_cache(spec, label_key, &crate::cache::barlow_cache_dir())
+    }
+
+    /// [`WdsSource::open`] with the index cache under `cache_dir`.
+    pub fn open_with_cache(
+        spec: &str,
+        label_key: &str,
+        cache_dir: &std::path::Path,
+    ) -> anyhow::Result<WdsSource> {
         let start = Instant::now();
         let label_key = LabelKey::parse(label_key)?;
         let paths = spec::shard_paths(spec)?;
@@ -78,7 +88,7 @@ impl WdsSource {
             .par_iter()
             .map(|p| map_shard(p).map(|(m, s)| (p.clone(), m, s)))
             .collect::<anyhow::Result<_>>()?;
-        let cache = index::cache_path(&paths, &label_key);
+        let cache = index::cache_path(cache_dir, &paths, &label_key);
         let cached = std::fs::read(&cache)
             .ok()
             .and_then(|b| index::decode_cache(&b, &label_key))
@@ -233,7 +243,7 @@ mod tests {
     #[test]
     fn source_reads_shards_in_order_and_reuses_the_cache() {
         let tmp = tempfile::tempdir().unwrap();
-        std::env::set_var("BARLOW_CACHE_DIR", tmp.path().join("cache"));
+        let cache = tmp.path().join("cache");
         let dir = tmp.path().join("shards");
         std::fs::create_dir_all(&dir).unwrap();
         for s in 0..2 {
@@ -257,7 +267,7 @@ mod tests {
             std::fs::write(dir.join(format!("shard-{s}.tar")), tar).unwrap();
         }
         let spec = format!("{}/shard-{{0..1}}.tar", dir.display());
-        let src = WdsSource::open(&spec, "cls").unwrap();
+        let src = WdsSource::open_with_cache(&spec, "cls", &cache).unwrap();
         assert!(
             src.index_note.starts_with("2 of 2 shards indexed"),
             "{}",
@@ -274,7 +284,7 @@ mod tests {
         assert_eq!(src.skipped.len(), 2);
         assert!(src.skipped[1].0.ends_with("shard-1.tar#s1bad"));
 
-        let again = WdsSource::open(&spec, "cls").unwrap();
+        let again = WdsSource::open_with_cache(&spec, "cls", &cache).unwrap();
         assert!(
             again.index_note.starts_with("0 of 2"),
             "{}",
@@ -287,7 +297,7 @@ mod tests {
         file(&mut tar, "new.cls", b"9", Long::No);
         finish(&mut tar);
         std::fs::write(dir.join("shard-1.tar"), tar).unwrap();
-        let changed = WdsSource::open(&spec, "cls").unwrap();
+        let changed = WdsSource::open_with_cache(&spec, "cls", &cache).unwrap();
         assert!(
             changed.index_note.starts_with("1 of 2"),
             "{}",
@@ -296,10 +306,20 @@ mod tests {
         assert_eq!((changed.len(), changed.classes), (4, 10));
 
         std::fs::write(dir.join("shard-1.tar"), [0x1f, 0x8b, 8, 0].repeat(200)).unwrap();
-        let e = format!("{:#}", WdsSource::open(&spec, "cls").err().unwrap());
+        let e = format!(
+            "{:#}",
+            WdsSource::open_with_cache(&spec, "cls", &cache)
+                .err()
+                .unwrap()
+        );
         assert!(e.contains("gzip") && e.contains("zcat"), "{e}");
         std::fs::write(dir.join("shard-1.tar"), vec![b'<'; 600]).unwrap();
-        let e = format!("{:#}", WdsSource::open(&spec, "cls").err().unwrap());
+        let e = format!(
+            "{:#}",
+            WdsSource::open_with_cache(&spec, "cls", &cache)
+                .err()
+                .unwrap()
+        );
         assert!(e.contains("shard-1.tar") && e.contains("not a tar"), "{e}");
     }
 }

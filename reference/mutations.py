@@ -67,7 +67,7 @@ def projector_row(dump, official):
 
 def projector_weight_row(dump, official):
     """One row (`ROW`) of the projector's last weight after the last step off by `ROW_ERROR`."""
-    name = last_projector_weight(dump)
+    name = dump.state_key(dump.steps - 1, last_projector_weight(dump))
     w = np.array(dump.after[name])
     w[ROW] *= 1 + ROW_ERROR
     return {name: w}

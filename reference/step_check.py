@@ -79,6 +79,7 @@ import argparse
 import contextlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -180,17 +181,22 @@ class Failure:
 
 class Memo:
     """`rel_errors` of arrays already compared: the self-test's broken dumps share all but a few
-    of their arrays (the same objects) with the real one, whose errors are the same."""
+    of their arrays (the same objects) with the real one, whose errors are the same. Once
+    `frozen`, it remembers nothing new (a broken dump's own arrays)."""
 
     def __init__(self):
         self.seen = {}  # ids -> (the arrays, kept alive so that ids stay theirs; errors)
+        self.frozen = False
 
     def rel_errors(self, *arrays):
         key = tuple(map(id, arrays))
         hit = self.seen.get(key)
-        if hit is None:
-            hit = self.seen[key] = (arrays, rel_errors(*arrays))
-        return hit[1]
+        if hit is not None:
+            return hit[1]
+        errors = rel_errors(*arrays)
+        if not self.frozen:
+            self.seen[key] = (arrays, errors)
+        return errors
 
 
 class Report:
@@ -258,29 +264,54 @@ def check_init(report, state, model):
             report.add("init", name, abs(std_ratio - 1), ok=bool(abs(std_ratio - 1) <= 0.05 and mean_ok))
 
 
-OFFICIAL_READS = ("state.", "relu.")  # the names in `after` that the official run reads
-
-
 class Dump:
-    """The two files of a `trainer step-dump` run: `init` (state before, batches), `after`
-    (state after each step, gradients, momentum, ReLU records) and their infos.
-    `with_changes` makes a copy with some `after` tensors replaced (the self-test's mutations)."""
+    """The files of a `trainer step-dump` run: `init` (the state before the first step, the
+    batches) with its `info`, and `after`, every `step<k>.safetensors` under one roof: the state
+    after step k as `state.<k>.<name>` (momentum `state.<k>.lars.mu.<name>`), its gradients
+    `grad.<k>.<name>` and ReLU records `relu.<k>.<i>[.pre|.magnitude]`, with the last step's info
+    (every loss) as `after_info`. `with_changes` makes a copy with some `after` tensors replaced
+    (the self-test's mutations)."""
 
     def __init__(self, folder):
         self.init, meta = read_safetensors(Path(folder) / "init.safetensors")
-        self.after, ameta = read_safetensors(Path(folder) / "after.safetensors")
         self.info = json.loads(meta["barlow.step_dump"])
-        self.after_info = json.loads(ameta["barlow.step_dump"])
         self.steps = self.info["steps"]
+        self.after = {}
+        for k in range(self.steps):
+            tensors, meta = read_safetensors(Path(folder) / f"step{k}.safetensors")
+            for name, t in tensors.items():
+                prefix = "" if name.startswith(("grad.", "relu.")) else "state."
+                kind, _, rest = (prefix + name).partition(".")
+                self.after[f"{kind}.{k}.{rest}"] = t
+        self.after_info = json.loads(meta["barlow.step_dump"])
         self.changed = None  # with_changes' names
 
-    def state_key(self, k, name):
-        """`after`'s name of `name` after step k (the last step's state has the plain names)."""
-        return name if k == self.steps - 1 else f"state.{k}.{name}"
+    @staticmethod
+    def state_key(k, name):
+        """`after`'s name of `name` (a parameter, running statistic or `lars.mu.<parameter>`)
+        after step k."""
+        return f"state.{k}.{name}"
 
     def state(self, k, name):
-        """`name` (a parameter or running statistic) after step k; k = -1: before the first."""
+        """`name` after step k; k = -1: before the first (no momentum there)."""
         return self.init[name] if k < 0 else self.after[self.state_key(k, name)]
+
+    def step_inputs(self, k):
+        """{name: array} of what the official step k reads: barlow's state before it, the step's
+        batches and ReLU records."""
+        if k == 0:
+            before = {n: t for n, t in self.init.items() if not n.startswith("views.")}
+        else:
+            before = {n: t for n, t in self.after.items() if n.startswith(f"state.{k - 1}.")}
+        records = {n: t for n, t in self.after.items() if n.startswith(f"relu.{k}.")}
+        return {**before, **records, **{f"views.{v}.{k}": self.init[f"views.{v}.{k}"] for v in "ab"}}
+
+    def step_inputs_differ(self, k, other):
+        """Whether the official step k made from `other` is not this dump's (see `step_inputs`)."""
+        if self.changed is not None and self.init is other.init:  # other with_changes
+            return any(n in self.changed for n in self.step_inputs(k))
+        mine, theirs = self.step_inputs(k), other.step_inputs(k)
+        return mine.keys() != theirs.keys() or not all(np.array_equal(mine[n], theirs[n]) for n in mine)
 
     def relu_calls(self, k):
         """Step k's ReLU records, in call order: (name, decisions, inputs, magnitudes)."""
@@ -302,16 +333,6 @@ class Dump:
         copy.after = {**self.after, **changes}
         copy.changed = set(changes)
         return copy
-
-    def official_inputs_changed_from(self, original):
-        """Whether the official run made from `original` is not this dump's: what it reads (the
-        initial state and batches, the states between steps, the ReLU records) differs."""
-        if self.changed is not None:
-            return any(n.startswith(OFFICIAL_READS) for n in self.changed)
-        read = [(d.init, {n: t for n, t in d.after.items() if n.startswith(OFFICIAL_READS)})
-                for d in (self, original)]
-        return any(a.keys() != b.keys() or not all(np.array_equal(a[n], b[n]) for n in a)
-                   for a, b in zip(*read))
 
 
 class _ReplayReLUFn(torch.autograd.Function):
@@ -445,14 +466,21 @@ def load_state(model, opt, dump, k):
             opt.state[p]["mu"] = torch.from_numpy(np.array(dump.state(k, "lars.mu." + n)))
 
 
-def run_official(case, dump, lambd=LAMBD):
+STEP_FIELDS = ("losses", "lrs", "grads", "states", "relu_inputs")  # Official's lists by step
+
+
+def run_official(case, dump, reuse=None):
     """The case's steps in the official code, each from barlow's state before it (the first from
     `dump`'s initial state), on the dump's batches, with its ReLU decisions replayed: every step
-    is compared from the same state, so one step's differences do not carry into the next's."""
+    is compared from the same state, so one step's differences do not carry into the next's.
+    `reuse` = (a dump, its Official): the steps whose inputs are that dump's are taken from it."""
     name, arch, proj, steps, phase = case
     start = PHASES[phase]
+    differ = [reuse is None or dump.step_inputs_differ(k, reuse[0]) for k in range(steps)]
+    if not any(differ):
+        return reuse[1]
     torch.manual_seed(SEED)
-    model = BarlowTwins(arch, proj, lambd=lambd)
+    model = BarlowTwins(arch, proj, lambd=LAMBD)
     res = Official(init=Report())
     check_init(res.init, dump.init, model)
     sd = {k: torch.from_numpy(np.array(v)) for k, v in dump.init.items() if not k.startswith("views.")}
@@ -474,6 +502,10 @@ def run_official(case, dump, lambd=LAMBD):
                if not (n.startswith("bn.") or n.endswith("num_batches_tracked"))}
     res.buffers = list(running)
     for k in range(steps):
+        if not differ[k]:
+            for f in STEP_FIELDS:
+                getattr(res, f).append(getattr(reuse[1], f)[k])
+            continue
         load_state(model, opt, dump, k - 1)
         lr = learning_rate(start + k, BATCH, STEPS_PER_EPOCH, EPOCHS, WARMUP_EPOCHS)
         set_learning_rates(opt, lr, LR_WEIGHTS, LR_BIASES)
@@ -582,9 +614,11 @@ def self_test(trainer, case, dump, official, memo, tmp):
             broken, _ = run_barlow(trainer, case, Path(tmp) / "lambd", lambd=LAMBD * mutation.lambd_factor)
         else:
             broken = dump.with_changes(mutation.changes(dump, official))
-        ref = run_official(case, broken) if broken.official_inputs_changed_from(dump) else official
-        failures = compare(case, broken, ref, memo).failures
-        caught, stray = mutations.judge(mutation, failures, broken, PHASES[case[4]])
+        # the official steps whose inputs the mutation reaches run again
+        failures = compare(case, broken, run_official(case, broken, reuse=(dump, official)), memo).failures
+        del broken
+        shutil.rmtree(Path(tmp) / "lambd", ignore_errors=True)
+        caught, stray = mutations.judge(mutation, failures, dump, PHASES[case[4]])
         verdict = "caught" if caught and not stray else "MISSED"
         print(f"  self-test {mutation.name}: {verdict}: {len(failures)} outside bounds, "
               f"{len(caught)} as planted ({caught[0] if caught else 'none'})"
@@ -634,6 +668,7 @@ def main():
             t0 = time.time()
             memo = Memo()
             report = compare(case, dump, official, memo)
+            memo.frozen = True
             t_compare = time.time() - t0
             print_report(case[0], report, official,
                          f"barlow {t_barlow:.1f}s, torch {t_torch:.1f}s, compare {t_compare:.1f}s", a.worst)

@@ -9,7 +9,6 @@
 //! `torchvision.models.resnet50().load_state_dict(sd, strict=False)` (only `fc.*` is missing).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ::safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
@@ -75,6 +74,13 @@ pub fn floats(bytes: &[u8]) -> Vec<f32> {
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        std::fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
+/// [`write_atomic`] with the temp file written by `write` (given its path).
+fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -89,11 +95,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| -> Result<()> {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
+        write(&tmp)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
             .with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
@@ -138,8 +142,8 @@ pub fn save<D: NnDevice>(
 /// One tensor to write: name, dtype, shape, little-endian bytes.
 pub type NamedBytes = (String, StDtype, Vec<usize>, Vec<u8>);
 
-/// Writes `tensors` and the string metadata `meta` as one safetensors file, atomically
-/// ([`write_atomic`]).
+/// Writes `tensors` and the string metadata `meta` as one safetensors file, atomically (as
+/// [`write_atomic`]).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[NamedBytes],
@@ -153,9 +157,11 @@ pub fn write_safetensors(
                 .map_err(|e| anyhow!("{n}: {e:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = ::safetensors::tensor::serialize(views, &Some(meta))
-        .map_err(|e| anyhow!("serialising {}: {e:?}", path.display()))?;
-    write_atomic(path, &bytes)
+    // streamed to the file: no second copy of the tensors in memory
+    write_atomic_with(path, |tmp| {
+        ::safetensors::tensor::serialize_to_file(views, &Some(meta), tmp)
+            .map_err(|e| anyhow!("writing {}: {e:?}", tmp.display()))
+    })
 }
 
 /// f32 values as little-endian bytes (safetensors' layout).

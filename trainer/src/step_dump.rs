@@ -4,7 +4,7 @@
 //! The steps are the training loop's own ([`crate::session::train_step`]: both views forward and
 //! backward, the loss, LARS at the schedule's learning rates, BatchNorm running statistics
 //! updated per view), on u8 views normalised by [`crate::input::normalize_views`] with the
-//! ImageNet mean and std, as the loader's ring batches are. Two safetensors files, every tensor
+//! ImageNet mean and std, as the loader's ring batches are. Safetensors files, every tensor
 //! under the official names (`backbone.layer1.0.conv1.weight`, `projector.0.weight`,
 //! `backbone.bn1.running_mean`, ...):
 //!
@@ -12,11 +12,10 @@
 //!   statistic) and the batches, `views.a.<k>` / `views.b.<k>` (u8, `[batch, 3, size, size]`, the
 //!   view fed first / second at step `k`), with the run's [`DumpInfo`] as JSON in the metadata
 //!   key [`INFO_KEY`].
-//! - `after.safetensors`: the state after the last step (parameters, running statistics, LARS
-//!   momentum `lars.mu.<name>`), the state after each earlier step `state.<k>.<name>` (see
-//!   [`STATE_PREFIX`]: every step can be compared from the same state), every step's gradients
-//!   `grad.<k>.<name>` and ReLU decisions `relu.<k>.<i>` with their inputs (see
-//!   [`RELU_PREFIX`]); the metadata holds the [`DumpInfo`] with the loss of every step filled in.
+//! - `step<k>.safetensors` ([`step_file`]), one per step: the state after step `k` (parameters,
+//!   running statistics, LARS momentum `lars.mu.<name>`: every step can be compared from the same
+//!   state), the step's gradients `grad.<name>` and its ReLU decisions `relu.<i>` with their inputs
+//!   (see [`RELU_PREFIX`]); the metadata holds the [`DumpInfo`] with the losses up to step `k`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,18 +35,19 @@ use views::imagenet;
 
 /// Metadata key of the JSON [`DumpInfo`] in both files.
 pub const INFO_KEY: &str = "barlow.step_dump";
-/// Name prefix of the gradients in `after.safetensors`: `grad.<step k>.<name>`.
+/// Name prefix of the gradients in a step's file: `grad.<name>`.
 pub const GRAD_PREFIX: &str = "grad.";
-/// Name prefix of the ReLU decisions in `after.safetensors`: `relu.<step k>.<call i>`, u8
-/// `[rows, cols]` channel-major (`(C, B*H*W)` maps, `(F, B)` vectors), 1 where the input was
-/// above 0, in forward order (backbone and projector of view a, then of view b); beside each,
-/// f32 of the same shape, `relu.<k>.<i>.pre` the input itself and `relu.<k>.<i>.magnitude` its
-/// local magnitude (see [`relu_masks::ReluMask`]).
+/// Name prefix of the ReLU decisions in a step's file: `relu.<call i>`, u8 `[rows, cols]`
+/// channel-major (`(C, B*H*W)` maps, `(F, B)` vectors), 1 where the input was above 0, in forward
+/// order (backbone and projector of view a, then of view b); beside each, f32 of the same shape,
+/// `relu.<i>.pre` the input itself and `relu.<i>.magnitude` its local magnitude (see
+/// [`relu_masks::ReluMask`]).
 pub const RELU_PREFIX: &str = "relu.";
-/// Name prefix of the state after step `k` in `after.safetensors`, for every step but the last
-/// (whose state has the plain names): `state.<k>.<name>`, parameters, running statistics and
-/// LARS momentum (`state.<k>.lars.mu.<name>`).
-pub const STATE_PREFIX: &str = "state.";
+
+/// The file of step `k` (counted from the dump's first step).
+pub fn step_file(k: usize) -> String {
+    format!("step{k}.safetensors")
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -131,8 +131,8 @@ fn state_with_momentum<D: NnDevice>(model: &BarlowModel<D>, opt: &Lars<D>) -> Ve
     })
 }
 
-/// Runs `cfg.steps` training steps on `dev` and writes `init.safetensors` and
-/// `after.safetensors` into `dir` (created if missing). Returns the run's [`DumpInfo`].
+/// Runs `cfg.steps` training steps on `dev` and writes `init.safetensors` and each step's
+/// [`step_file`] into `dir` (created if missing). Returns the run's [`DumpInfo`].
 pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<DumpInfo> {
     anyhow::ensure!(cfg.steps >= 1, "at least one step");
     anyhow::ensure!(
@@ -198,8 +198,8 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
     write_safetensors(&dir.join("init.safetensors"), &init, meta(&info)?)?;
     drop(init);
 
-    // every step's gradients, host copies under `grad.<k>.<name>`
-    let mut grads: Vec<NamedBytes> = Vec::new();
+    // one file per step, written when the step is done (an 8192 projector's state and gradients
+    // are 1.8 GB a step)
     for (k, (a, b)) in views.iter().enumerate() {
         let (va, vb) = normalize_views(
             dev,
@@ -211,10 +211,11 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
             imagenet::MEAN,
             imagenet::STD,
         )?;
+        let mut grads: Vec<NamedBytes> = Vec::new();
         let record = |m: &BarlowModel<_>, g: &dfdx::prelude::Gradients<f32, _>| {
             for (_, p) in m.store.trainable() {
                 grads.push((
-                    format!("{GRAD_PREFIX}{k}.{}", p.name),
+                    format!("{GRAD_PREFIX}{}", p.name),
                     Dtype::F32,
                     p.shape.clone(),
                     f32_bytes(&g.get(&p.t).as_vec()),
@@ -225,30 +226,19 @@ pub fn dump_steps<D: NnDevice>(dev: &D, cfg: &DumpConfig, dir: &Path) -> Result<
             train_step(&mut model, &mut opt, va, vb, cfg.lambd, info.lrs[k], record)
         });
         info.losses.push(sg?.loss());
+        let mut step = state_with_momentum(&model, &opt);
+        step.append(&mut grads);
         for (i, m) in masks.into_iter().enumerate() {
-            let name = format!("{RELU_PREFIX}{k}.{i}");
+            let name = format!("{RELU_PREFIX}{i}");
             let shape = vec![m.rows, m.cols];
-            grads.push((name.clone(), Dtype::U8, shape.clone(), m.positive));
-            grads.push((
-                format!("{name}.pre"),
-                Dtype::F32,
-                shape.clone(),
-                f32_bytes(&m.pre),
-            ));
+            step.push((name.clone(), Dtype::U8, shape.clone(), m.positive));
+            let pre = f32_bytes(&m.pre);
+            step.push((format!("{name}.pre"), Dtype::F32, shape.clone(), pre));
             let magnitude = f32_bytes(&m.magnitude);
-            grads.push((format!("{name}.magnitude"), Dtype::F32, shape, magnitude));
+            step.push((format!("{name}.magnitude"), Dtype::F32, shape, magnitude));
         }
-        if k + 1 < cfg.steps {
-            grads.extend(
-                state_with_momentum(&model, &opt)
-                    .into_iter()
-                    .map(|(name, d, s, b)| (format!("{STATE_PREFIX}{k}.{name}"), d, s, b)),
-            );
-        }
+        write_safetensors(&dir.join(step_file(k)), &step, meta(&info)?)?;
     }
-    let mut after = state_with_momentum(&model, &opt);
-    after.append(&mut grads);
-    write_safetensors(&dir.join("after.safetensors"), &after, meta(&info)?)?;
     Ok(info)
 }
 
@@ -286,16 +276,26 @@ mod tests {
         assert_eq!(info.losses.len(), 2);
         assert_eq!(info.lrs[0], cfg.schedule.lrs(2));
 
-        // the same two steps by hand from the batches in the file give the same state
+        // the same two steps by hand from the batches in the file give the same states
         let init = std::fs::read(dir.path().join("init.safetensors")).unwrap();
         let init = SafeTensors::deserialize(&init).unwrap();
-        let after = std::fs::read(dir.path().join("after.safetensors")).unwrap();
-        let after = SafeTensors::deserialize(&after).unwrap();
+        let files: Vec<Vec<u8>> = (0..2)
+            .map(|k| std::fs::read(dir.path().join(step_file(k))).unwrap())
+            .collect();
+        let steps: Vec<SafeTensors> = files
+            .iter()
+            .map(|f| SafeTensors::deserialize(f).unwrap())
+            .collect();
+        assert!(!dir.path().join(step_file(2)).exists());
         let mut m = BarlowModel::new(&dev, cfg.arch, &cfg.projector, cfg.seed);
+        for p in &m.store.params {
+            let t0 = init.tensor(&p.name).unwrap();
+            assert_eq!(t0.shape(), p.shape.as_slice(), "{}", p.name);
+        }
         let mut opt = Lars::new(&m.store, cfg.lars);
         let mut losses = vec![];
         let floats = |t: ::safetensors::tensor::TensorView| crate::checkpoint::floats(t.data());
-        for k in 0..2 {
+        for (k, step) in steps.iter().enumerate() {
             let a = init.tensor(&format!("views.a.{k}")).unwrap();
             let b = init.tensor(&format!("views.b.{k}")).unwrap();
             assert_eq!(a.shape(), &[4, 3, 16, 16]);
@@ -312,70 +312,54 @@ mod tests {
             .unwrap();
             let mut g = m.loss_and_grads(va, vb, cfg.lambd).unwrap();
             let (lw, lb) = cfg.schedule.lrs(2 + k as u64);
-            let i = m.store.index_of("projector.0.weight").unwrap();
-            let grad = g.grads.get(&m.store.params[i].t).as_vec();
+            let grads: Vec<_> = m
+                .store
+                .params
+                .iter()
+                .map(|p| (p.kind != Kind::Buffer).then(|| g.grads.get(&p.t).as_vec()))
+                .collect();
             opt.step(&mut m.store, &mut g.grads, lw, lb).unwrap();
             losses.push(g.loss());
-            let name = format!("{GRAD_PREFIX}{k}.projector.0.weight");
-            let dumped = floats(after.tensor(&name).unwrap());
-            assert_eq!(dumped, grad);
-            // the state after step 0 of 2 under `state.0.`; the last one's has the plain names
+            // the state after the step, its gradients and momentum
             for (i, p) in m.store.params.iter().enumerate() {
-                let state = after.tensor(&format!("{STATE_PREFIX}{k}.{}", p.name));
-                let mu = after.tensor(&format!("{STATE_PREFIX}{k}.{MU_PREFIX}{}", p.name));
-                match k {
-                    0 => {
-                        assert_eq!(floats(state.unwrap()), p.t.as_vec(), "{}", p.name);
-                        let want = opt.mu[i].as_ref().map(|mu| mu.as_vec());
-                        assert_eq!(mu.ok().map(floats), want, "{}", p.name);
-                    }
-                    _ => assert!(state.is_err() && mu.is_err()),
-                }
+                assert_eq!(
+                    floats(step.tensor(&p.name).unwrap()),
+                    p.t.as_vec(),
+                    "{}",
+                    p.name
+                );
+                let grad = step.tensor(&format!("{GRAD_PREFIX}{}", p.name));
+                assert_eq!(grad.ok().map(floats), grads[i], "{}", p.name);
+                let mu = step.tensor(&format!("{MU_PREFIX}{}", p.name));
+                let want = opt.mu[i].as_ref().map(|mu| mu.as_vec());
+                assert_eq!(mu.ok().map(floats), want, "{}", p.name);
+                assert_eq!(want.is_some(), p.kind != Kind::Buffer, "{}", p.name);
             }
         }
         assert_eq!(losses, info.losses);
-        for (i, p) in m.store.params.iter().enumerate() {
-            assert_eq!(floats(after.tensor(&p.name).unwrap()), p.t.as_vec());
-            let t0 = init.tensor(&p.name).unwrap();
-            assert_eq!(t0.shape(), p.shape.as_slice(), "{}", p.name);
-            let has = |prefix: &str| after.tensor(&format!("{prefix}{}", p.name)).is_ok();
-            for k in 0..2 {
-                let g = format!("{GRAD_PREFIX}{k}.");
-                assert_eq!(has(&g), p.kind != Kind::Buffer, "{}", p.name);
-            }
-            assert_eq!(has(MU_PREFIX), p.kind != Kind::Buffer, "{}", p.name);
-            if let Some(mu) = &opt.mu[i] {
-                let f = floats(after.tensor(&format!("{MU_PREFIX}{}", p.name)).unwrap());
-                assert_eq!(f, mu.as_vec(), "{}", p.name);
-            }
-        }
-        assert!(after.tensor("backbone.bn1.running_var").is_ok());
+        assert!(steps[1].tensor("backbone.bn1.running_var").is_ok());
 
         // tiny: 4 conv-bn-relu layers per view, then the projector's hidden layer
-        for k in 0..2 {
+        for (k, step) in steps.iter().enumerate() {
             let relus = (0..)
-                .take_while(|i| after.tensor(&format!("{RELU_PREFIX}{k}.{i}")).is_ok())
+                .take_while(|i| step.tensor(&format!("{RELU_PREFIX}{i}")).is_ok())
                 .count();
             assert_eq!(relus, 2 * (4 + 1), "step {k}");
-            let first = after.tensor(&format!("{RELU_PREFIX}{k}.0")).unwrap();
+            let first = step.tensor(&format!("{RELU_PREFIX}0")).unwrap();
             assert_eq!(
                 first.shape()[1],
                 4 * 8 * 8,
                 "(C, B*H*W) after the stride-2 stem"
             );
-            let proj = after.tensor(&format!("{RELU_PREFIX}{k}.4")).unwrap();
+            let proj = step.tensor(&format!("{RELU_PREFIX}4")).unwrap();
             assert_eq!(
                 proj.shape(),
                 &[16, 4],
                 "the projector's hidden layer, (F, B)"
             );
             assert!(first.data().iter().all(|&v| v <= 1));
-            let pre = floats(after.tensor(&format!("{RELU_PREFIX}{k}.0.pre")).unwrap());
-            let mag = floats(
-                after
-                    .tensor(&format!("{RELU_PREFIX}{k}.0.magnitude"))
-                    .unwrap(),
-            );
+            let pre = floats(step.tensor(&format!("{RELU_PREFIX}0.pre")).unwrap());
+            let mag = floats(step.tensor(&format!("{RELU_PREFIX}0.magnitude")).unwrap());
             assert_eq!(
                 (pre.len(), mag.len()),
                 (first.data().len(), first.data().len())

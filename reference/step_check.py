@@ -92,6 +92,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mutations  # noqa: E402
+from safetensors_np import read_safetensors  # noqa: E402
 from official_bt import BarlowTwins, learning_rate, official_lars, set_learning_rates  # noqa: E402
 
 # warm-up: 10 epochs of 2 steps = steps 0..19; step 5 is inside it, step 25 after it
@@ -130,23 +131,6 @@ ROW_BOUNDS = {"grad": 1e-3, "update": 1e-1, "param": 1e-3, "momentum": 1e-3, "ru
 # the row is smaller (a 1-D tensor's channels near 0)
 ROW_FLOOR = 0.1
 KINDS = ["loss", "lr", "grad", "update", "param", "momentum", "running", "pre", "ties", "init"]
-
-DTYPES = {"F32": np.float32, "U8": np.uint8, "I64": np.int64}
-
-
-def read_safetensors(path):
-    """(tensors as numpy arrays (memory-mapped), metadata) of a safetensors file."""
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
-    n = int.from_bytes(bytes(raw[:8]), "little")
-    header = json.loads(bytes(raw[8:8 + n]))
-    meta = header.pop("__metadata__", {})
-    base = 8 + n
-    out = {}
-    for name, h in header.items():
-        lo, hi = h["data_offsets"]
-        out[name] = raw[base + lo:base + hi].view(DTYPES[h["dtype"]]).reshape(h["shape"])
-    return out, meta
-
 
 def rel_errors(x, ref, base=None):
     """(norm, row) relative errors of `x` against `ref` in f64 (see the module's docstring), or

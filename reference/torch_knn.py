@@ -16,6 +16,7 @@ fixed random order, which does not leak labels through the batch statistics).
   python3 -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install torch torchvision
   /tmp/torch-venv/bin/python reference/torch_knn.py --data /tmp/demo-v2 --epochs 0 --seed 0
   /tmp/torch-venv/bin/python reference/torch_knn.py --data /tmp/demo-v2 --epochs 60 --out run.json
+  /tmp/torch-venv/bin/python reference/torch_knn.py --data /tmp/demo-v2 --eval run/checkpoint.safetensors
 """
 import argparse
 import json
@@ -32,6 +33,7 @@ from PIL import Image
 
 from official_bt import (MEAN, STD, GaussianBlur, Solarization, barlow_twins_loss,  # same folder
                          learning_rate, official_lars, projector, set_learning_rates)
+from safetensors_np import read_safetensors
 
 
 # ---------------------------------------------------------------- data
@@ -126,6 +128,27 @@ class BarlowTwins(nn.Module):
         return loss, on_diag.item(), off_diag.item()
 
 
+def load_backbone(path):
+    """A Tiny with the backbone of `path`: a barlow `tiny` checkpoint (`.safetensors`, official
+    names `backbone.conv<i>.weight`, `backbone.bn<i>.*`) or a `--save`d state_dict."""
+    net = Tiny()
+    if str(path).endswith(".safetensors"):
+        tensors, _ = read_safetensors(path)
+        sd = {}
+        for name, t in tensors.items():
+            top, layer, field = (name.split(".") + ["", ""])[:3]
+            if top == "backbone":  # conv<i> -> body.<3(i-1)>, bn<i> -> body.<3(i-1)+1>
+                i = 3 * (int(layer.lstrip("convbn")) - 1) + (layer.startswith("bn"))
+                sd[f"body.{i}.{field}"] = torch.from_numpy(np.array(t))
+    else:
+        sd = torch.load(path)
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise SystemExit(f"torch_knn: {path}: missing {missing}, unexpected {unexpected}")
+    return net
+
+
 # ---------------------------------------------------------------- schedule (official)
 def adjust_learning_rate(args, optimizer, steps_per_epoch, step):
     lr = learning_rate(step, args.batch_size, steps_per_epoch, args.epochs, args.warmup_epochs)
@@ -203,6 +226,10 @@ def main():
     ap.add_argument("--blur-scale", type=float, default=1.0, help="multiply the blur sigma (official 1.0)")
     ap.add_argument("--knn-every", type=int, default=0, help="also k-NN (eval BN) every N epochs")
     ap.add_argument("--out", default=None, help="write a JSON summary here")
+    ap.add_argument("--save", default=None, help="save the trained backbone's state_dict here (torch.save)")
+    ap.add_argument("--eval", nargs="+", metavar="CHECKPOINT",
+                    help="no training: the k-NN of each checkpoint (barlow `tiny` .safetensors or a --save file), "
+                         "one JSON line each")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -217,11 +244,18 @@ def main():
     x_eval = eval_tensor(imgs, args.size)
     print(f"{len(imgs)} images, {len(classes)} classes, decoded in {time.time() - t0:.1f}s", flush=True)
 
+    if args.eval:
+        for path in args.eval:
+            print(json.dumps({"checkpoint": path, **knn_all(load_backbone(path), x_eval, labels)}), flush=True)
+        return
+
     model = BarlowTwins(lambd=args.lambd)
     result = {"args": vars(args), "torch": torch.__version__}
     result["knn_init"] = knn_all(model.backbone, x_eval, labels)
     print(f"init k-NN: {json.dumps(result['knn_init'])}", flush=True)
     if args.epochs <= 0:
+        if args.save:
+            torch.save(model.backbone.state_dict(), args.save)
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump(result, fh, indent=1)
@@ -267,6 +301,8 @@ def main():
     print(f"trained {args.epochs} epochs / {step} steps in {train_s / 60:.1f} min; "
           f"loss {losses[0]:.2f} -> {result['loss_last_epoch_mean']:.2f} (last-epoch mean)", flush=True)
     print(f"trained k-NN: {json.dumps(result['knn_trained'])}", flush=True)
+    if args.save:
+        torch.save(model.backbone.state_dict(), args.save)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(result, fh, indent=1)

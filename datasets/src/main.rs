@@ -61,16 +61,8 @@ enum Command {
     /// Samples keep the folder's order and labels, so `loader --pack FILE` makes the same batches
     /// as `loader --dir DIR` (unless --max-side re-encodes images).
     Pack {
-        /// Dataset root laid out as DIR/<class>/<image>.JPEG.
-        #[arg(
-            long,
-            value_name = "DIR",
-            required_unless_present = "wds",
-            conflicts_with = "wds"
-        )]
-        dir: Option<PathBuf>,
         #[command(flatten)]
-        wds: WdsArgs,
+        input: FolderOrShards,
         /// The pack file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -85,16 +77,8 @@ enum Command {
     /// Scan an ImageNet-style folder (or WebDataset shards) and report classes, image counts and
     /// skipped entries.
     Scan {
-        /// Dataset root laid out as DIR/<class>/<image>.JPEG.
-        #[arg(
-            long,
-            value_name = "DIR",
-            required_unless_present = "wds",
-            conflicts_with = "wds"
-        )]
-        dir: Option<PathBuf>,
         #[command(flatten)]
-        wds: WdsArgs,
+        input: FolderOrShards,
         /// With --wds: print every sample (shard, key, label, in reading order) and every sample
         /// left out (with the reason) as one JSON object.
         #[arg(long, requires = "wds")]
@@ -151,8 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
         }
         Command::Pack {
-            dir,
-            wds,
+            input: FolderOrShards { dir, wds },
             out,
             max_side,
             quality,
@@ -187,7 +170,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             )?;
         }
-        Command::Scan { dir, wds, json } => {
+        Command::Scan {
+            input: FolderOrShards { dir, wds },
+            json,
+        } => {
             if let Some(spec) = &wds.wds {
                 return scan_shards(spec, &wds, json, &mut stdout);
             }
@@ -216,6 +202,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Opens shards, reporting the samples left out on stderr.
+/// What `pack` and `scan` read: a folder or WebDataset shards.
+#[derive(clap::Args, Debug)]
+struct FolderOrShards {
+    /// Dataset root laid out as DIR/<class>/<image>.JPEG.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "wds",
+        conflicts_with = "wds"
+    )]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    wds: WdsArgs,
+}
+
 fn open_shards(spec: &str, wds: &WdsArgs) -> anyhow::Result<WdsSource> {
     let source = WdsSource::open(spec, &wds.label_key)?;
     eprintln!("datasets: {}", source.index_note);

@@ -4,9 +4,9 @@
 //! batch `t / B`). Workers claim tasks in order without waiting at the end of a batch: while the
 //! batch whose destination is open (a ring slot the sink lent) still has samples in progress,
 //! workers that are done take samples of the **next** batch. Such a sample is made into the
-//! worker's own staging pair (allocated once per worker, up front) and copied into the
+//! worker's own staging views (allocated once per worker, up front) and copied into the
 //! destination when that batch opens; every other sample is written in place. A worker runs at
-//! most one batch ahead, so at most one staged pair per worker exists.
+//! most one batch ahead, so at most one staged sample per worker exists.
 //!
 //! The main thread announces each batch before it opens ([`Handoff::announce`]), opens it with
 //! the destination the sink lent ([`Handoff::open`]), waits until all its samples are written
@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use shared::Stats;
+use shared::{Stats, MAX_VIEWS};
 use views::params::ViewParams;
 
 use crate::sink::{BatchMeta, Destination};
@@ -42,24 +42,41 @@ pub struct BatchPlan {
 pub struct Dest {
     labels: *mut u32,
     indices: *mut u64,
-    view_a: *mut u8,
-    view_b: *mut u8,
-    /// Null when the sink keeps no parameters.
-    params: *mut [ViewParams; 2],
+    /// Start of every view's pixels (the slot's [`shared::SlotLayout::pixels`]).
+    pixels: *mut u8,
+    /// Per view: offset of its batch block in `pixels`, and bytes of one sample's view.
+    views: [(usize, usize); MAX_VIEWS as usize],
+    view_count: usize,
+    /// `view_count` parameter sets per sample; null when the sink keeps no parameters.
+    params: *mut ViewParams,
     stats: *const Stats,
-    sample_bytes: usize,
 }
 
 /// Where one sample of an open batch goes.
 pub struct SampleDest<'a> {
     pub label: &'a mut u32,
     pub index: &'a mut u64,
-    pub view_a: &'a mut [u8],
-    pub view_b: &'a mut [u8],
-    /// The parameters drawn for the pair, where the sink keeps them.
-    pub params: Option<&'a mut [ViewParams; 2]>,
+    /// The parameters drawn for the sample's views, where the sink keeps them.
+    pub params: Option<&'a mut [ViewParams]>,
     /// The sink's live statistics.
     pub stats: &'a Stats,
+    dest: &'a Dest,
+    k: usize,
+}
+
+impl SampleDest<'_> {
+    /// This sample's view `v` (CHW u8).
+    pub fn view(&mut self, v: usize) -> &mut [u8] {
+        let (offset, n) = self.dest.views[v];
+        // SAFETY: see `Dest::sample`: sample k's bytes of view v are this worker's alone, and
+        // they lie inside the lent pixels (offsets from the validated slot layout).
+        unsafe { std::slice::from_raw_parts_mut(self.dest.pixels.add(offset + self.k * n), n) }
+    }
+
+    /// Views per sample.
+    pub fn views(&self) -> usize {
+        self.dest.view_count
+    }
 }
 
 // SAFETY: a `Dest` is only dereferenced by the worker that owns sample `k` of the open batch
@@ -73,14 +90,15 @@ impl Dest {
     /// # Safety
     /// The destination must still be open, and no other thread may use sample `k`.
     pub unsafe fn sample(&self, k: usize) -> SampleDest<'_> {
-        let n = self.sample_bytes;
+        let v = self.view_count;
         SampleDest {
             label: &mut *self.labels.add(k),
             index: &mut *self.indices.add(k),
-            view_a: std::slice::from_raw_parts_mut(self.view_a.add(k * n), n),
-            view_b: std::slice::from_raw_parts_mut(self.view_b.add(k * n), n),
-            params: (!self.params.is_null()).then(|| &mut *self.params.add(k)),
+            params: (!self.params.is_null())
+                .then(|| std::slice::from_raw_parts_mut(self.params.add(k * v), v)),
             stats: &*self.stats,
+            dest: self,
+            k,
         }
     }
 }
@@ -152,10 +170,21 @@ impl Handoff {
     /// Opens the next batch with the destination the sink lent.
     pub fn open(&self, dest: Destination<'_>, stats: &Stats) {
         let Destination { parts, params } = dest;
-        let sample_bytes = parts.view_a.len() / self.batch;
+        let layout = parts.layout;
+        let view_count = layout.views();
+        let mut views = [(0, 0); MAX_VIEWS as usize];
+        for (v, slot) in views.iter_mut().enumerate().take(view_count) {
+            let (at, len) = layout.view(v).expect("a view of the layout");
+            *slot = (at - layout.pixels().start, len / self.batch);
+        }
+        assert_eq!(parts.pixels.len(), layout.pixels().len(), "the whole pixels");
         let params = match params {
             Some(params) => {
-                assert_eq!(params.len(), self.batch, "one parameter pair per sample");
+                assert_eq!(
+                    params.len(),
+                    self.batch * view_count,
+                    "one parameter set per view"
+                );
                 params.as_mut_ptr()
             }
             None => std::ptr::null_mut(),
@@ -164,11 +193,11 @@ impl Handoff {
         st.open = Some(Dest {
             labels: parts.labels.as_mut_ptr(),
             indices: parts.indices.as_mut_ptr(),
-            view_a: parts.view_a.as_mut_ptr(),
-            view_b: parts.view_b.as_mut_ptr(),
+            pixels: parts.pixels.as_mut_ptr(),
+            views,
+            view_count,
             params,
             stats,
-            sample_bytes,
         });
         st.opened += 1;
         st.done = 0;
@@ -283,15 +312,15 @@ mod tests {
     fn parts<'a>(
         labels: &'a mut [u32],
         indices: &'a mut [u64],
-        a: &'a mut [u8],
-        b: &'a mut [u8],
+        pixels: &'a mut [u8],
     ) -> Destination<'a> {
+        let layout = shared::Geometry::pairs(1, 2, 3, 1, 1).slot_layout();
         Destination {
             parts: SlotParts {
                 labels,
                 indices,
-                view_a: a,
-                view_b: b,
+                pixels,
+                layout,
             },
             params: None,
         }
@@ -303,8 +332,8 @@ mod tests {
         h.announce(plan(0));
         h.announce(plan(1));
         let stats = Stats::default();
-        let (mut l, mut i, mut a, mut b) = ([0u32; 2], [0u64; 2], [0u8; 6], [0u8; 6]);
-        h.open(parts(&mut l, &mut i, &mut a, &mut b), &stats);
+        let (mut l, mut i, mut px) = ([0u32; 2], [0u64; 2], [0u8; 12]);
+        h.open(parts(&mut l, &mut i, &mut px), &stats);
         let t0 = h.claim().unwrap();
         let t1 = h.claim().unwrap();
         assert!(
@@ -329,8 +358,8 @@ mod tests {
             h.complete();
             h.complete();
             h.wait_done().unwrap();
-            let (mut l, mut i, mut a, mut b) = ([0u32; 2], [0u64; 2], [0u8; 6], [0u8; 6]);
-            h.open(parts(&mut l, &mut i, &mut a, &mut b), &stats);
+            let (mut l, mut i, mut px) = ([0u32; 2], [0u64; 2], [0u8; 12]);
+            h.open(parts(&mut l, &mut i, &mut px), &stats);
             assert!(
                 h.wait_open(1).is_some(),
                 "the staged sample finds its batch open"
@@ -349,8 +378,8 @@ mod tests {
         let h = Handoff::new(2);
         h.announce(plan(0));
         let stats = Stats::default();
-        let (mut l, mut i, mut a, mut b) = ([0u32; 2], [0u64; 2], [0u8; 6], [0u8; 6]);
-        h.open(parts(&mut l, &mut i, &mut a, &mut b), &stats);
+        let (mut l, mut i, mut px) = ([0u32; 2], [0u64; 2], [0u8; 12]);
+        h.open(parts(&mut l, &mut i, &mut px), &stats);
         let _ = h.claim().unwrap();
         h.fail("no image decodes".into());
         assert_eq!(h.wait_done().unwrap_err(), "no image decodes");

@@ -2,7 +2,7 @@
 //! crate) -> batches -> shared-memory rings.
 //!
 //! Data flow: a [`datasets::source::SampleSource`] (a folder, or a pack file) yields encoded
-//! bytes; each worker's [`views::pair::PairMaker`] decodes them and makes both views; [`pipeline`]
+//! bytes; each worker's [`views::sample::SampleMaker`] decodes each sample once and makes every view of its recipe ([`recipe_args`] reads which); [`pipeline`]
 //! drives epochs and batches, its workers overlapping batches through [`handoff`], into a
 //! [`sink::BatchSink`]: the rings of a run ([`ring_sink`], which opens or takes over each ring,
 //! builds its header and reports trainers attaching) or memory ([`sink::MemorySink`]: `loader
@@ -13,6 +13,7 @@
 pub mod handoff;
 pub mod pipeline;
 pub mod preview;
+pub mod recipe_args;
 pub mod profile;
 pub mod ring_sink;
 pub mod sampler;

@@ -60,16 +60,19 @@ enum Command {
     Profile(ProfileArgs),
     /// Watch a live ring (read-only): loader and trainer rates, occupancy, and who holds training back.
     Stat(StatArgs),
-    /// List the recipes (each method's two views), or print one as JSON: a start for
-    /// --augment-config.
-    Recipe(RecipeArgs),
+    /// List the recipes (each method's views), or show one: its view groups, or with --print
+    /// the JSON that --recipe-config reads (a start for your own).
+    Recipe(RecipeCommandArgs),
 }
 
 /// Options of `loader recipe`.
 #[derive(clap::Args, Debug)]
-struct RecipeArgs {
-    /// The recipe to print [default: list them all].
+struct RecipeCommandArgs {
+    /// The recipe to show [default: list them all].
     name: Option<String>,
+    /// Print the recipe as JSON (the --recipe-config format).
+    #[arg(long, requires = "name")]
+    print: bool,
 }
 
 /// Options of `loader bench` (and `loader profile`).
@@ -110,17 +113,8 @@ struct InputArgs {
     /// Seed of every random choice (shuffle and augmentation parameters).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Side of the square views, in pixels.
-    #[arg(long, default_value_t = 224)]
-    image_size: u32,
-    /// The method whose two views to make: barlow-twins or moco-v3 (`loader recipe` lists them,
-    /// `loader recipe NAME` prints one as JSON).
-    #[arg(long, default_value = views::recipe::DEFAULT)]
-    recipe: String,
-    /// JSON file overriding the recipe's probabilities and ranges, per view, e.g.
-    /// {"view_b": {"solarize_p": 0.1}}; missing fields keep the recipe's values.
-    #[arg(long, value_name = "FILE.json")]
-    augment_config: Option<PathBuf>,
+    #[command(flatten)]
+    recipe: loader::recipe_args::RecipeArgs,
 }
 
 impl InputArgs {
@@ -132,10 +126,9 @@ impl InputArgs {
     ) -> anyhow::Result<PipelineConfig> {
         Ok(PipelineConfig {
             batch_size: self.batch_size,
-            image_size: self.image_size,
             seed: self.seed,
             workers: self.workers,
-            augment: views::recipe::load(&self.recipe, self.augment_config.as_deref())?,
+            recipe: self.recipe.load()?,
             max_pixels,
             throttle,
         })
@@ -499,11 +492,22 @@ fn stat_command(args: &StatArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn recipe_command(args: &RecipeArgs) -> anyhow::Result<i32> {
+fn recipe_command(args: &RecipeCommandArgs) -> anyhow::Result<i32> {
     match &args.name {
         Some(name) => {
-            let cfg = views::recipe::recipe(name).map_err(anyhow::Error::msg)?;
-            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            let recipe = views::recipe::builtin(name).map_err(anyhow::Error::msg)?;
+            if args.print {
+                println!("{}", serde_json::to_string_pretty(&recipe.to_json())?);
+            } else {
+                println!("{name}: {} views per image", recipe.view_count());
+                for (i, (size, v)) in recipe.expanded().iter().enumerate() {
+                    println!(
+                        "  view {i:>2}: {size}x{size}, scale {:?}, {:?}, blur p {}, solarize p {}",
+                        v.scale, v.interpolation, v.blur_p, v.solarize_p
+                    );
+                }
+                println!("(`loader recipe {name} --print` prints it as JSON for --recipe-config)");
+            }
         }
         None => {
             for r in &views::recipe::RECIPES {

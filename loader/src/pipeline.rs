@@ -1,8 +1,8 @@
-//! The producer loop: epoch order -> per-sample decode and two views -> a [`BatchSink`].
+//! The producer loop: epoch order -> per-sample decode and the recipe's views -> a [`BatchSink`].
 //!
 //! One batch at a time: the sink lends a destination (a free ring slot, a buffer in memory), the
-//! worker pool fills its samples in parallel (each worker makes a pair with its
-//! [`PairMaker`], writing both views straight into the destination, in CHW), and the sink
+//! worker pool fills its samples in parallel (each worker decodes a sample once with its
+//! [`SampleMaker`] and writes every view straight into the destination, in CHW), and the sink
 //! delivers it. A file that cannot be read or decoded is recorded once and
 //! replaced by a deterministic substitute, so batches stay full and identical across worker counts.
 
@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use datasets::source::SampleSource;
 use shared::{stat, Stats};
-use views::pair::{PairKey, PairMaker};
-use views::params::{AugmentConfig, ViewParams};
+use views::sample::{SampleKey, SampleMaker};
+use views::params::{ViewConfig, ViewParams};
+use views::recipe::Recipe;
 
 use crate::handoff::{BatchPlan, Handoff, PanicGuard};
 use crate::sampler::Shard;
@@ -26,13 +27,11 @@ use crate::sink::{BadFile, BatchMeta, BatchSink, Flow, RunReport};
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub batch_size: usize,
-    /// Side of the square output views.
-    pub image_size: u32,
     pub seed: u64,
     /// Worker threads (0 = one per core).
     pub workers: usize,
-    /// The two views' augmentation (defaults: the paper's `transform` / `transform_prime`).
-    pub augment: AugmentConfig,
+    /// Every view of a sample: sizes, counts and augmentations ([`views::recipe`]).
+    pub recipe: Recipe,
     /// Images declaring more pixels are refused before decoding.
     pub max_pixels: u64,
     /// Sleep this long before publishing each batch (to play a slow loader in tests/profiling).
@@ -53,6 +52,8 @@ const BAD: u8 = 2;
 pub struct Pipeline<'s> {
     source: &'s dyn SampleSource,
     cfg: PipelineConfig,
+    /// The recipe's views, expanded: (size, config) per view.
+    views: Vec<(u32, ViewConfig)>,
     workers: usize,
     status: Vec<AtomicU8>,
     bad: Mutex<BTreeMap<usize, BadFile>>,
@@ -75,9 +76,11 @@ impl<'s> Pipeline<'s> {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        cfg.recipe.validate().map_err(anyhow::Error::msg)?;
         let status = (0..source.len()).map(|_| AtomicU8::new(UNKNOWN)).collect();
         Ok(Pipeline {
             source,
+            views: cfg.recipe.expanded(),
             cfg,
             workers,
             status,
@@ -137,24 +140,35 @@ impl<'s> Pipeline<'s> {
         })
     }
 
-    /// The ring geometry of one slot per batch (one slot; the caller picks the ring's count).
+    /// The ring geometry of one slot per batch: the recipe's view groups (one slot; the caller
+    /// picks the ring's count).
     pub fn geometry(&self) -> shared::Geometry {
+        let groups: Vec<shared::ViewGroup> = self
+            .cfg
+            .recipe
+            .groups()
+            .iter()
+            .map(|g| shared::ViewGroup {
+                views: g.views,
+                height: g.size,
+                width: g.size,
+            })
+            .collect();
         shared::Geometry {
             slots: 1,
             batch_size: self.cfg.batch_size as u32,
             channels: 3,
-            height: self.cfg.image_size,
-            width: self.cfg.image_size,
+            groups: shared::ViewGroups::new(&groups),
         }
     }
 
     /// A fingerprint of what decides the batches beyond the ring header's own fields (geometry,
-    /// seed, dataset length, steps, shard): the augmentation settings, the pixel cap and every
+    /// seed, dataset length, steps, shard): the recipe, the pixel cap and every
     /// sample's label. A loader taking over a ring must have the same ([`shared::RingInfo`]'s
     /// `stream_key`).
     pub fn stream_key(&self) -> u64 {
-        let augment = serde_json::to_string(&self.cfg.augment).unwrap_or_default();
-        let mut h = shared::fnv1a64(augment.as_bytes());
+        let recipe = self.cfg.recipe.to_json().to_string();
+        let mut h = shared::fnv1a64(recipe.as_bytes());
         h = shared::fnv1a64_update(h, &self.cfg.max_pixels.to_le_bytes());
         h = shared::fnv1a64_update(h, &(self.source.len() as u64).to_le_bytes());
         for i in 0..self.source.len() {
@@ -304,64 +318,64 @@ impl<'s> Pipeline<'s> {
     }
 
     /// A worker: claims samples in order (of the open batch, or one batch ahead into its staging
-    /// pair), makes each with its [`PairMaker`], and hands it over (see [`crate::handoff`]).
+    /// views), makes each with its [`SampleMaker`], and hands it over (see [`crate::handoff`]).
     fn work(&self, handoff: &Handoff) {
         let _guard = PanicGuard(handoff);
-        let sample_bytes = 3 * (self.cfg.image_size as usize).pow(2);
-        let mut maker = PairMaker::default();
-        let (mut stage_a, mut stage_b) = (vec![0u8; sample_bytes], vec![0u8; sample_bytes]);
+        let mut maker = SampleMaker::default();
+        let mut staged: Vec<Vec<u8>> = (self.views.iter())
+            .map(|(size, _)| vec![0u8; 3 * (*size as usize).pow(2)])
+            .collect();
+        let mut params = vec![ViewParams::default(); self.views.len()];
         while let Some(task) = handoff.claim() {
-            let made = match task.dest {
-                // SAFETY: the batch is open and sample k was claimed by this worker alone.
-                Some(dest) => {
-                    let s = unsafe { dest.sample(task.k) };
-                    self.make_sample(&task.plan, task.k, &mut maker, s.view_a, s.view_b)
-                }
-                None => {
-                    self.make_sample(&task.plan, task.k, &mut maker, &mut stage_a, &mut stage_b)
-                }
-            };
-            let Some((idx, params)) = made else {
+            let Some(idx) = self.load_sample(&task.plan, task.k, &mut maker) else {
                 handoff.fail(format!(
                     "none of the {} images could be decoded (see the bad-file list)",
                     self.source.len()
                 ));
                 return;
             };
+            let key = SampleKey::new(self.cfg.seed, task.plan.meta.epoch, idx as u64);
+            maker.draw(key, &self.views, &mut params);
             let dest = match task.dest {
-                Some(dest) => dest,
-                None => match handoff.wait_open(task.plan.seq) {
-                    Some(dest) => dest,
-                    None => return,
-                },
+                Some(dest) => {
+                    // SAFETY: the batch is open and sample k was claimed by this worker alone.
+                    let mut s = unsafe { dest.sample(task.k) };
+                    for (v, (p, (size, _))) in params.iter().zip(&self.views).enumerate() {
+                        maker.make_view(p, *size, s.view(v));
+                    }
+                    dest
+                }
+                None => {
+                    for ((p, (size, _)), out) in params.iter().zip(&self.views).zip(&mut staged) {
+                        maker.make_view(p, *size, out);
+                    }
+                    match handoff.wait_open(task.plan.seq) {
+                        Some(dest) => dest,
+                        None => return,
+                    }
+                }
             };
             // SAFETY: as above (a staged sample's batch is open now).
-            let s = unsafe { dest.sample(task.k) };
+            let mut s = unsafe { dest.sample(task.k) };
             if task.dest.is_none() {
-                s.view_a.copy_from_slice(&stage_a);
-                s.view_b.copy_from_slice(&stage_b);
+                for (v, bytes) in staged.iter().enumerate() {
+                    s.view(v).copy_from_slice(bytes);
+                }
             }
             *s.label = self.source.label(idx);
             *s.index = idx as u64;
-            if let Some(kept) = s.params {
-                *kept = params;
+            if let Some(kept) = s.params.as_deref_mut() {
+                kept.copy_from_slice(&params);
             }
             record_times(&mut maker, s.stats);
             handoff.complete();
         }
     }
 
-    /// Makes position `k` of a batch: the sample at `order[first + k]`, or, if that file is bad,
-    /// the first good one among `order[p + B], order[p + 2B], ...` (wrapping). Returns the dataset
-    /// index used and the parameters drawn; `None` only if no file decodes.
-    fn make_sample(
-        &self,
-        plan: &BatchPlan,
-        k: usize,
-        maker: &mut PairMaker,
-        view_a: &mut [u8],
-        view_b: &mut [u8],
-    ) -> Option<(usize, [ViewParams; 2])> {
+    /// Loads position `k` of a batch into `maker`: the sample at `order[first + k]`, or, if that
+    /// file is bad, the first good one among `order[p + B], order[p + 2B], ...` (wrapping).
+    /// Returns the dataset index loaded; `None` only if no file decodes.
+    fn load_sample(&self, plan: &BatchPlan, k: usize, maker: &mut SampleMaker) -> Option<usize> {
         let (b, order) = (self.cfg.batch_size, &plan.order);
         let n = order.len();
         for attempt in 0..n.div_ceil(b).max(1) * b {
@@ -373,10 +387,7 @@ impl<'s> Pipeline<'s> {
                 self.record_bad(idx, why);
                 continue;
             }
-            let key = PairKey::new(self.cfg.seed, plan.meta.epoch, idx as u64);
-            let params =
-                maker.make_pair(key, &self.cfg.augment, self.cfg.image_size, view_a, view_b);
-            return Some((idx, params));
+            return Some(idx);
         }
         None
     }
@@ -397,7 +408,7 @@ impl<'s> Pipeline<'s> {
 }
 
 /// Adds a maker's stage times to the sink's live statistics.
-fn record_times(maker: &mut PairMaker, stats: &Stats) {
+fn record_times(maker: &mut SampleMaker, stats: &Stats) {
     let t = maker.take_times();
     stats.add(stat::READ_NS, t.read_ns);
     stats.add(stat::DECODE_NS, t.decode_ns);

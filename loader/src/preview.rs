@@ -2,10 +2,11 @@
 //!
 //! `preview` is a run: the pipeline makes the first batch of `--epoch` with a batch size of
 //! `--count` (the first samples of that epoch's order, what the loader feeds first, bad files
-//! replaced as in a run) into a [`MemorySink`] whose callback writes the pairs out: the pixels are
-//! the very bytes a ring slot would hold. It writes `NNN_a.png`, `NNN_b.png`, the parameters `NNN_a.json`, `NNN_b.json` (the format
-//! `augment --params` reads), and `contact_sheet.png` (one row per pair). `augment` applies given
-//! parameters to one image file and writes the view as PNG.
+//! replaced as in a run) into a [`MemorySink`] whose callback writes the views out: the pixels are
+//! the very bytes a ring slot would hold. It writes each sample's views `NNN_a.png`, `NNN_b.png`,
+//! ... (in the recipe's order, [`view_tag`]), their parameters `NNN_a.json`, ... (the format
+//! `augment --params` reads, with the view's `size`), and `contact_sheet.png` (one row per sample).
+//! `augment` applies given parameters to one image file and writes the view as PNG.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use decode::DEFAULT_MAX_PIXELS;
 
 use datasets::opened::OpenedSource;
 use datasets::source::SampleSource;
-use views::pair::{chw_to_hwc, PairMaker};
+use views::sample::{chw_to_hwc, SampleMaker};
 use views::params::ViewParams;
 
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -46,15 +47,8 @@ pub struct PreviewArgs {
     /// Epoch whose views to show.
     #[arg(long, default_value_t = 0)]
     pub epoch: u64,
-    /// Side of the square views, in pixels.
-    #[arg(long, default_value_t = 224)]
-    pub image_size: u32,
-    /// The method whose views to show (see `--recipe` of a run).
-    #[arg(long, default_value = views::recipe::DEFAULT)]
-    pub recipe: String,
-    /// JSON file overriding the recipe's settings (see `--augment-config` of a run).
-    #[arg(long)]
-    pub augment_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub recipe: crate::recipe_args::RecipeArgs,
 }
 
 /// Options of `loader augment`.
@@ -63,15 +57,15 @@ pub struct AugmentArgs {
     /// Image file (JPEG or PNG, whatever its name).
     #[arg(long)]
     pub image: PathBuf,
-    /// View parameters as JSON (the `NNN_a.json` that `preview` writes).
+    /// View parameters as JSON (an `NNN_<view>.json` that `preview` writes).
     #[arg(long)]
     pub params: PathBuf,
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
-    /// Side of the square view, in pixels.
-    #[arg(long, default_value_t = 224)]
-    pub image_size: u32,
+    /// Side of the square view, in pixels [default: the JSON's "size", else 224].
+    #[arg(long)]
+    pub image_size: Option<u32>,
 }
 
 /// Writes interleaved RGB u8 as a PNG.
@@ -90,15 +84,25 @@ pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> anyhow::Re
 pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     let text = fs::read_to_string(&args.params)
         .with_context(|| format!("reading {}", args.params.display()))?;
-    let params: ViewParams = serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("{}: not valid view parameters: {e}", args.params.display())
-    })?;
-    if args.image_size == 0 {
-        bail!("--image-size must be at least 1");
+    let bad = |e: String| anyhow::anyhow!("{}: not valid view parameters: {e}", args.params.display());
+    let mut json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let size_in_json = json.as_object_mut().and_then(|o| o.remove("size"));
+    let size_in_json = match size_in_json {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|s| u32::try_from(s).ok())
+                .ok_or_else(|| bad(format!("size must be a whole number, not {v}")))?,
+        ),
+    };
+    let params: ViewParams = serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
+    let size = args.image_size.or(size_in_json).unwrap_or(224);
+    if size == 0 || size > views::recipe::MAX_SIZE {
+        bail!("the view size must be in 1..={}, not {size}", views::recipe::MAX_SIZE);
     }
     let bytes =
         fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
-    let mut maker = PairMaker::default();
+    let mut maker = SampleMaker::default();
     maker
         .decode(&bytes, DEFAULT_MAX_PIXELS)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.image.display()))?;
@@ -106,19 +110,17 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     params
         .validate(image.width as u32, image.height as u32)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.params.display()))?;
-    let mut chw = vec![0u8; 3 * (args.image_size as usize).pow(2)];
-    maker.make_view(&params, args.image_size, &mut chw);
+    let mut chw = vec![0u8; 3 * (size as usize).pow(2)];
+    maker.make_view(&params, size, &mut chw);
     let mut out = Vec::new();
     chw_to_hwc(&chw, &mut out);
-    write_png(&args.out, args.image_size, args.image_size, &out)?;
+    write_png(&args.out, size, size, &out)?;
     Ok(0)
 }
 
 /// `loader preview`.
 pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
-    if args.image_size == 0 {
-        bail!("--image-size must be at least 1");
-    }
+    let recipe = args.recipe.load()?;
     let opened = OpenedSource::open(
         "loader",
         args.dir.as_deref(),
@@ -128,22 +130,21 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
     let source = &*opened.source;
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let count = args.count.clamp(1, source.len());
-    let augment = views::recipe::load(&args.recipe, args.augment_config.as_deref())?;
+    let sizes: Vec<u32> = recipe.expanded().iter().map(|(size, _)| *size).collect();
     let cfg = PipelineConfig {
         batch_size: count,
-        image_size: args.image_size,
         seed: args.seed,
         workers: 0,
-        augment,
+        recipe,
         max_pixels: DEFAULT_MAX_PIXELS,
         throttle: std::time::Duration::ZERO,
     };
     let pipeline = Pipeline::new(source, cfg)?;
     let step = args.epoch * pipeline.steps_per_epoch(Shard::default());
-    let mut sheet = ContactSheet::new(args.image_size as usize, count);
+    let mut sheet = ContactSheet::new(&sizes, count);
     let mut failed = None;
-    let mut sink = MemorySink::new(Shard::default(), count, args.image_size, |batch| {
-        let written = write_pairs(args, source, batch, &mut sheet);
+    let mut sink = MemorySink::new(Shard::default(), &pipeline.geometry(), |batch| {
+        let written = write_views(&args.out, &sizes, source, batch, &mut sheet);
         Ok(match written {
             Ok(()) => Flow::Continue,
             Err(e) => {
@@ -163,35 +164,41 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
     }
     sheet.write(&args.out.join("contact_sheet.png"))?;
     eprintln!(
-        "loader: wrote {count} pairs and contact_sheet.png to {}",
+        "loader: wrote {count} samples of {} views and contact_sheet.png to {}",
+        sizes.len(),
         args.out.display()
     );
     Ok(0)
 }
 
-/// Writes a batch's pairs (`NNN_a.png`, `NNN_b.png`, their parameters as JSON) and draws them
-/// into the contact sheet.
-fn write_pairs(
-    args: &PreviewArgs,
+/// The file-name tag of view `v`: `a`, `b`, ... `z`, then `v26`, `v27`, ...
+pub fn view_tag(v: usize) -> String {
+    match v {
+        0..=25 => ((b'a' + v as u8) as char).to_string(),
+        _ => format!("v{v}"),
+    }
+}
+
+/// Writes every view of a batch's samples (`NNN_a.png`, `NNN_b.png`, ... and their parameters as
+/// JSON, with the view's `size`) and draws them into the contact sheet.
+fn write_views(
+    out: &Path,
+    sizes: &[u32],
     source: &dyn SampleSource,
     batch: &MemoryBatch,
     sheet: &mut ContactSheet,
 ) -> anyhow::Result<()> {
-    let sample = 3 * (args.image_size as usize).pow(2);
     let mut view = Vec::new();
-    for (k, (&index, params)) in batch.indices.iter().zip(&batch.params).enumerate() {
+    for (k, &index) in batch.indices.iter().enumerate() {
         let idx = index as usize;
-        for (v, pixels) in [&batch.view_a, &batch.view_b].into_iter().enumerate() {
-            chw_to_hwc(&pixels[k * sample..(k + 1) * sample], &mut view);
-            let stem = format!("{k:03}_{}", ["a", "b"][v]);
-            write_png(
-                &args.out.join(format!("{stem}.png")),
-                args.image_size,
-                args.image_size,
-                &view,
-            )?;
-            let json = serde_json::to_string_pretty(&params[v])?;
-            fs::write(args.out.join(format!("{stem}.json")), json + "\n")?;
+        for (v, (params, &size)) in batch.sample_params(k).iter().zip(sizes).enumerate() {
+            chw_to_hwc(batch.sample_view(k, v), &mut view);
+            let stem = format!("{k:03}_{}", view_tag(v));
+            write_png(&out.join(format!("{stem}.png")), size, size, &view)?;
+            let mut json = serde_json::to_value(params)?;
+            json["size"] = size.into();
+            let json = serde_json::to_string_pretty(&json)?;
+            fs::write(out.join(format!("{stem}.json")), json + "\n")?;
             sheet.draw(k, v, &view);
         }
         println!("{k:03}: {} (index {idx})", source.name(idx));
@@ -199,9 +206,11 @@ fn write_pairs(
     Ok(())
 }
 
-/// One row per pair, view A left and view B right, on white.
+/// One row per sample, its views left to right (each at its size, top-aligned), on white.
 struct ContactSheet {
-    side: usize,
+    /// Each column's x and side.
+    columns: Vec<(usize, usize)>,
+    row_height: usize,
     width: usize,
     height: usize,
     rgb: Vec<u8>,
@@ -210,13 +219,18 @@ struct ContactSheet {
 impl ContactSheet {
     const GAP: usize = 4;
 
-    fn new(side: usize, rows: usize) -> ContactSheet {
-        let (width, height) = (
-            2 * side + 3 * Self::GAP,
-            rows * (side + Self::GAP) + Self::GAP,
-        );
+    fn new(sizes: &[u32], rows: usize) -> ContactSheet {
+        let mut columns = Vec::with_capacity(sizes.len());
+        let mut x = Self::GAP;
+        for &s in sizes {
+            columns.push((x, s as usize));
+            x += s as usize + Self::GAP;
+        }
+        let row_height = sizes.iter().copied().max().unwrap_or(1) as usize;
+        let (width, height) = (x, rows * (row_height + Self::GAP) + Self::GAP);
         ContactSheet {
-            side,
+            columns,
+            row_height,
             width,
             height,
             rgb: vec![255u8; width * height * 3],
@@ -225,11 +239,8 @@ impl ContactSheet {
 
     /// Draws `view` (interleaved RGB) at row `row`, column `col`.
     fn draw(&mut self, row: usize, col: usize, view: &[u8]) {
-        let s = self.side;
-        let (x0, y0) = (
-            Self::GAP + col * (s + Self::GAP),
-            Self::GAP + row * (s + Self::GAP),
-        );
+        let (x0, s) = self.columns[col];
+        let y0 = Self::GAP + row * (self.row_height + Self::GAP);
         for y in 0..s {
             let dst = ((y0 + y) * self.width + x0) * 3;
             self.rgb[dst..dst + 3 * s].copy_from_slice(&view[y * 3 * s..(y + 1) * 3 * s]);

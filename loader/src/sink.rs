@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::{stat, SlotParts, Stats};
+use shared::{stat, Geometry, SlotLayout, SlotParts, Stats};
 
 use views::params::ViewParams;
 
@@ -70,10 +70,11 @@ pub struct RunReport {
 }
 
 /// What a sink lends for one batch: the slot's parts and, where the sink keeps them (in memory),
-/// room for the parameters drawn for each pair (so `loader preview` writes what was drawn).
+/// room for the parameters drawn for each view of each sample (so `loader preview` writes what
+/// was drawn): sample `k`'s views at `k * views .. (k + 1) * views`.
 pub struct Destination<'a> {
     pub parts: SlotParts<'a>,
-    pub params: Option<&'a mut [[ViewParams; 2]]>,
+    pub params: Option<&'a mut [ViewParams]>,
 }
 
 /// Fills a lent destination (and may add to the sink's live statistics).
@@ -107,29 +108,58 @@ pub trait BatchSink {
 }
 
 /// One batch in process memory, laid out as a ring slot's payload.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemoryBatch {
     pub meta: Option<BatchMeta>,
     pub labels: Vec<u32>,
     pub indices: Vec<u64>,
-    /// `count` samples of CHW u8, back to back.
-    pub view_a: Vec<u8>,
-    pub view_b: Vec<u8>,
-    /// The parameters drawn for each pair (views A and B).
-    pub params: Vec<[ViewParams; 2]>,
+    /// Every view's pixels, as a slot holds them from its first view on ([`MemoryBatch::view`]).
+    pub pixels: Vec<u8>,
+    /// Where the views lie (a slot's layout; `pixels` starts at `layout.pixels().start`).
+    pub layout: SlotLayout,
+    /// The parameters drawn for each view of each sample, sample after sample.
+    pub params: Vec<ViewParams>,
 }
 
 impl MemoryBatch {
-    /// Buffers for batches of `batch_size` samples of `sample_bytes` per view, allocated once.
-    pub fn new(batch_size: usize, sample_bytes: usize) -> MemoryBatch {
+    /// Buffers for batches of `geometry` (its batch size, channels and view groups), allocated
+    /// once.
+    pub fn new(geometry: &Geometry) -> MemoryBatch {
+        let layout = geometry.slot_layout();
+        let b = geometry.batch_size as usize;
         MemoryBatch {
             meta: None,
-            labels: vec![0; batch_size],
-            indices: vec![0; batch_size],
-            view_a: vec![0; batch_size * sample_bytes],
-            view_b: vec![0; batch_size * sample_bytes],
-            params: vec![Default::default(); batch_size],
+            labels: vec![0; b],
+            indices: vec![0; b],
+            pixels: vec![0; layout.pixels().len()],
+            layout,
+            params: vec![Default::default(); b * layout.views()],
         }
+    }
+
+    /// Views per sample.
+    pub fn views(&self) -> usize {
+        self.layout.views()
+    }
+
+    /// View `v` of the whole batch (`count` samples of CHW u8, back to back).
+    pub fn view(&self, v: usize) -> &[u8] {
+        let (at, len) = self.layout.view(v).expect("a view of the batch");
+        let start = at - self.layout.pixels().start;
+        &self.pixels[start..start + len]
+    }
+
+    /// View `v` of sample `k` (CHW u8).
+    pub fn sample_view(&self, k: usize, v: usize) -> &[u8] {
+        let all = self.view(v);
+        let n = all.len() / self.labels.len();
+        &all[k * n..(k + 1) * n]
+    }
+
+    /// The parameters drawn for sample `k`'s views.
+    pub fn sample_params(&self, k: usize) -> &[ViewParams] {
+        let v = self.views();
+        &self.params[k * v..(k + 1) * v]
     }
 
     fn destination(&mut self) -> Destination<'_> {
@@ -137,8 +167,8 @@ impl MemoryBatch {
             parts: SlotParts {
                 labels: &mut self.labels,
                 indices: &mut self.indices,
-                view_a: &mut self.view_a,
-                view_b: &mut self.view_b,
+                pixels: &mut self.pixels,
+                layout: self.layout,
             },
             params: Some(&mut self.params),
         }
@@ -167,24 +197,24 @@ pub struct MemorySink<'a> {
 }
 
 impl<'a> MemorySink<'a> {
-    /// A sink of one lane (`shard`) for batches of `batch_size` samples of `image_size`^2 RGB.
+    /// A sink of one lane (`shard`) for batches of `geometry` (a pipeline's
+    /// [`crate::pipeline::Pipeline::geometry`]).
     pub fn new(
         shard: Shard,
-        batch_size: usize,
-        image_size: u32,
+        geometry: &Geometry,
         on_batch: impl FnMut(&MemoryBatch) -> anyhow::Result<Flow> + 'a,
     ) -> MemorySink<'a> {
         MemorySink {
             shards: vec![shard],
-            batch: MemoryBatch::new(batch_size, 3 * (image_size as usize).pow(2)),
+            batch: MemoryBatch::new(geometry),
             counters: Arc::default(),
             on_batch: Box::new(on_batch),
         }
     }
 
     /// A sink that drops every batch (what `loader bench` measures against).
-    pub fn discard(shard: Shard, batch_size: usize, image_size: u32) -> MemorySink<'a> {
-        MemorySink::new(shard, batch_size, image_size, |_| Ok(Flow::Continue))
+    pub fn discard(shard: Shard, geometry: &Geometry) -> MemorySink<'a> {
+        MemorySink::new(shard, geometry, |_| Ok(Flow::Continue))
     }
 
     /// The live counters (shareable with a sampling thread).

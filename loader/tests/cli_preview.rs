@@ -115,7 +115,10 @@ fn preview_writes_pairs_params_and_a_contact_sheet() {
     }
     // The preview's JSON replays to the same PNG.
     let printed = std::fs::read_to_string(out.path().join("000_a.json")).unwrap();
-    let params: views::params::ViewParams = serde_json::from_str(&printed).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(json["size"], 48, "the view's size is in its JSON");
+    json.as_object_mut().unwrap().remove("size");
+    let params: views::params::ViewParams = serde_json::from_value(json).unwrap();
     let listing = loader()
         .args(["preview", "--count", "1", "--image-size", "48", "--dir"])
         .arg(data.path())
@@ -180,6 +183,7 @@ fn a_recipe_changes_the_filter_not_the_draws() {
     );
     let mut same = moco.clone();
     same.as_object_mut().unwrap().remove("interpolation");
+    assert_eq!(same["size"], 48);
     assert_eq!(same, bt, "the same draws");
     let (bt_png, moco_png) = (
         read_png(&bt_out.path().join("000_a.png")),
@@ -199,13 +203,61 @@ fn a_recipe_changes_the_filter_not_the_draws() {
     assert!(st.success());
     assert_eq!(read_png(&replay), moco_png);
     let bad = loader()
-        .args(["preview", "--recipe", "dino", "--out"])
+        .args(["preview", "--recipe", "swav", "--out"])
         .arg(moco_out.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        !bad.status.success() && err.contains("barlow-twins, moco-v3"),
+        !bad.status.success() && err.contains("barlow-twins, moco-v3, dino"),
         "{err}"
     );
+}
+
+/// `--recipe dino` writes every view of a sample (2 global, then the local ones, each at its
+/// size), and `loader augment` replays a local view at the size its JSON names.
+#[test]
+fn preview_shows_every_view_of_a_multi_crop_recipe_and_augment_replays_a_local_one() {
+    let data = tempfile::tempdir().unwrap();
+    let class = data.path().join("n01");
+    std::fs::create_dir(&class).unwrap();
+    std::fs::copy(golden("src_ladybird_q90.jpg"), class.join("0.JPEG")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let st = loader()
+        .args(["preview", "--count", "1", "--recipe", "dino", "--image-size", "40"])
+        .args(["--local-size", "16", "--local-crops", "3", "--dir"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let side = |f: &str| {
+        let img = image_size(&out.path().join(f));
+        assert_eq!(img.0, img.1, "{f} is square");
+        img.0
+    };
+    assert_eq!((side("000_a.png"), side("000_b.png")), (40, 40));
+    assert_eq!((side("000_c.png"), side("000_e.png")), (16, 16));
+    assert!(!out.path().join("000_f.png").exists(), "3 local views");
+    let replay = out.path().join("replay.png");
+    let st = loader()
+        .args(["augment", "--image"])
+        .arg(class.join("0.JPEG"))
+        .arg("--params")
+        .arg(out.path().join("000_d.json"))
+        .arg("--out")
+        .arg(&replay)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(read_png(&replay), read_png(&out.path().join("000_d.png")));
+    let sheet = image_size(&out.path().join("contact_sheet.png"));
+    assert_eq!(sheet, (4 + 2 * 44 + 3 * 20, 48), "one row, every view at its size");
+}
+
+fn image_size(path: &Path) -> (usize, usize) {
+    let mut img = decode::RgbImage::default();
+    decode::decode_rgb(&std::fs::read(path).unwrap(), 1 << 30, &mut img).unwrap();
+    (img.width, img.height)
 }

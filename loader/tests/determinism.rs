@@ -10,7 +10,7 @@ use datasets::source::SampleSource;
 use loader::pipeline::{Pipeline, PipelineConfig};
 use loader::sampler::Shard;
 use loader::sink::{Flow, MemoryBatch, MemorySink};
-use views::params::AugmentConfig;
+use views::recipe::{builtin, Recipe};
 
 struct Memory(Vec<Vec<u8>>);
 
@@ -48,13 +48,20 @@ fn dataset() -> Memory {
     Memory(files)
 }
 
-fn config(batch_size: usize, image_size: u32, seed: u64, workers: usize) -> PipelineConfig {
+/// Barlow Twins' two views at `image_size`.
+fn bt(image_size: u32) -> Recipe {
+    builtin("barlow-twins")
+        .unwrap()
+        .resized(Some(image_size), None, None)
+        .unwrap()
+}
+
+fn config(batch_size: usize, recipe: Recipe, seed: u64, workers: usize) -> PipelineConfig {
     PipelineConfig {
         batch_size,
-        image_size,
+        recipe,
         seed,
         workers,
-        augment: AugmentConfig::default(),
         max_pixels: 1 << 30,
         throttle: Duration::ZERO,
     }
@@ -67,10 +74,21 @@ fn batches(
     seed: u64,
     steps: std::ops::Range<u64>,
 ) -> Vec<MemoryBatch> {
-    let (b, size) = (6usize, 32u32);
-    let pipeline = Pipeline::new(source, config(b, size, seed, workers)).unwrap();
+    recipe_batches(source, bt(32), workers, seed, steps)
+}
+
+/// As [`batches`], for any recipe.
+fn recipe_batches(
+    source: &Memory,
+    recipe: Recipe,
+    workers: usize,
+    seed: u64,
+    steps: std::ops::Range<u64>,
+) -> Vec<MemoryBatch> {
+    let b = 6usize;
+    let pipeline = Pipeline::new(source, config(b, recipe, seed, workers)).unwrap();
     let mut out = Vec::new();
-    let mut sink = MemorySink::new(Shard::default(), b, size, |batch| {
+    let mut sink = MemorySink::new(Shard::default(), &pipeline.geometry(), |batch| {
         out.push(batch.clone());
         Ok(Flow::Continue)
     });
@@ -97,8 +115,7 @@ fn batches_are_identical_for_any_number_of_workers() {
         let other = batches(&source, workers, 5, 3..7);
         for (k, (a, b)) in one.iter().zip(&other).enumerate() {
             assert!(
-                a.view_a == b.view_a
-                    && a.view_b == b.view_b
+                a.pixels == b.pixels
                     && a.indices == b.indices
                     && a.labels == b.labels
                     && a.meta == b.meta,
@@ -107,22 +124,22 @@ fn batches_are_identical_for_any_number_of_workers() {
             );
         }
     }
-    assert!(one[0].view_a != one[0].view_b, "the two views differ");
+    assert!(one[0].view(0) != one[0].view(1), "the two views differ");
     assert!(
-        batches(&source, 2, 6, 3..4)[0].view_a != one[0].view_a,
+        batches(&source, 2, 6, 3..4)[0].view(0) != one[0].view(0),
         "another seed gives other views"
     );
     // Each sample of step 3 (epoch 1) again in epoch 2 (steps 4 and 5 hold all 12 samples): the
     // same image, so only the epoch in the key can make its parameters and views differ.
-    let n = 3 * 32 * 32;
-    let view = |batch: &MemoryBatch, k: usize| batch.view_a[k * n..(k + 1) * n].to_vec();
+    let view = |batch: &MemoryBatch, k: usize| batch.sample_view(k, 0).to_vec();
     for (k, index) in one[0].indices.iter().enumerate() {
         let (later, j) = one[1..3]
             .iter()
             .find_map(|b| Some((b, b.indices.iter().position(|i| i == index)?)))
             .expect("epoch 2 holds every sample");
         assert_ne!(
-            one[0].params[k], later.params[j],
+            one[0].sample_params(k),
+            later.sample_params(j),
             "sample {index}: another epoch draws other parameters"
         );
         assert_ne!(
@@ -136,9 +153,9 @@ fn batches_are_identical_for_any_number_of_workers() {
 #[test]
 fn a_sink_that_says_stop_ends_the_run_after_that_batch() {
     let source = dataset();
-    let pipeline = Pipeline::new(&source, config(4, 8, 0, 1)).unwrap();
+    let pipeline = Pipeline::new(&source, config(4, bt(8), 0, 1)).unwrap();
     let mut seen = 0;
-    let mut sink = MemorySink::new(Shard::default(), 4, 8, |_| {
+    let mut sink = MemorySink::new(Shard::default(), &pipeline.geometry(), |_| {
         seen += 1;
         Ok(if seen == 2 {
             Flow::Stop
@@ -167,10 +184,42 @@ fn a_sink_that_says_stop_ends_the_run_after_that_batch() {
 #[test]
 fn an_error_in_the_sink_callback_ends_the_run_with_that_error() {
     let source = dataset();
-    let pipeline = Pipeline::new(&source, config(4, 8, 0, 1)).unwrap();
-    let mut sink = MemorySink::new(Shard::default(), 4, 8, |_| anyhow::bail!("disk full"));
+    let pipeline = Pipeline::new(&source, config(4, bt(8), 0, 1)).unwrap();
+    let mut sink = MemorySink::new(Shard::default(), &pipeline.geometry(), |_| anyhow::bail!("disk full"));
     let err = pipeline
         .run(&mut sink, 0..100, &AtomicBool::new(false))
         .unwrap_err();
     assert_eq!(err.to_string(), "disk full");
+}
+
+/// DINO's 2 global + N local views: the same bytes at 1 and 2 workers, each view of its size, and
+/// the global views the same whatever the number of local ones (each view has its own stream).
+#[test]
+fn multi_crop_batches_are_deterministic_and_locals_never_move_the_globals() {
+    let source = dataset();
+    let dino = |locals| {
+        builtin("dino")
+            .unwrap()
+            .resized(Some(24), Some(8), Some(locals))
+            .unwrap()
+    };
+    let one = recipe_batches(&source, dino(4), 1, 3, 0..3);
+    let two = recipe_batches(&source, dino(4), 2, 3, 0..3);
+    for (a, b) in one.iter().zip(&two) {
+        assert!(a.pixels == b.pixels && a.params == b.params && a.indices == b.indices);
+    }
+    let batch = &one[0];
+    assert_eq!(batch.views(), 6);
+    assert_eq!(batch.view(0).len(), 6 * 3 * 24 * 24);
+    assert_eq!(batch.view(5).len(), 6 * 3 * 8 * 8);
+    for v in 2..6 {
+        assert_ne!(batch.view(v), batch.view(2 + (v - 1) % 4), "local views {v} differ");
+    }
+    let fewer = recipe_batches(&source, dino(1), 1, 3, 0..3);
+    for (a, b) in one.iter().zip(&fewer) {
+        for v in 0..3 {
+            assert_eq!(a.view(v), b.view(v), "view {v}");
+        }
+        assert_eq!(&a.sample_params(0)[..3], b.sample_params(0));
+    }
 }

@@ -547,16 +547,20 @@ impl Batch<'_> {
         }
     }
 
-    /// View A pixels: the full `batch_size * sample_bytes`, `u8` NCHW.
-    pub fn view_a(&self) -> &[u8] {
-        // SAFETY: as for labels.
-        unsafe { std::slice::from_raw_parts(self.ptr(self.layout.view_a), self.layout.view_bytes) }
+    /// View `v`'s pixels (the recipe's order, group 0's views first): the full
+    /// `batch_size * sample_bytes` of its group, `u8` NCHW. Panics past the last view.
+    pub fn view(&self, v: usize) -> &[u8] {
+        let (at, len) = self.layout.view(v).expect("a view of the ring");
+        // SAFETY: as for labels (the layout comes from the validated geometry).
+        unsafe { std::slice::from_raw_parts(self.ptr(at), len) }
     }
 
-    /// View B pixels: the full `batch_size * sample_bytes`, `u8` NCHW.
-    pub fn view_b(&self) -> &[u8] {
+    /// Group `g`'s pixels, all its views: `u8[views][batch_size][C][H][W]`. Panics past the last
+    /// group.
+    pub fn group(&self, g: usize) -> &[u8] {
+        let l = self.layout.groups()[g];
         // SAFETY: as for labels.
-        unsafe { std::slice::from_raw_parts(self.ptr(self.layout.view_b), self.layout.view_bytes) }
+        unsafe { std::slice::from_raw_parts(self.ptr(l.offset), l.views * l.view_bytes) }
     }
 
     /// The producer's checksum (0 = none).

@@ -1,6 +1,6 @@
 //! The ring's on-memory format: header, slots, geometry.
 //!
-//! # Ring file format, version 2
+//! # Ring file format, version 3
 //!
 //! A ring is one regular file (normally `/dev/shm/<name>`, mode 0600) that both processes map
 //! `MAP_SHARED`. All integers are little-endian (the crate refuses to build on big-endian
@@ -13,15 +13,15 @@
 //! | offset | type          | field                   | notes |
 //! |-------:|---------------|-------------------------|-------|
 //! |      0 | `[u8; 8]`     | `magic`                 | `b"BARLOWRG"` ([`MAGIC`]); written as one 8-byte store |
-//! |      8 | `u32`         | `version`               | [`FORMAT_VERSION`] = 2 |
+//! |      8 | `u32`         | `version`               | [`FORMAT_VERSION`] = 3 |
 //! |     12 | `u32`         | `header_bytes`          | 4096 |
 //! |     16 | `u32`         | `slots`                 | 1..=1024 |
 //! |     20 | `u32`         | `batch_size`            | 1..=65536 |
-//! |     24 | `u32`         | `views`                 | always 2 |
+//! |     24 | `u32`         | `views`                 | views per sample, all groups: 1..=64 |
 //! |     28 | `u32`         | `channels`              | 1..=4 |
-//! |     32 | `u32`         | `height`                | 1..=8192 |
-//! |     36 | `u32`         | `width`                 | 1..=8192 |
-//! |     40 | `u32`         | `pixel_layout`          | 1 = `u8`, NCHW per view ([`PIXEL_LAYOUT_U8_NCHW`]) |
+//! |     32 | `u32`         | `height`                | group 0's height, 1..=8192 |
+//! |     36 | `u32`         | `width`                 | group 0's width, 1..=8192 |
+//! |     40 | `u32`         | `pixel_layout`          | 1 = `u8`, NCHW per view, views in order ([`PIXEL_LAYOUT_U8_NCHW`]) |
 //! |     44 | `u32`         | (padding)               | 0 |
 //! |     48 | `u64`         | `slot_bytes`            | must equal [`Geometry::slot_bytes`] |
 //! |     56 | `u64`         | `file_bytes`            | must equal [`Geometry::file_bytes`] and the file size |
@@ -49,9 +49,14 @@
 //! |    216 | `AtomicU64`   | `consumer_restart_wait_ms` | how long the attached consumer waits for a new producer when this one dies (0 = it does not) |
 //! |    224 | `[u64; 4]`    | (reserved)              | 0 |
 //! |    256 | `[AtomicU64; 32]` | `stats`             | live counters, see [`crate::stat`] |
-//! |    512 |               | (reserved up to 4096)   | 0 |
+//! |    512 | `u32`         | `group_count`           | view groups, 1..=8 |
+//! |    516 | `u32`         | (padding)               | 0 |
+//! |    520 | `[[u32; 4]; 8]` | `groups`              | per group: views, height, width, 0; unused entries 0; views sum to `views` |
+//! |    648 | `[u8; 32]`    | `recipe`                | the producer's name for what it makes (e.g. `dino`), UTF-8, zero-padded |
+//! |    680 |               | (reserved up to 4096)   | 0 |
 //!
-//! Fields from `magic` to `total_steps`, and `first_step` to `stream_key`, are written once by the producer while `state` is
+//! Fields from `magic` to `total_steps`, `first_step` to `stream_key`, and `group_count` to
+//! `recipe` are written once by the producer while `state` is
 //! Initialising and never change afterwards; the producer then stores `state = Running` with
 //! `Release`, and readers load `state` with `Acquire` before trusting them. Readers copy and
 //! validate those fields once, against each other and the file size, and never re-read them.
@@ -59,21 +64,23 @@
 //! ## Slots
 //!
 //! Slot `i` (0-based) starts at `4096 + i * slot_bytes`; `slot_bytes` is a multiple of 4096,
-//! so every slot is page-aligned. With `B = batch_size`, `S = channels * height * width`
-//! (one view of one sample) and `pad64(x)` = `x` rounded up to a multiple of 64:
+//! so every slot is page-aligned. With `B = batch_size`, `V_g` views of `S_g = channels *
+//! height_g * width_g` bytes (one view of one sample) in group `g`, and `pad64(x)` = `x` rounded up
+//! to a multiple of 64:
 //!
 //! | offset in slot                | size          | content |
 //! |-------------------------------|---------------|---------|
 //! | 0                             | 64            | meta ([`SlotMeta`]): `seq: AtomicU64` @0, `epoch: u64` @8, `step: u64` @16, `count: u32` @24, pad @28, `checksum: u64` @32, reserved @40..64 |
 //! | 64                            | `pad64(4B)`   | labels, `u32[B]` |
 //! | `64 + pad64(4B)`              | `pad64(8B)`   | dataset indices, `u64[B]` |
-//! | `view_a` (after the indices)  | `pad64(B*S)`  | view A pixels, `u8[B][C][H][W]` |
-//! | `view_b = view_a + pad64(B*S)`| `B*S`         | view B pixels, same layout |
+//! | `group_0` (after the indices) | `pad64(V_0*B*S_0)` | group 0's pixels, `u8[V_0][B][C][H_0][W_0]` |
+//! | `group_g = group_(g-1) + pad64(V_(g-1)*B*S_(g-1))` | `V_g*B*S_g` | group `g`'s pixels |
 //! | ...                           |               | zero padding up to `slot_bytes` (next multiple of 4096) |
 //!
-//! `count` (<= B) is the number of valid samples; labels and indices beyond `count` are
-//! unspecified, the views are always the full `B*S` bytes. `checksum` is an optional,
-//! producer-defined 64-bit value (0 = none).
+//! View `v` of the recipe is the `v`-th in this order (group 0's views first). `count` (<= B) is
+//! the number of valid samples; labels and indices beyond `count` are unspecified, the views are
+//! always the full `B*S_g` bytes. `checksum` is an optional, producer-defined 64-bit value (0 =
+//! none). A two-view ring (Barlow Twins) is one group of 2 views.
 //!
 //! ## Synchronisation (Vyukov-style per-slot sequence numbers)
 //!
@@ -124,6 +131,7 @@
 //! Both sides refuse a ring file that is owned by another user than their effective uid, or
 //! that is writable by group or others (see [`crate::ownership`]).
 
+use std::fmt;
 use std::mem::{align_of, offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -137,8 +145,9 @@ compile_error!("the barlow ring format is little-endian; big-endian targets are 
 pub const MAGIC: [u8; 8] = *b"BARLOWRG";
 /// Version of the format described in this module.
 /// Version 2 added `first_step`, `rank`, `world_size`, `stream_key` and
-/// `consumer_restart_wait_ms` in what version 1 reserved.
-pub const FORMAT_VERSION: u32 = 2;
+/// `consumer_restart_wait_ms` in what version 1 reserved; version 3 the view groups and the
+/// recipe's name (any number of views of several sizes; version 2 had exactly two of one size).
+pub const FORMAT_VERSION: u32 = 3;
 /// Size of the header; slot 0 starts here.
 pub const HEADER_BYTES: usize = 4096;
 /// Slots are sized and placed in multiples of this.
@@ -161,6 +170,12 @@ pub const MAX_BATCH: u32 = 65536;
 pub const MAX_CHANNELS: u32 = 4;
 /// Largest accepted height or width.
 pub const MAX_SIDE: u32 = 8192;
+/// Most view groups in a ring.
+pub const MAX_GROUPS: usize = 8;
+/// Most views per sample, all groups together.
+pub const MAX_VIEWS: u32 = 64;
+/// Bytes of the header's recipe name (UTF-8, zero-padded; at most 31 used).
+pub const RECIPE_NAME_BYTES: usize = 32;
 
 /// The ring header as it lies in memory (see the module docs for the table).
 ///
@@ -178,13 +193,13 @@ pub struct Header {
     pub slots: u32,
     /// Geometry: samples per batch.
     pub batch_size: u32,
-    /// Always 2.
+    /// Views per sample (all groups).
     pub views: u32,
     /// Geometry: channels.
     pub channels: u32,
-    /// Geometry: height.
+    /// Group 0's height.
     pub height: u32,
-    /// Geometry: width.
+    /// Group 0's width.
     pub width: u32,
     /// [`PIXEL_LAYOUT_U8_NCHW`].
     pub pixel_layout: u32,
@@ -242,6 +257,14 @@ pub struct Header {
     pub _reserved: [u64; 4],
     /// Live statistics.
     pub stats: Stats,
+    /// Number of view groups.
+    pub group_count: u32,
+    /// Zero.
+    pub _pad2: u32,
+    /// Per group: views, height, width, 0.
+    pub groups: [[u32; 4]; MAX_GROUPS],
+    /// The producer's name for its recipe, zero-padded UTF-8.
+    pub recipe: [u8; RECIPE_NAME_BYTES],
 }
 
 /// Per-slot metadata, the first 64 bytes of every slot.
@@ -332,7 +355,10 @@ const _: () = {
     assert!(offset_of!(Header, stream_key) == 208);
     assert!(offset::CONSUMER_RESTART_WAIT == 216);
     assert!(offset::STATS == 256);
-    assert!(size_of::<Header>() == 512);
+    assert!(offset_of!(Header, group_count) == 512);
+    assert!(offset_of!(Header, groups) == 520);
+    assert!(offset_of!(Header, recipe) == 648);
+    assert!(size_of::<Header>() == 680);
     assert!(offset::SLOT_COUNT == 24);
     assert!(offset::SLOT_CHECKSUM == 32);
 };
@@ -388,6 +414,73 @@ const fn round_up(x: usize, to: usize) -> Option<usize> {
     }
 }
 
+/// A run of views of one shape, stored contiguously in a slot: `u8[views][B][C][height][width]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ViewGroup {
+    /// Views of each sample in the group.
+    pub views: u32,
+    /// Height of the group's views.
+    pub height: u32,
+    /// Width of the group's views.
+    pub width: u32,
+}
+
+/// A ring's view groups, in slot order (at most [`MAX_GROUPS`]; a fixed array, so geometries stay
+/// `Copy`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ViewGroups {
+    len: u8,
+    groups: [ViewGroup; MAX_GROUPS],
+}
+
+impl ViewGroups {
+    /// The groups of `groups` (panics on more than [`MAX_GROUPS`]; [`Geometry::validate`] checks
+    /// the rest).
+    pub fn new(groups: &[ViewGroup]) -> ViewGroups {
+        assert!(
+            groups.len() <= MAX_GROUPS,
+            "at most {MAX_GROUPS} view groups, not {}",
+            groups.len()
+        );
+        let mut all = [ViewGroup::default(); MAX_GROUPS];
+        all[..groups.len()].copy_from_slice(groups);
+        ViewGroups {
+            len: groups.len() as u8,
+            groups: all,
+        }
+    }
+
+    /// The groups, in slot order.
+    pub fn as_slice(&self) -> &[ViewGroup] {
+        &self.groups[..self.len as usize]
+    }
+}
+
+impl std::ops::Deref for ViewGroups {
+    type Target = [ViewGroup];
+    fn deref(&self) -> &[ViewGroup] {
+        self.as_slice()
+    }
+}
+
+impl fmt::Debug for ViewGroups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+/// Where one group lies in a slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupLayout {
+    /// Offset of the group's first view, from the slot start (a multiple of 64).
+    pub offset: usize,
+    /// Views in the group.
+    pub views: usize,
+    /// Bytes of one view of the whole batch (`B * S_g`); view `k` of the group starts at
+    /// `offset + k * view_bytes`.
+    pub view_bytes: usize,
+}
+
 /// Byte offsets of the parts of one slot, relative to the slot start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotLayout {
@@ -395,17 +488,46 @@ pub struct SlotLayout {
     pub labels: usize,
     /// `u64[batch_size]` dataset indices.
     pub indices: usize,
-    /// View A pixels.
-    pub view_a: usize,
-    /// View B pixels.
-    pub view_b: usize,
-    /// Bytes of one view of the whole batch.
-    pub view_bytes: usize,
+    /// The view groups, `group_count` of them.
+    pub groups: [GroupLayout; MAX_GROUPS],
+    /// Number of groups.
+    pub group_count: usize,
     /// Whole slot, a multiple of [`SLOT_ALIGN`].
     pub slot_bytes: usize,
 }
 
-/// Shape of one ring. There are always [`Geometry::VIEWS`] = 2 views; pixels are `u8`, NCHW per view.
+impl SlotLayout {
+    /// The groups' layouts.
+    pub fn groups(&self) -> &[GroupLayout] {
+        &self.groups[..self.group_count]
+    }
+
+    /// Views per sample.
+    pub fn views(&self) -> usize {
+        self.groups().iter().map(|g| g.views).sum()
+    }
+
+    /// Offset (from the slot start) and length of view `v` of the whole batch, `None` past the
+    /// last view.
+    pub fn view(&self, mut v: usize) -> Option<(usize, usize)> {
+        for g in self.groups() {
+            if v < g.views {
+                return Some((g.offset + v * g.view_bytes, g.view_bytes));
+            }
+            v -= g.views;
+        }
+        None
+    }
+
+    /// Start of the pixels (group 0) and their end (the end of the last group).
+    pub fn pixels(&self) -> std::ops::Range<usize> {
+        let last = self.groups()[self.group_count - 1];
+        self.groups[0].offset..last.offset + last.views * last.view_bytes
+    }
+}
+
+/// Shape of one ring: slots, batch size, channels and the view groups; pixels are `u8`, NCHW
+/// per view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     /// Batches the ring holds at once.
@@ -414,34 +536,66 @@ pub struct Geometry {
     pub batch_size: u32,
     /// Channels per pixel.
     pub channels: u32,
-    /// Image height.
-    pub height: u32,
-    /// Image width.
-    pub width: u32,
+    /// The views of each sample, grouped by shape, in slot order.
+    pub groups: ViewGroups,
 }
 
 impl Geometry {
-    /// Views per sample.
-    pub const VIEWS: usize = 2;
+    /// Two views of `height x width` per sample (Barlow Twins' shape).
+    pub fn pairs(slots: u32, batch_size: u32, channels: u32, height: u32, width: u32) -> Geometry {
+        Geometry {
+            slots,
+            batch_size,
+            channels,
+            groups: ViewGroups::new(&[ViewGroup {
+                views: 2,
+                height,
+                width,
+            }]),
+        }
+    }
+
+    /// Views per sample, all groups.
+    pub fn views(&self) -> usize {
+        self.groups.iter().map(|g| g.views as usize).sum()
+    }
+
+    /// The groups as text, e.g. `2x224x224 + 8x96x96` (views x height x width).
+    pub fn shape(&self) -> String {
+        let parts: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| format!("{}x{}x{}", g.views, g.height, g.width))
+            .collect();
+        parts.join(" + ")
+    }
 
     fn checked_layout(&self) -> Option<SlotLayout> {
         let b = self.batch_size as usize;
-        let sample = (self.channels as usize)
-            .checked_mul(self.height as usize)?
-            .checked_mul(self.width as usize)?;
-        let view_bytes = b.checked_mul(sample)?;
         let labels = SLOT_META_BYTES;
         let indices = labels.checked_add(round_up(b.checked_mul(4)?, 64)?)?;
-        let view_a = indices.checked_add(round_up(b.checked_mul(8)?, 64)?)?;
-        let view_b = view_a.checked_add(round_up(view_bytes, 64)?)?;
-        let end = view_b.checked_add(view_bytes)?;
+        let mut at = indices.checked_add(round_up(b.checked_mul(8)?, 64)?)?;
+        let mut groups = [GroupLayout::default(); MAX_GROUPS];
+        let mut end = at;
+        for (out, g) in groups.iter_mut().zip(self.groups.iter()) {
+            let sample = (self.channels as usize)
+                .checked_mul(g.height as usize)?
+                .checked_mul(g.width as usize)?;
+            let view_bytes = b.checked_mul(sample)?;
+            *out = GroupLayout {
+                offset: at,
+                views: g.views as usize,
+                view_bytes,
+            };
+            end = at.checked_add(view_bytes.checked_mul(g.views as usize)?)?;
+            at = round_up(end, 64)?;
+        }
         let slot_bytes = round_up(end, SLOT_ALIGN)?;
         Some(SlotLayout {
             labels,
             indices,
-            view_a,
-            view_b,
-            view_bytes,
+            groups,
+            group_count: self.groups.len(),
             slot_bytes,
         })
     }
@@ -461,14 +615,10 @@ impl Geometry {
             .expect("ring geometry overflows; call Geometry::validate first")
     }
 
-    /// Bytes of one view of one sample: `channels * height * width`.
-    pub fn sample_bytes(&self) -> usize {
-        self.channels as usize * self.height as usize * self.width as usize
-    }
-
-    /// Bytes of one view of the whole batch: `batch_size * sample_bytes`.
-    pub fn view_bytes(&self) -> usize {
-        self.batch_size as usize * self.sample_bytes()
+    /// Bytes of one view of one sample in group `g`: `channels * height * width`.
+    pub fn sample_bytes(&self, g: usize) -> usize {
+        let g = self.groups[g];
+        self.channels as usize * g.height as usize * g.width as usize
     }
 
     /// Bytes of one slot including its metadata, labels and indices, rounded up to 4096.
@@ -482,14 +632,14 @@ impl Geometry {
             .expect("ring geometry overflows; call Geometry::validate first")
     }
 
-    /// Checks bounds (slots 1..=1024, batch 1..=65536, channels 1..=4, height and width
-    /// 1..=8192) and that every size is addressable.
+    /// Checks bounds (slots 1..=1024, batch 1..=65536, channels 1..=4, 1..=8 groups of at least
+    /// one view each, 64 views at most, heights and widths 1..=8192) and that every size is
+    /// addressable.
     pub fn validate(&self) -> Result<(), RingError> {
+        let bad = |reason: String| Err(RingError::BadGeometry { reason });
         let check = |name: &str, v: u32, max: u32| {
             if v == 0 || v > max {
-                Err(RingError::BadGeometry {
-                    reason: format!("{name} must be in 1..={max}, got {v}"),
-                })
+                bad(format!("{name} must be in 1..={max}, got {v}"))
             } else {
                 Ok(())
             }
@@ -497,12 +647,24 @@ impl Geometry {
         check("slots", self.slots, MAX_SLOTS)?;
         check("batch_size", self.batch_size, MAX_BATCH)?;
         check("channels", self.channels, MAX_CHANNELS)?;
-        check("height", self.height, MAX_SIDE)?;
-        check("width", self.width, MAX_SIDE)?;
+        if self.groups.is_empty() {
+            return bad("a ring needs at least one view group".into());
+        }
+        for g in self.groups.iter() {
+            check("a group's views", g.views, MAX_VIEWS)?;
+            check("height", g.height, MAX_SIDE)?;
+            check("width", g.width, MAX_SIDE)?;
+        }
+        if self.views() > MAX_VIEWS as usize {
+            return bad(format!(
+                "at most {MAX_VIEWS} views per sample, got {}",
+                self.views()
+            ));
+        }
         if self.checked_file_bytes().is_none() {
-            return Err(RingError::BadGeometry {
-                reason: format!("{self:?} needs more bytes than this machine can address"),
-            });
+            return bad(format!(
+                "{self:?} needs more bytes than this machine can address"
+            ));
         }
         Ok(())
     }
@@ -534,6 +696,9 @@ pub struct RingInfo {
     /// Producer-defined fingerprint of whatever else decides the batches (0 = none); a
     /// producer taking the ring over must declare the same.
     pub stream_key: u64,
+    /// The producer's name for what it makes (a recipe, e.g. `dino`; empty = unnamed): at most
+    /// 31 bytes of UTF-8.
+    pub recipe: String,
 }
 
 impl RingInfo {
@@ -552,6 +717,7 @@ impl RingInfo {
             rank: 0,
             world_size: 1,
             stream_key: 0,
+            recipe: String::new(),
         }
     }
 
@@ -576,6 +742,14 @@ impl RingInfo {
                 ),
             });
         }
+        if self.recipe.len() >= RECIPE_NAME_BYTES || self.recipe.contains('\0') {
+            return Err(RingError::BadGeometry {
+                reason: format!(
+                    "the recipe name {:?} must be under {RECIPE_NAME_BYTES} bytes, without NUL",
+                    self.recipe
+                ),
+            });
+        }
         if self.first_step > MAX_POSITION {
             return Err(RingError::BadGeometry {
                 reason: format!(
@@ -592,13 +766,14 @@ impl RingInfo {
     /// `first_step` is not compared: a producer taking a ring over continues from the ring's.
     pub fn differences_from(&self, ring: &RingInfo) -> Vec<String> {
         type Show = fn(&RingInfo) -> String;
-        const FIELDS: [(&str, Show); 11] = [
+        const FIELDS: [(&str, Show); 13] = [
             ("slots", |i| i.geometry.slots.to_string()),
             ("batch size", |i| i.geometry.batch_size.to_string()),
-            ("image shape (channels x height x width)", |i| {
-                let g = &i.geometry;
-                format!("{}x{}x{}", g.channels, g.height, g.width)
+            ("channels", |i| i.geometry.channels.to_string()),
+            ("views (views x height x width per group)", |i| {
+                i.geometry.shape()
             }),
+            ("recipe", |i| format!("{:?}", i.recipe)),
             ("mean", |i| format!("{:?}", i.mean)),
             ("std", |i| format!("{:?}", i.std)),
             ("dataset length", |i| i.dataset_len.to_string()),
@@ -630,25 +805,31 @@ impl RingInfo {
                 h.header_bytes
             )));
         }
-        if h.views as usize != Geometry::VIEWS {
-            return Err(RingError::corrupt(format!(
-                "views is {}, expected {}",
-                h.views,
-                Geometry::VIEWS
-            )));
-        }
         if h.pixel_layout != PIXEL_LAYOUT_U8_NCHW {
             return Err(RingError::corrupt(format!(
                 "pixel_layout is {}, expected {PIXEL_LAYOUT_U8_NCHW} (u8 NCHW)",
                 h.pixel_layout
             )));
         }
+        let count = h.group_count as usize;
+        if count == 0 || count > MAX_GROUPS {
+            return Err(RingError::corrupt(format!(
+                "group_count is {count}, expected 1..={MAX_GROUPS}"
+            )));
+        }
+        let groups: Vec<ViewGroup> = h.groups[..count]
+            .iter()
+            .map(|&[views, height, width, _]| ViewGroup {
+                views,
+                height,
+                width,
+            })
+            .collect();
         let geometry = Geometry {
             slots: h.slots,
             batch_size: h.batch_size,
             channels: h.channels,
-            height: h.height,
-            width: h.width,
+            groups: ViewGroups::new(&groups),
         };
         geometry.validate().map_err(|e| match e {
             RingError::BadGeometry { reason } => {
@@ -656,6 +837,21 @@ impl RingInfo {
             }
             e => e,
         })?;
+        if h.views as usize != geometry.views()
+            || (h.height, h.width) != (groups[0].height, groups[0].width)
+        {
+            return Err(RingError::corrupt(format!(
+                "views {} and group 0 shape {}x{} disagree with the group table {}",
+                h.views,
+                h.height,
+                h.width,
+                geometry.shape()
+            )));
+        }
+        let name_len = h.recipe.iter().position(|&b| b == 0).unwrap_or(RECIPE_NAME_BYTES);
+        let recipe = std::str::from_utf8(&h.recipe[..name_len])
+            .map_err(|_| RingError::corrupt("the recipe name is not UTF-8".to_string()))?
+            .to_string();
         let slot_bytes = geometry.slot_bytes() as u64;
         if h.slot_bytes != slot_bytes {
             return Err(RingError::corrupt(format!(
@@ -687,6 +883,7 @@ impl RingInfo {
             rank: h.rank,
             world_size: h.world_size,
             stream_key: h.stream_key,
+            recipe,
         };
         info.validate().map_err(|e| match e {
             RingError::BadGeometry { reason } => RingError::corrupt(format!("header: {reason}")),

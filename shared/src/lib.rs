@@ -13,18 +13,18 @@
 //! use shared::{ring_path, Consumer, Geometry, Producer, RingInfo};
 //!
 //! let path = ring_path("barlow-demo").unwrap();
-//! let geometry = Geometry { slots: 4, batch_size: 8, channels: 3, height: 32, width: 32 };
+//! let geometry = Geometry::pairs(4, 8, 3, 32, 32);
 //! let mut producer = Producer::create(&path, &RingInfo::new(geometry)).unwrap();
 //! let stop = AtomicBool::new(false);
 //! let mut slot = producer.acquire(&stop).unwrap();
 //! slot.set_meta(0, 0, 8);
-//! slot.parts_mut().view_a.fill(7);
+//! slot.parts_mut().view(0).fill(7);
 //! slot.publish();
 //! producer.finish();
 //!
 //! let mut consumer = Consumer::attach(&path, Duration::from_secs(5)).unwrap();
 //! while let Some(batch) = consumer.next().unwrap() {
-//!     assert_eq!(batch.view_a()[0], 7);
+//!     assert_eq!(batch.view(0)[0], 7);
 //! }
 //! ```
 
@@ -48,7 +48,10 @@ pub use checksum::{fnv1a64, fnv1a64_update};
 pub use consumer::{Batch, Consumer, MappingGuard, ProducerEvent};
 pub use error::RingError;
 pub use flow::{Flow, Verdict, WAIT_THRESHOLD};
-pub use layout::{Geometry, RingInfo, RingState, FORMAT_VERSION, HEADER_BYTES, MAGIC};
+pub use layout::{
+    Geometry, RingInfo, RingState, SlotLayout, ViewGroup, ViewGroups, FORMAT_VERSION, HEADER_BYTES,
+    MAGIC, MAX_GROUPS, MAX_VIEWS,
+};
 pub use name::{ring_path, MAX_NAME_LEN, SHM_DIR};
 pub use observer::{Observer, Snapshot};
 pub use producer::{Producer, SlotMut, SlotParts};

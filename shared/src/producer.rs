@@ -240,10 +240,19 @@ impl Producer {
             addr_of_mut!((*h).header_bytes).write(HEADER_BYTES as u32);
             addr_of_mut!((*h).slots).write(g.slots);
             addr_of_mut!((*h).batch_size).write(g.batch_size);
-            addr_of_mut!((*h).views).write(crate::Geometry::VIEWS as u32);
+            addr_of_mut!((*h).views).write(g.views() as u32);
             addr_of_mut!((*h).channels).write(g.channels);
-            addr_of_mut!((*h).height).write(g.height);
-            addr_of_mut!((*h).width).write(g.width);
+            addr_of_mut!((*h).height).write(g.groups[0].height);
+            addr_of_mut!((*h).width).write(g.groups[0].width);
+            addr_of_mut!((*h).group_count).write(g.groups.len() as u32);
+            let mut groups = [[0u32; 4]; crate::MAX_GROUPS];
+            for (raw, group) in groups.iter_mut().zip(g.groups.iter()) {
+                *raw = [group.views, group.height, group.width, 0];
+            }
+            addr_of_mut!((*h).groups).write(groups);
+            let mut recipe = [0u8; crate::layout::RECIPE_NAME_BYTES];
+            recipe[..info.recipe.len()].copy_from_slice(info.recipe.as_bytes());
+            addr_of_mut!((*h).recipe).write(recipe);
             addr_of_mut!((*h).pixel_layout).write(PIXEL_LAYOUT_U8_NCHW);
             addr_of_mut!((*h).slot_bytes).write(layout.slot_bytes as u64);
             addr_of_mut!((*h).file_bytes).write(file_bytes as u64);
@@ -554,10 +563,21 @@ pub struct SlotParts<'a> {
     pub labels: &'a mut [u32],
     /// `batch_size` dataset indices.
     pub indices: &'a mut [u64],
-    /// View A pixels, `batch_size * sample_bytes`, NCHW per sample.
-    pub view_a: &'a mut [u8],
-    /// View B pixels, same layout.
-    pub view_b: &'a mut [u8],
+    /// Every view's pixels, group after group ([`SlotLayout::pixels`]); view `v` is
+    /// [`SlotParts::view`].
+    pub pixels: &'a mut [u8],
+    /// Where the slot's parts lie (offsets from the slot start; `pixels` starts at
+    /// `layout.pixels().start`).
+    pub layout: SlotLayout,
+}
+
+impl SlotParts<'_> {
+    /// View `v`'s pixels for the whole batch, `u8[B][C][H][W]` (panics past the last view).
+    pub fn view(&mut self, v: usize) -> &mut [u8] {
+        let (at, len) = self.layout.view(v).expect("a view of the ring");
+        let start = at - self.layout.pixels().start;
+        &mut self.pixels[start..start + len]
+    }
 }
 
 impl fmt::Debug for SlotMut<'_> {
@@ -608,12 +628,12 @@ impl<'a> SlotMut<'a> {
         unsafe { (self.ptr(offset::SLOT_CHECKSUM) as *mut u64).write(c) }
     }
 
-    /// Labels, dataset indices (both `batch_size` long) and the two views, as disjoint
+    /// Labels, dataset indices (both `batch_size` long) and the views' pixels, as disjoint
     /// mutable slices.
     pub fn parts_mut(&mut self) -> SlotParts<'_> {
         let b = self.batch;
         let l = self.layout;
-        // SAFETY: the four regions are disjoint, lie inside this slot (layout from the
+        // SAFETY: the three regions are disjoint, lie inside this slot (layout from the
         // validated geometry), and are suitably aligned (slot page-aligned, labels at 64,
         // indices at a multiple of 64). The consumer does not touch them before publish,
         // and the borrow of `self` keeps them unique in this process.
@@ -621,8 +641,11 @@ impl<'a> SlotMut<'a> {
             SlotParts {
                 labels: std::slice::from_raw_parts_mut(self.ptr(l.labels) as *mut u32, b),
                 indices: std::slice::from_raw_parts_mut(self.ptr(l.indices) as *mut u64, b),
-                view_a: std::slice::from_raw_parts_mut(self.ptr(l.view_a), l.view_bytes),
-                view_b: std::slice::from_raw_parts_mut(self.ptr(l.view_b), l.view_bytes),
+                pixels: std::slice::from_raw_parts_mut(
+                    self.ptr(l.pixels().start),
+                    l.pixels().len(),
+                ),
+                layout: l,
             }
         }
     }

@@ -12,19 +12,14 @@ use std::time::Duration;
 use shared::layout::offset;
 use shared::{
     fnv1a64, fnv1a64_update, ring_path, stat, Consumer, Geometry, Observer, Opened, Producer,
-    ProducerEvent, RingError, RingInfo, RingState, FORMAT_VERSION, HEADER_BYTES,
+    ProducerEvent, RingError, RingInfo, RingState, ViewGroup, ViewGroups, FORMAT_VERSION,
+    HEADER_BYTES,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
 
 fn geom(slots: u32) -> Geometry {
-    Geometry {
-        slots,
-        batch_size: 4,
-        channels: 3,
-        height: 5,
-        width: 7,
-    }
+    Geometry::pairs(slots, 4, 3, 5, 7)
 }
 
 fn info(slots: u32) -> RingInfo {
@@ -63,21 +58,19 @@ fn push(p: &mut Producer, step: u64) {
         step,
         parts.labels,
         parts.indices,
-        parts.view_a,
-        parts.view_b,
+        parts.pixels,
     );
     let c = checksum(
         count as usize,
         parts.labels,
         parts.indices,
-        parts.view_a,
-        parts.view_b,
+        parts.pixels,
     );
     slot.set_checksum(c);
     slot.publish();
 }
 
-fn fill(step: u64, labels: &mut [u32], indices: &mut [u64], a: &mut [u8], b: &mut [u8]) {
+fn fill(step: u64, labels: &mut [u32], indices: &mut [u64], pixels: &mut [u8]) {
     let mut s = mix(step);
     for l in labels.iter_mut() {
         s = mix(s);
@@ -87,13 +80,13 @@ fn fill(step: u64, labels: &mut [u32], indices: &mut [u64], a: &mut [u8], b: &mu
         s = mix(s);
         *i = s;
     }
-    for v in a.iter_mut().chain(b.iter_mut()) {
+    for v in pixels.iter_mut() {
         s = mix(s);
         *v = s as u8;
     }
 }
 
-fn checksum(count: usize, labels: &[u32], indices: &[u64], a: &[u8], b: &[u8]) -> u64 {
+fn checksum(count: usize, labels: &[u32], indices: &[u64], pixels: &[u8]) -> u64 {
     let mut h = fnv1a64(&(count as u64).to_le_bytes());
     for l in &labels[..count] {
         h = fnv1a64_update(h, &l.to_le_bytes());
@@ -101,7 +94,7 @@ fn checksum(count: usize, labels: &[u32], indices: &[u64], a: &[u8], b: &[u8]) -
     for i in &indices[..count] {
         h = fnv1a64_update(h, &i.to_le_bytes());
     }
-    fnv1a64_update(fnv1a64_update(h, a), b)
+    fnv1a64_update(h, pixels)
 }
 
 /// Takes the next batch and checks it is exactly what `push(step)` wrote.
@@ -112,13 +105,12 @@ fn pop_expect(c: &mut Consumer, step: u64) {
     assert_eq!(batch.count(), 1 + (step % 4) as usize);
     let mut labels = vec![0u32; 4];
     let mut indices = vec![0u64; 4];
-    let mut a = vec![0u8; batch.view_a().len()];
-    let mut b = vec![0u8; batch.view_b().len()];
-    fill(step, &mut labels, &mut indices, &mut a, &mut b);
+    let mut pixels = vec![0u8; batch.group(0).len()];
+    fill(step, &mut labels, &mut indices, &mut pixels);
     assert_eq!(batch.labels(), &labels[..batch.count()]);
     assert_eq!(batch.indices(), &indices[..batch.count()]);
     assert!(
-        batch.view_a() == &a[..] && batch.view_b() == &b[..],
+        batch.group(0) == &pixels[..] && batch.view(0).len() * 2 == pixels.len(),
         "payload of step {step} differs"
     );
     assert_eq!(
@@ -127,8 +119,7 @@ fn pop_expect(c: &mut Consumer, step: u64) {
             batch.count(),
             batch.labels(),
             batch.indices(),
-            batch.view_a(),
-            batch.view_b()
+            batch.group(0)
         )
     );
 }
@@ -231,45 +222,44 @@ fn ring_path_takes_absolute_paths_with_existing_parent() {
 
 #[test]
 fn geometry_sizes_and_bounds() {
-    let g = Geometry {
-        slots: 3,
-        batch_size: 2,
-        channels: 3,
-        height: 4,
-        width: 4,
-    };
+    let g = Geometry::pairs(3, 2, 3, 4, 4);
     g.validate().unwrap();
-    assert_eq!(g.sample_bytes(), 48);
-    assert_eq!(g.view_bytes(), 96);
+    assert_eq!(g.sample_bytes(0), 48);
     assert_eq!(g.slot_bytes(), 4096);
     assert_eq!(g.file_bytes(), HEADER_BYTES + 3 * 4096);
     let l = g.slot_layout();
     assert_eq!(
-        (l.labels, l.indices, l.view_a, l.view_b),
-        (64, 128, 192, 320)
+        (l.labels, l.indices, l.view(0), l.view(1), l.view(2)),
+        (64, 128, Some((192, 96)), Some((288, 96)), None)
     );
+    assert_eq!(l.pixels(), 192..384);
 
-    let big = Geometry {
-        slots: 2,
-        batch_size: 256,
-        channels: 3,
-        height: 224,
-        width: 224,
+    // Groups follow each other at 64-byte boundaries; views inside a group back to back.
+    let multi = Geometry {
+        groups: ViewGroups::new(&[
+            ViewGroup { views: 2, height: 5, width: 5 },
+            ViewGroup { views: 3, height: 2, width: 3 },
+        ]),
+        ..g
     };
+    multi.validate().unwrap();
+    let l = multi.slot_layout();
+    assert_eq!(multi.views(), 5);
+    assert_eq!(multi.shape(), "2x5x5 + 3x2x3");
+    assert_eq!(l.view(1), Some((192 + 150, 150)));
+    assert_eq!(l.view(2), Some((192 + 320, 36)));
+    assert_eq!(l.view(4), Some((192 + 320 + 72, 36)));
+    assert_eq!(l.pixels(), 192..192 + 320 + 108);
+
+    let big = Geometry::pairs(2, 256, 3, 224, 224);
     let l = big.slot_layout();
     assert_eq!(big.slot_bytes() % 4096, 0);
-    assert!(big.slot_bytes() >= 64 + 256 * 4 + 256 * 8 + 2 * big.view_bytes());
-    assert!(
-        l.view_b >= l.view_a + big.view_bytes() && l.view_b + big.view_bytes() <= big.slot_bytes()
-    );
+    let view = 256 * big.sample_bytes(0);
+    assert!(big.slot_bytes() >= 64 + 256 * 4 + 256 * 8 + 2 * view);
+    assert_eq!(l.view(1).unwrap().0, l.view(0).unwrap().0 + view);
+    assert!(l.pixels().end <= big.slot_bytes());
 
-    let max = Geometry {
-        slots: 1024,
-        batch_size: 65536,
-        channels: 4,
-        height: 8192,
-        width: 8192,
-    };
+    let max = Geometry::pairs(1024, 65536, 4, 8192, 8192);
     max.validate().unwrap(); // no overflow on 64-bit
     for bad in [
         Geometry { slots: 0, ..g },
@@ -281,8 +271,23 @@ fn geometry_sizes_and_bounds() {
         },
         Geometry { channels: 0, ..g },
         Geometry { channels: 5, ..g },
-        Geometry { height: 0, ..g },
-        Geometry { width: 8193, ..g },
+        Geometry::pairs(3, 2, 3, 0, 4),
+        Geometry::pairs(3, 2, 3, 4, 8193),
+        Geometry {
+            groups: ViewGroups::new(&[]),
+            ..g
+        },
+        Geometry {
+            groups: ViewGroups::new(&[ViewGroup { views: 0, height: 4, width: 4 }]),
+            ..g
+        },
+        Geometry {
+            groups: ViewGroups::new(&[
+                ViewGroup { views: 40, height: 4, width: 4 },
+                ViewGroup { views: 25, height: 2, width: 2 },
+            ]),
+            ..g
+        },
     ] {
         assert!(
             matches!(bad.validate(), Err(RingError::BadGeometry { .. })),
@@ -406,7 +411,7 @@ fn unpublished_slot_is_invisible_and_reused() {
         let mut slot = prod.acquire(&stop).unwrap();
         assert_eq!(slot.position(), 0);
         slot.set_meta(9, 9, 1);
-        slot.parts_mut().view_a.fill(0xAB);
+        slot.parts_mut().view(0).fill(0xAB);
     } // dropped without publish
     assert_eq!(prod.written(), 0);
     let interrupt = AtomicBool::new(true);
@@ -446,13 +451,7 @@ fn two_thread_stress_no_torn_batches() {
     const N: u64 = 20_000;
     let dir = tempfile::tempdir().unwrap();
     let p = ring_in(&dir, "stress");
-    let g = Geometry {
-        slots: 4,
-        batch_size: 3,
-        channels: 1,
-        height: 4,
-        width: 5,
-    };
+    let g = Geometry::pairs(4, 3, 1, 4, 5);
     let mut prod = Producer::create(&p, &RingInfo::new(g)).unwrap();
     let mut cons = Consumer::attach(&p, WAIT).unwrap();
     let consumer_gone = AtomicBool::new(false);
@@ -472,15 +471,13 @@ fn two_thread_stress_no_torn_batches() {
                     step,
                     parts.labels,
                     parts.indices,
-                    parts.view_a,
-                    parts.view_b,
+                    parts.pixels,
                 );
                 let c = checksum(
                     count as usize,
                     parts.labels,
                     parts.indices,
-                    parts.view_a,
-                    parts.view_b,
+                    parts.pixels,
                 );
                 slot.set_checksum(c);
                 slot.publish();
@@ -501,7 +498,7 @@ fn two_thread_stress_no_torn_batches() {
                 };
                 assert_eq!(b.step(), expect, "steps must be strictly sequential");
                 assert_eq!(b.epoch(), expect / 100);
-                let c = checksum(b.count(), b.labels(), b.indices(), b.view_a(), b.view_b());
+                let c = checksum(b.count(), b.labels(), b.indices(), b.group(0));
                 if c != b.checksum() || b.count() != 1 + (expect % 3) as usize {
                     mismatches += 1;
                 }
@@ -997,13 +994,7 @@ fn dev_shm_ring_is_cleaned_up() {
 fn oversized_ring_fails_with_no_space() {
     // 1024 slots of 1024 x 3x2048x2048 pairs: about 26 TB, more than any /dev/shm, whatever the
     // machine (the geometry is within the format's bounds, so only the space can refuse it).
-    let g = Geometry {
-        slots: 1024,
-        batch_size: 1024,
-        channels: 3,
-        height: 2048,
-        width: 2048,
-    };
+    let g = Geometry::pairs(1024, 1024, 3, 2048, 2048);
     assert!(g.file_bytes() as u64 > 1 << 44, "{}", g.file_bytes());
     let p = ring_path(&format!("barlow-test-nospace-{}", std::process::id())).unwrap();
     let e = Producer::create(&p, &RingInfo::new(g)).unwrap_err();
@@ -1103,8 +1094,8 @@ fn takeover_keeps_published_batches_and_rewrites_the_half_written_slot() {
     let mut slot = old.acquire(&stop).unwrap();
     slot.set_meta(0, 999, 1);
     let parts = slot.parts_mut();
-    let half = parts.view_a.len() / 2;
-    parts.view_a[..half].fill(0xAB);
+    let half = parts.pixels.len() / 4;
+    parts.pixels[..half].fill(0xAB);
     std::mem::forget(slot);
     kill_producer(&p, old);
 
@@ -1330,8 +1321,8 @@ fn a_kept_batch_holds_its_slot_until_released_or_the_next_is_taken() {
     push(&mut p, 1);
     let mut c = Consumer::attach(&path, WAIT).expect("attach");
     let batch = c.next().unwrap().expect("batch 0");
-    let ptr = batch.view_a().as_ptr();
-    let first = batch.view_a()[0];
+    let ptr = batch.view(0).as_ptr();
+    let first = batch.view(0)[0];
     batch.keep();
     assert!(c.holds_kept());
     assert_eq!(c.position(), 0, "a kept batch is not consumed yet");

@@ -11,13 +11,7 @@ const BATCHES: u64 = 100_000;
 const ROLE: &str = "BARLOW_STRESS_PRODUCER_RING";
 
 fn geometry() -> Geometry {
-    Geometry {
-        slots: 8,
-        batch_size: 4,
-        channels: 3,
-        height: 8,
-        width: 8,
-    }
+    Geometry::pairs(8, 4, 3, 8, 8)
 }
 
 /// The payload of step `s`: every byte a function of (s, position), so a batch mixing two steps
@@ -38,13 +32,8 @@ fn producer_child() {
     for step in 0..BATCHES {
         let mut slot = producer.acquire(&stop).unwrap();
         slot.set_meta(0, step, 4);
-        let parts = slot.parts_mut();
-        for (i, b) in parts
-            .view_a
-            .iter_mut()
-            .chain(parts.view_b.iter_mut())
-            .enumerate()
-        {
+        let mut parts = slot.parts_mut();
+        for (i, b) in parts.pixels.iter_mut().enumerate() {
             *b = byte(step, i);
         }
         parts
@@ -52,7 +41,7 @@ fn producer_child() {
             .iter_mut()
             .enumerate()
             .for_each(|(k, l)| *l = (step as u32).wrapping_add(k as u32));
-        let sum = fnv1a64(parts.view_a) ^ fnv1a64(parts.view_b).rotate_left(1);
+        let sum = fnv1a64(parts.view(0)) ^ fnv1a64(parts.view(1)).rotate_left(1);
         slot.set_checksum(sum);
         slot.publish();
     }
@@ -77,11 +66,10 @@ fn two_processes_never_see_a_torn_batch() {
             seen,
             "batches arrive in order, none lost or repeated"
         );
-        let sum = fnv1a64(batch.view_a()) ^ fnv1a64(batch.view_b()).rotate_left(1);
+        let sum = fnv1a64(batch.view(0)) ^ fnv1a64(batch.view(1)).rotate_left(1);
         let content_ok = batch
-            .view_a()
+            .group(0)
             .iter()
-            .chain(batch.view_b())
             .enumerate()
             .all(|(i, &b)| b == byte(seen, i))
             && batch

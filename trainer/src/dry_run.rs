@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shared::{fnv1a64_update, stat, Batch, Consumer, RingError};
+use shared::{fnv1a64_update, stat, Batch, Consumer, Geometry, RingError};
 
 use crate::session::SessionSummary;
 
@@ -23,14 +23,20 @@ pub struct DryRunConfig {
     pub digest: bool,
 }
 
-/// FNV-1a over a batch's valid samples: view A, view B, then labels and dataset indices
-/// (little-endian), so two runs that agree on every pixel and label print the same digest.
-/// `sample_bytes` is one view of one sample (the ring geometry's `sample_bytes()`).
-pub fn batch_digest(batch: &Batch<'_>, sample_bytes: usize) -> u64 {
-    let (n, sample) = (batch.count(), sample_bytes);
+/// FNV-1a over a batch's valid samples: every view in order (for two views: view A, view B),
+/// then labels and dataset indices (little-endian), so two runs that agree on every pixel and
+/// label print the same digest. `geometry` is the ring's.
+pub fn batch_digest(batch: &Batch<'_>, geometry: &Geometry) -> u64 {
+    let n = batch.count();
     let mut h = shared::checksum::FNV1A64_INIT;
-    h = fnv1a64_update(h, &batch.view_a()[..n * sample]);
-    h = fnv1a64_update(h, &batch.view_b()[..n * sample]);
+    let mut v = 0;
+    for (g, group) in geometry.groups.iter().enumerate() {
+        let sample = geometry.sample_bytes(g);
+        for _ in 0..group.views {
+            h = fnv1a64_update(h, &batch.view(v)[..n * sample]);
+            v += 1;
+        }
+    }
     for (&label, &index) in batch.labels().iter().zip(batch.indices()) {
         h = fnv1a64_update(h, &label.to_le_bytes());
         h = fnv1a64_update(h, &index.to_le_bytes());
@@ -48,7 +54,7 @@ pub fn dry_run(
     let started = Instant::now();
     let mut summary = SessionSummary::default();
     let mut total = shared::checksum::FNV1A64_INIT;
-    let sample_bytes = consumer.info().geometry.sample_bytes();
+    let geometry = consumer.info().geometry;
     loop {
         if cfg.steps.is_some_and(|s| summary.steps >= s) || stop.load(Ordering::Relaxed) {
             summary.interrupted = stop.load(Ordering::Relaxed);
@@ -70,7 +76,7 @@ pub fn dry_run(
         summary.wait += t_wait.elapsed();
         let t_hold = Instant::now();
         if cfg.digest {
-            let h = batch_digest(&batch, sample_bytes);
+            let h = batch_digest(&batch, &geometry);
             total = fnv1a64_update(total, &h.to_le_bytes());
             writeln!(out, "step {} {h:016x}", batch.step())?;
         }

@@ -10,12 +10,24 @@ use rand_pcg::Pcg64Mcg;
 /// Which random stream of a sample (or epoch) a generator feeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
-    /// Parameters of the first view (the paper's `transform`).
-    ViewA = 0,
-    /// Parameters of the second view (the paper's `transform_prime`).
-    ViewB = 1,
+    /// Parameters of view `i` of a sample, in the recipe's order (view 0 is Barlow Twins'
+    /// `transform`, view 1 its `transform_prime`).
+    View(u32),
     /// The epoch's shuffle (keyed with dataset index `u64::MAX`).
-    Shuffle = 2,
+    Shuffle,
+}
+
+impl Stream {
+    /// The stream's number in the key: views 0 and 1 are 0 and 1, the shuffle 2, view `i >= 2`
+    /// is `i + 1` (so the two-view streams keep the numbers they had before recipes had more
+    /// views, and with them their bytes).
+    fn id(self) -> u64 {
+        match self {
+            Stream::View(i) if i < 2 => i as u64,
+            Stream::Shuffle => 2,
+            Stream::View(i) => i as u64 + 1,
+        }
+    }
 }
 
 /// The generator type used everywhere in the loader.
@@ -32,7 +44,7 @@ fn mix(mut z: u64) -> u64 {
 /// A generator for (seed, epoch, index, stream).
 pub fn keyed_rng(seed: u64, epoch: u64, index: u64, stream: Stream) -> KeyedRng {
     let mut h = mix(seed);
-    for part in [epoch, index, stream as u64] {
+    for part in [epoch, index, stream.id()] {
         h = mix(h ^ part);
     }
     let lo = mix(h ^ 0x5851_F42D_4C95_7F2D);
@@ -54,16 +66,28 @@ mod tests {
 
     #[test]
     fn same_key_same_stream_and_different_keys_differ() {
-        let a = keyed_rng(1, 2, 3, Stream::ViewA).next_u64();
-        assert_eq!(a, keyed_rng(1, 2, 3, Stream::ViewA).next_u64());
+        let a = keyed_rng(1, 2, 3, Stream::View(0)).next_u64();
+        assert_eq!(a, keyed_rng(1, 2, 3, Stream::View(0)).next_u64());
         for other in [
-            keyed_rng(0, 2, 3, Stream::ViewA),
-            keyed_rng(1, 3, 3, Stream::ViewA),
-            keyed_rng(1, 2, 4, Stream::ViewA),
-            keyed_rng(1, 2, 3, Stream::ViewB),
+            keyed_rng(0, 2, 3, Stream::View(0)),
+            keyed_rng(1, 3, 3, Stream::View(0)),
+            keyed_rng(1, 2, 4, Stream::View(0)),
+            keyed_rng(1, 2, 3, Stream::View(1)),
         ] {
             assert_ne!(a, other.clone().next_u64());
         }
+    }
+
+    #[test]
+    fn every_view_and_the_shuffle_have_their_own_stream() {
+        let ids: Vec<u64> = (0..64).map(|i| Stream::View(i).id()).collect();
+        let mut all = ids.clone();
+        all.push(Stream::Shuffle.id());
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 65);
+        // The two-view numbers of the format before multi-view recipes.
+        assert_eq!((ids[0], ids[1], Stream::Shuffle.id()), (0, 1, 2));
     }
 
     #[test]

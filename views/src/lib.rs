@@ -1,7 +1,7 @@
 //! barlow's views: Pillow-exact augmented views of a decoded image, as the official Barlow Twins
 //! pipeline (torchvision on PIL images) makes them.
 //!
-//! [`pair::PairMaker`] is the one way to make a pair: decode (the `decode` crate), draw both
+//! [`sample::SampleMaker`] is the one way to make a pair: decode (the `decode` crate), draw both
 //! views' [`params`] from generators keyed by (seed, epoch, sample, view) ([`keyed_rng`]), and
 //! make each with [`view::ViewMaker`]: crop + resize ([`resample`]), colour jitter and grayscale
 //! ([`color`], with 256-entry tables in [`lut`]), Pillow's GaussianBlur ([`blur`]), then one
@@ -18,7 +18,7 @@ pub mod color;
 pub mod imagenet;
 pub mod keyed_rng;
 pub mod lut;
-pub mod pair;
+pub mod sample;
 pub mod params;
 pub mod planar;
 pub mod recipe;

@@ -359,7 +359,7 @@ mod tests {
         for i in 0..2000u64 {
             let (w, h) = (50 + (i % 400) as u32, 40 + (i * 7 % 500) as u32);
             let c = sample_crop(
-                &mut keyed_rng(3, 0, i, Stream::ViewA),
+                &mut keyed_rng(3, 0, i, Stream::View(0)),
                 w,
                 h,
                 cfg.scale,
@@ -377,7 +377,7 @@ mod tests {
         // A 1000x10 strip: no random try can fit, so the fallback takes the full height and
         // w = round(10 * 4/3).
         let c = sample_crop(
-            &mut keyed_rng(0, 0, 0, Stream::ViewA),
+            &mut keyed_rng(0, 0, 0, Stream::View(0)),
             1000,
             10,
             [0.9, 1.0],
@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn params_json_round_trips_and_names_match_the_issue() {
         let p = sample_view(
-            &mut keyed_rng(1, 0, 5, Stream::ViewA),
+            &mut keyed_rng(1, 0, 5, Stream::View(0)),
             300,
             200,
             &ViewConfig {
@@ -433,7 +433,7 @@ mod tests {
             .contains("interpolation"));
         for i in 0..50u64 {
             let draw =
-                |c: &ViewConfig| sample_view(&mut keyed_rng(7, 1, i, Stream::ViewB), 300, 200, c);
+                |c: &ViewConfig| sample_view(&mut keyed_rng(7, 1, i, Stream::View(1)), 300, 200, c);
             let (bicubic, bilinear) = (draw(&cfg), draw(&bilinear_cfg));
             assert_eq!(bicubic.interpolation, Interpolation::Bicubic);
             assert_eq!(

@@ -235,9 +235,9 @@ mod tests {
         let (mut flips, mut solarized) = (0, 0);
         for i in 0..400u64 {
             let (stream, vcfg) = if i % 2 == 0 {
-                (Stream::ViewA, &cfg.view_a)
+                (Stream::View(0), &cfg.view_a)
             } else {
-                (Stream::ViewB, &cfg.view_b)
+                (Stream::View(1), &cfg.view_b)
             };
             let params = sample_view(&mut keyed_rng(9, i, i, stream), w as u32, h as u32, vcfg);
             let size = [1u32, 7, 64, 65, 130][i as usize % 5];

@@ -47,7 +47,7 @@ fn view_hwc(
 ) {
     let mut chw = vec![0u8; 3 * (size as usize).pow(2)];
     maker.make_view(src, params, size, &mut chw);
-    views::pair::chw_to_hwc(&chw, out);
+    views::sample::chw_to_hwc(&chw, out);
 }
 
 /// Runs `check` at every SIMD level this CPU has, with the level's name; prints the ones skipped.

@@ -33,8 +33,8 @@ fn check_frequency(name: &str, hits: usize, n: usize, p: f64) {
 #[test]
 fn probabilities_of_each_op_are_the_papers() {
     for (stream, cfg, blur_p, solar_p) in [
-        (Stream::ViewA, ViewConfig::default(), 1.0, 0.0),
-        (Stream::ViewB, ViewConfig::paper_b(), 0.1, 0.2),
+        (Stream::View(0), ViewConfig::default(), 1.0, 0.0),
+        (Stream::View(1), ViewConfig::paper_b(), 0.1, 0.2),
     ] {
         let v = draws(&cfg, stream, 500, 375);
         let count = |f: &dyn Fn(&ViewParams) -> bool| v.iter().filter(|p| f(p)).count();
@@ -124,7 +124,7 @@ fn crop_area_and_aspect_match_torchvisions_sampler() {
             .chunks_exact(2)
             .map(|p| (p[0] as f64, p[1] as f64))
             .unzip();
-        let ours = draws(&ViewConfig::default(), Stream::ViewA, w, h);
+        let ours = draws(&ViewConfig::default(), Stream::View(0), w, h);
         let area: Vec<f64> = ours
             .iter()
             .map(|p| (p.crop.w * p.crop.h) as f64 / (w * h) as f64)

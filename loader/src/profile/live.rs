@@ -18,7 +18,7 @@ use serde::Serialize;
 use shared::{stat, Observer, RingInfo, RingState, Verdict, STATS_LEN};
 
 use crate::profile::measure::{rate_between, smoothing_window, window_ends, StageTime, STAGES};
-use views::params::AugmentConfig;
+use crate::recipe_args::RecipeArgs;
 
 /// How long and how often to read the ring.
 #[derive(Clone, Debug)]
@@ -150,8 +150,10 @@ pub struct Attack {
 pub struct RunGeometry {
     pub ring: String,
     pub batch_size: u32,
-    pub image_height: u32,
-    pub image_width: u32,
+    /// The recipe's name, as the ring header declares it.
+    pub recipe: String,
+    /// The views per sample, group by group (views x height x width).
+    pub views: String,
     pub slots: u32,
     pub dataset_len: u64,
     pub steps_per_epoch: u64,
@@ -165,9 +167,9 @@ pub struct RunGeometry {
     pub dataset: Option<String>,
     pub loader_command: Option<String>,
     pub trainer_command: Option<String>,
-    /// The augmentation settings in effect (the loader's `--augment-config` read now, over the
-    /// paper's values), or None when they cannot be known from here.
-    pub augment: Option<AugmentConfig>,
+    /// The recipe in effect (the loader's recipe options read now, as `loader recipe --print`
+    /// writes it), or None when it cannot be known from here.
+    pub augment: Option<serde_json::Value>,
     pub augment_from: String,
 }
 
@@ -592,30 +594,37 @@ fn geometry(
             "unknown (the loader runs in another pid namespace)".to_string(),
         ),
         Some(l) => {
-            let recipe = l.flag("--recipe").unwrap_or(views::recipe::DEFAULT);
-            match l.path("--augment-config") {
-                None => match views::recipe::recipe(recipe) {
-                    Ok(cfg) => (
-                        Some(cfg),
-                        format!("the {recipe} recipe (no --augment-config)"),
-                    ),
-                    Err(e) => (None, e),
-                },
-                Some(file) => match views::recipe::load(recipe, Some(&file)) {
-                    Ok(cfg) => (
-                        Some(cfg),
-                        format!("the {recipe} recipe with {} (read now)", file.display()),
-                    ),
-                    Err(e) => (None, format!("{e:#}")),
-                },
+            let args = RecipeArgs {
+                recipe: l.flag("--recipe").unwrap_or(views::recipe::DEFAULT).to_string(),
+                recipe_config: l.path("--recipe-config"),
+                augment_config: l.path("--augment-config"),
+                image_size: l.flag("--image-size").and_then(|s| s.parse().ok()),
+                local_size: l.flag("--local-size").and_then(|s| s.parse().ok()),
+                local_crops: l.flag("--local-crops").and_then(|s| s.parse().ok()),
+            };
+            let files: Vec<String> = [&args.recipe_config, &args.augment_config]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
+                .collect();
+            match args.load() {
+                Ok(recipe) if files.is_empty() => (
+                    Some(recipe.to_json()),
+                    format!("the {} recipe", recipe.name),
+                ),
+                Ok(recipe) => (
+                    Some(recipe.to_json()),
+                    format!("the {} recipe with {} (read now)", recipe.name, files.join(", ")),
+                ),
+                Err(e) => (None, format!("{e:#}")),
             }
         }
     };
     RunGeometry {
         ring: path.display().to_string(),
         batch_size: info.geometry.batch_size,
-        image_height: info.geometry.height,
-        image_width: info.geometry.width,
+        recipe: info.recipe.clone(),
+        views: info.geometry.shape(),
         slots: info.geometry.slots,
         dataset_len: info.dataset_len,
         steps_per_epoch: info.steps_per_epoch,
@@ -671,13 +680,7 @@ mod tests {
     }
 
     fn info() -> RingInfo {
-        RingInfo::new(Geometry {
-            slots: 4,
-            batch_size: 4,
-            channels: 3,
-            height: 16,
-            width: 16,
-        })
+        RingInfo::new(Geometry::pairs(4, 4, 3, 16, 16))
     }
 
     #[test]

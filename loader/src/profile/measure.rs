@@ -121,7 +121,7 @@ pub fn measure(
     stop: &AtomicBool,
 ) -> anyhow::Result<Measurement> {
     let pc = pipeline.config();
-    let mut sink = MemorySink::discard(Shard::default(), pc.batch_size, pc.image_size);
+    let mut sink = MemorySink::discard(Shard::default(), &pipeline.geometry());
     let counters = sink.counters();
     pipeline
         .run(&mut sink, 0..cfg.warmup_batches, stop)
@@ -190,10 +190,7 @@ pub fn measure(
         .collect();
     let geometry = Geometry {
         slots: 4,
-        batch_size: pc.batch_size as u32,
-        channels: 3,
-        height: pc.image_size,
-        width: pc.image_size,
+        ..pipeline.geometry()
     };
     Ok(Measurement {
         pairs,

@@ -241,7 +241,8 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
     };
     row("ring", g.ring.clone());
     row("batch size", g.batch_size.to_string());
-    row("image", format!("{} x {}", g.image_width, g.image_height));
+    row("recipe", g.recipe.clone());
+    row("views (views x height x width)", g.views.clone());
     row("slots", g.slots.to_string());
     row(
         "dataset",

@@ -48,7 +48,7 @@ pub struct RingSink {
 
 impl RingSink {
     /// The header every ring of a run declares (rank and world size are set per ring when it
-    /// opens): the pipeline's geometry with `slots` batches, ImageNet's normalisation, and what
+    /// opens): the pipeline's geometry with `slots` batches, the recipe's name and normalisation, and what
     /// decides the batches (dataset, seed, the plan's steps, the stream key).
     pub fn ring_info(pipeline: &Pipeline<'_>, plan: &Plan, slots: u32) -> RingInfo {
         RingInfo {
@@ -56,8 +56,8 @@ impl RingSink {
                 slots,
                 ..pipeline.geometry()
             },
-            mean: views::imagenet::MEAN,
-            std: views::imagenet::STD,
+            mean: pipeline.config().recipe.mean,
+            std: pipeline.config().recipe.std,
             dataset_len: pipeline.dataset_len() as u64,
             steps_per_epoch: plan.steps_per_epoch,
             seed: pipeline.config().seed,
@@ -66,6 +66,7 @@ impl RingSink {
             stream_key: pipeline.stream_key(),
             rank: 0,
             world_size: 1,
+            recipe: pipeline.config().recipe.name.clone(),
         }
     }
 

@@ -146,8 +146,9 @@ impl TrainArgs {
         let info = consumer.info();
         let g = info.geometry;
         eprintln!(
-            "trainer: attached: batches of {} x 2 views x {}x{}x{}, {} images, {} steps per epoch",
-            g.batch_size, g.channels, g.height, g.width, info.dataset_len, info.steps_per_epoch
+            "trainer: attached: {} recipe, batches of {} x ({}) views of {} channels, {} images, {} steps per epoch",
+            if info.recipe.is_empty() { "an unnamed" } else { &info.recipe },
+            g.batch_size, g.shape(), g.channels, info.dataset_len, info.steps_per_epoch
         );
         let mut stdout = std::io::stdout().lock();
         let summary = if self.dry_run {

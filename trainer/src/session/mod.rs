@@ -174,7 +174,19 @@ impl<'a, D: NnDevice> Session<'a, D> {
                 g.channels
             );
         }
-        let (h, w) = (g.height as usize, g.width as usize);
+        let two_views = g.groups.len() == 1 && g.groups[0].views == 2;
+        if !two_views {
+            bail!(
+                "the ring carries the {} recipe's views ({} per sample: {}, views x height x width); \
+                 Barlow Twins trains on two views of one size: run the loader with --recipe \
+                 barlow-twins (or moco-v3), or read this ring from Python (barlow.torch.RingLoader \
+                 yields every crop); trainer --dry-run reads any ring",
+                if info.recipe.is_empty() { "unnamed" } else { &info.recipe },
+                g.views(),
+                g.shape()
+            );
+        }
+        let (h, w) = (g.groups[0].height as usize, g.groups[0].width as usize);
         let min = cfg.arch.min_input();
         if h < min || w < min {
             bail!(
@@ -293,8 +305,8 @@ impl<'a, D: NnDevice> Session<'a, D> {
         let sample = 3 * h * w;
         let (a, b) = normalize_views(
             self.dev,
-            &batch.view_a()[..n * sample],
-            &batch.view_b()[..n * sample],
+            &batch.view(0)[..n * sample],
+            &batch.view(1)[..n * sample],
             n,
             h,
             w,

@@ -177,7 +177,11 @@ impl Handoff {
             let (at, len) = layout.view(v).expect("a view of the layout");
             *slot = (at - layout.pixels().start, len / self.batch);
         }
-        assert_eq!(parts.pixels.len(), layout.pixels().len(), "the whole pixels");
+        assert_eq!(
+            parts.pixels.len(),
+            layout.pixels().len(),
+            "the whole pixels"
+        );
         let params = match params {
             Some(params) => {
                 assert_eq!(

@@ -13,8 +13,8 @@
 pub mod handoff;
 pub mod pipeline;
 pub mod preview;
-pub mod recipe_args;
 pub mod profile;
+pub mod recipe_args;
 pub mod ring_sink;
 pub mod sampler;
 pub mod sink;

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use datasets::source::SampleSource;
 use shared::{stat, Stats};
-use views::sample::{SampleKey, SampleMaker};
 use views::params::{ViewConfig, ViewParams};
 use views::recipe::Recipe;
+use views::sample::{SampleKey, SampleMaker};
 
 use crate::handoff::{BatchPlan, Handoff, PanicGuard};
 use crate::sampler::Shard;

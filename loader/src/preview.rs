@@ -17,8 +17,8 @@ use decode::DEFAULT_MAX_PIXELS;
 
 use datasets::opened::OpenedSource;
 use datasets::source::SampleSource;
-use views::sample::{chw_to_hwc, SampleMaker};
 use views::params::ViewParams;
+use views::sample::{chw_to_hwc, SampleMaker};
 
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::sampler::Shard;
@@ -84,8 +84,10 @@ pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> anyhow::Re
 pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     let text = fs::read_to_string(&args.params)
         .with_context(|| format!("reading {}", args.params.display()))?;
-    let bad = |e: String| anyhow::anyhow!("{}: not valid view parameters: {e}", args.params.display());
-    let mut json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let bad =
+        |e: String| anyhow::anyhow!("{}: not valid view parameters: {e}", args.params.display());
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let size_in_json = json.as_object_mut().and_then(|o| o.remove("size"));
     let size_in_json = match size_in_json {
         None => None,
@@ -98,7 +100,10 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     let params: ViewParams = serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
     let size = args.image_size.or(size_in_json).unwrap_or(224);
     if size == 0 || size > views::recipe::MAX_SIZE {
-        bail!("the view size must be in 1..={}, not {size}", views::recipe::MAX_SIZE);
+        bail!(
+            "the view size must be in 1..={}, not {size}",
+            views::recipe::MAX_SIZE
+        );
     }
     let bytes =
         fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;

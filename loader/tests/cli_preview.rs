@@ -224,7 +224,15 @@ fn preview_shows_every_view_of_a_multi_crop_recipe_and_augment_replays_a_local_o
     std::fs::copy(golden("src_ladybird_q90.jpg"), class.join("0.JPEG")).unwrap();
     let out = tempfile::tempdir().unwrap();
     let st = loader()
-        .args(["preview", "--count", "1", "--recipe", "dino", "--image-size", "40"])
+        .args([
+            "preview",
+            "--count",
+            "1",
+            "--recipe",
+            "dino",
+            "--image-size",
+            "40",
+        ])
         .args(["--local-size", "16", "--local-crops", "3", "--dir"])
         .arg(data.path())
         .arg("--out")
@@ -253,7 +261,11 @@ fn preview_shows_every_view_of_a_multi_crop_recipe_and_augment_replays_a_local_o
     assert!(st.success());
     assert_eq!(read_png(&replay), read_png(&out.path().join("000_d.png")));
     let sheet = image_size(&out.path().join("contact_sheet.png"));
-    assert_eq!(sheet, (4 + 2 * 44 + 3 * 20, 48), "one row, every view at its size");
+    assert_eq!(
+        sheet,
+        (4 + 2 * 44 + 3 * 20, 48),
+        "one row, every view at its size"
+    );
 }
 
 fn image_size(path: &Path) -> (usize, usize) {

@@ -185,7 +185,9 @@ fn a_sink_that_says_stop_ends_the_run_after_that_batch() {
 fn an_error_in_the_sink_callback_ends_the_run_with_that_error() {
     let source = dataset();
     let pipeline = Pipeline::new(&source, config(4, bt(8), 0, 1)).unwrap();
-    let mut sink = MemorySink::new(Shard::default(), &pipeline.geometry(), |_| anyhow::bail!("disk full"));
+    let mut sink = MemorySink::new(Shard::default(), &pipeline.geometry(), |_| {
+        anyhow::bail!("disk full")
+    });
     let err = pipeline
         .run(&mut sink, 0..100, &AtomicBool::new(false))
         .unwrap_err();
@@ -213,7 +215,11 @@ fn multi_crop_batches_are_deterministic_and_locals_never_move_the_globals() {
     assert_eq!(batch.view(0).len(), 6 * 3 * 24 * 24);
     assert_eq!(batch.view(5).len(), 6 * 3 * 8 * 8);
     for v in 2..6 {
-        assert_ne!(batch.view(v), batch.view(2 + (v - 1) % 4), "local views {v} differ");
+        assert_ne!(
+            batch.view(v),
+            batch.view(2 + (v - 1) % 4),
+            "local views {v} differ"
+        );
     }
     let fewer = recipe_batches(&source, dino(1), 1, 3, 0..3);
     for (a, b) in one.iter().zip(&fewer) {

@@ -1,14 +1,15 @@
 """Read barlow's shared-memory ring from Python.
 
-barlow's `loader` decodes JPEGs and writes two augmented views per image into a ring in
-/dev/shm; `barlow.Ring` attaches to it as its one reader (the same rules, checks and error
-messages as `trainer --shm`, from the same Rust code) and yields the batches in order, as
-zero-copy numpy views of the ring's memory::
+barlow's `loader` decodes JPEGs and writes each image's augmented views (its recipe's: Barlow
+Twins' two, DINO's 2 global + 8 local, ...) into a ring in /dev/shm; `barlow.Ring` attaches to it
+as its one reader (the same rules, checks and error messages as `trainer --shm`, from the same
+Rust code) and yields the batches in order, as zero-copy numpy views of the ring's memory::
 
     import barlow
     with barlow.Ring("bt0") as ring:          # loader --shm bt0 ... runs elsewhere
         for batch in ring:
             a, b = batch.view_a, batch.view_b  # uint8 [B, C, H, W], views of the slot
+            crops = batch.views                # every view, in the recipe's order
             ...                                # the slot is the loader's again at the next batch
 
 `barlow.torch.RingLoader` turns that into normalised tensors on a device for PyTorch.
@@ -38,29 +39,38 @@ class _SlotMemory:
 
 
 class Batch:
-    """One batch of view pairs, in place in a ring slot.
+    """One batch of samples' views, in place in a ring slot.
 
-    `view_a` and `view_b` are read-only numpy `uint8` arrays `[count, C, H, W]` that point into
-    the slot; `labels` and `indices` (int64, the class index of the folder's sorted class names
-    and the dataset index) are copies; `epoch` and `step` (the global step) say where in the
-    stream it is. The slot goes back to the loader on `release()` or when the ring's next batch is
-    taken; after that `view_a`/`view_b` raise `RingError` instead of showing reused memory.
-    An array you took from it before is still a view of that slot: copy what you keep
-    (`np.array(batch.view_a)`, or `barlow.torch.RingLoader`, which does it for you).
+    `views` is the list of every view, in the recipe's order (globals first): read-only numpy
+    `uint8` arrays `[count, C, H, W]` (H and W those of the view's group) that point into the
+    slot; `groups` the same memory by group, `[views_in_group, count, C, H, W]` each;
+    `view_a` and `view_b` are views 0 and 1 (Barlow Twins' pair). `labels` and `indices`
+    (int64, the class index of the folder's sorted class names and the dataset index) are copies;
+    `epoch` and `step` (the global step) say where in the stream it is. The slot goes back to the
+    loader on `release()` or when the ring's next batch is taken; after that the arrays' properties
+    raise `RingError` instead of showing reused memory. An array you took from it before is still
+    a view of that slot: copy what you keep (`np.array(batch.view_a)`, or
+    `barlow.torch.RingLoader`, which does it for you).
     """
 
     __slots__ = ("_ring", "_token", "position", "epoch", "step", "count", "labels", "indices",
-                 "_view_a", "_view_b")
+                 "_views", "_groups")
 
-    def __init__(self, ring, token, taken, shape, mapped):
-        position, epoch, step, count, labels, indices, addr_a, addr_b = taken
+    def __init__(self, ring, token, taken, groups, channels, batch_size, mapped):
+        position, epoch, step, count, labels, indices, addresses = taken
         self._ring, self._token = ring, token
         self.position, self.epoch, self.step, self.count = position, epoch, step, count
         self.labels = np.array(labels, dtype=np.int64)
         self.indices = np.array(indices, dtype=np.int64)
-        full = (count,) + shape
-        self._view_a = np.asarray(_SlotMemory(addr_a, full, mapped))
-        self._view_b = np.asarray(_SlotMemory(addr_b, full, mapped))
+        self._views, self._groups = [], []
+        first = 0
+        for g in groups:
+            shape = (channels, g["height"], g["width"])
+            full = (g["views"], batch_size) + shape
+            group = np.asarray(_SlotMemory(addresses[first], full, mapped))[:, :count]
+            self._groups.append(group)
+            self._views.extend(group[k] for k in range(g["views"]))
+            first += g["views"]
 
     @property
     def released(self):
@@ -75,16 +85,31 @@ class Batch:
                 "e.g. np.array(batch.view_a)")
 
     @property
-    def view_a(self):
-        """View A, uint8 [count, C, H, W], read-only, valid until the batch is released."""
+    def views(self):
+        """Every view, in the recipe's order: a list of uint8 [count, C, H, W], read-only, valid
+        until the batch is released."""
         self._check()
-        return self._view_a
+        return list(self._views)
+
+    @property
+    def groups(self):
+        """The views by group (runs of one size): a list of uint8 [views, count, C, H, W]."""
+        self._check()
+        return list(self._groups)
+
+    @property
+    def view_a(self):
+        """View 0, uint8 [count, C, H, W], read-only, valid until the batch is released."""
+        self._check()
+        return self._views[0]
 
     @property
     def view_b(self):
-        """View B, uint8 [count, C, H, W], read-only, valid until the batch is released."""
+        """View 1, uint8 [count, C, H, W], read-only, valid until the batch is released."""
         self._check()
-        return self._view_b
+        if len(self._views) < 2:
+            raise RingError("this ring's recipe makes one view per image: there is no view_b")
+        return self._views[1]
 
     def release(self):
         """Gives the slot back to the loader now (idempotent)."""
@@ -103,8 +128,9 @@ class Ring:
     messages): waits up to `wait` seconds for the loader's ring, refuses a ring another live
     reader holds (`ConsumerInUse`), continues at the ring's read position. Iterating yields
     `Batch`es in order and ends at the end of data; a dead loader raises `LoaderDied` within a
-    few seconds. `info` is the header (batch_size, channels, height, width, mean, std,
-    dataset_len, steps_per_epoch, seed, planned_steps, first_step, rank, world_size, slots);
+    few seconds. `info` is the header (batch_size, channels, recipe, views, groups (each: views,
+    height, width), height and width (group 0's), mean, std, dataset_len, steps_per_epoch, seed,
+    planned_steps, first_step, rank, world_size, slots);
     `stats()` the live statistics and the verdict (is the reader input-bound?).
     """
 
@@ -112,7 +138,6 @@ class Ring:
         self._native = _NativeRing(str(name), wait, allow_foreign_ring)
         self.name = str(name)
         self.info = self._native.info
-        self._shape = (self.info["channels"], self.info["height"], self.info["width"])
         self._current = None  # token of the batch whose slot is held
         self._tokens = 0
         self._mapped = None
@@ -138,7 +163,9 @@ class Ring:
             self._mapped = self._native.mapped()
         self._tokens += 1
         self._current = self._tokens
-        return Batch(self, self._tokens, taken, self._shape, self._mapped)
+        i = self.info
+        return Batch(self, self._tokens, taken, i["groups"], i["channels"], i["batch_size"],
+                     self._mapped)
 
     def __iter__(self):
         return self

@@ -1,4 +1,6 @@
-"""PyTorch's side of the ring: `RingLoader` yields `(x_a, x_b, labels)` tensors on a device.
+"""PyTorch's side of the ring: `RingLoader` yields `(x_a, x_b, labels)` tensors on a device
+(two-view recipes: Barlow Twins, MoCo v3), or `(crops, labels)`, the list of every view, globals
+first (multi-crop recipes: DINO).
 
 The pixels cross as uint8: each batch is copied once from the ring slot into a (pinned, on
 CUDA) buffer, the slot goes back to the loader at once, the buffer moves to the device with
@@ -12,6 +14,10 @@ batches (`prefetch` of them) while the model computes on the current one.
         loss = model(x_a, x_b)
         ...
     print(loader.stats()["verdict"])               # input-bound? (the loader's own verdict)
+
+    loader = RingLoader("dino0", device="cuda")     # loader --recipe dino --shm dino0 ...
+    for crops, labels in loader:                    # 2 x [B, 3, 224, 224], then 8 x [B, 3, 96, 96]
+        teacher_out = teacher(crops[:2]); student_out = student(crops)
 
 Leaving early (`break`, an exception, Ctrl-C, `del loader`, the end of the script) stops the
 thread and detaches from the ring; `close()` or `with RingLoader(...) as loader:` does it at once.
@@ -42,9 +48,14 @@ def _close_open_loaders():
 
 
 class RingLoader:
-    """Normalised view pairs from the barlow ring `name` (a name in /dev/shm, an absolute
-    path, or an open `barlow.Ring`), as `(x_a, x_b, labels)` on `device`.
+    """Normalised views from the barlow ring `name` (a name in /dev/shm, an absolute path, or an
+    open `barlow.Ring`) on `device`: `(x_a, x_b, labels)` when the ring's recipe makes two views
+    of one size, else `(crops, labels)` with `crops` the list of every view `[B, C, H, W]` in the
+    recipe's order (the global views first, then the local ones: what DINO's and SwAV's training
+    loops expect).
 
+    - `crops`: True yields `(crops, labels)` for any ring (two-view ones too); False insists on
+      `(x_a, x_b, labels)` (refused for other rings); None (default) picks by the ring.
     - `dtype`: float32 (default), bfloat16 or float16; the normalisation is computed in float32
       and the result cast.
     - `channels_last`: the views in `torch.channels_last` memory format.
@@ -62,7 +73,7 @@ class RingLoader:
     """
 
     def __init__(self, name, device="cuda", dtype=torch.float32, channels_last=False,
-                 prefetch=2, wait=30.0, allow_foreign_ring=False):
+                 prefetch=2, wait=30.0, allow_foreign_ring=False, crops=None):
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, not {dtype}")
         if prefetch < 1:
@@ -71,6 +82,15 @@ class RingLoader:
                                                               allow_foreign_ring=allow_foreign_ring)
         self.name = self.ring.name
         self.info = self.ring.info
+        groups = self.info["groups"]
+        pair = len(groups) == 1 and groups[0]["views"] == 2
+        if crops is False and not pair:
+            shape = " + ".join(f"{g['views']}x{g['height']}x{g['width']}" for g in groups)
+            self.ring.close()
+            raise ValueError(
+                f"the ring {self.name} holds the {self.info['recipe'] or 'unnamed'} recipe's views ({shape}), "
+                "not two views of one size: use crops=True (or None) to get the list of crops")
+        self.crops = not pair if crops is None else bool(crops)
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -109,15 +129,17 @@ class RingLoader:
         if isinstance(item, BaseException):
             self._done = True
             raise item
-        step, x_a, x_b, labels, indices, ready = item
+        step, views, labels, indices, ready = item
         if ready is not None:
             current = torch.cuda.current_stream(self.device)
             current.wait_event(ready)
-            for t in (x_a, x_b, labels):
+            for t in views + [labels]:
                 t.record_stream(current)
         self.step = step + 1
         self.indices = indices
-        return x_a, x_b, labels
+        if self.crops:
+            return views, labels
+        return views[0], views[1], labels
 
     def state_dict(self):
         """Where to resume: the global step of the next batch (`step`), the epoch it falls in,
@@ -130,6 +152,8 @@ class RingLoader:
             "seed": i["seed"],
             "batch_size": i["batch_size"],
             "image_size": [i["height"], i["width"]],
+            "recipe": i["recipe"],
+            "views": [[g["views"], g["height"], g["width"]] for g in i["groups"]],
             "rank": i["rank"],
             "world_size": i["world_size"],
             "loader_command": self.loader_command(self.step),
@@ -140,6 +164,11 @@ class RingLoader:
         i = self.info
         cmd = (f"loader --shm {self.name} --seed {i['seed']} --batch-size {i['batch_size']} "
                f"--image-size {i['height']} --start-step {step}")
+        if i["recipe"] not in ("", "barlow-twins"):
+            cmd += f" --recipe {i['recipe']}"
+        groups = i["groups"]
+        if len(groups) > 1:
+            cmd += f" --local-size {groups[1]['height']} --local-crops {sum(g['views'] for g in groups[1:])}"
         if i["world_size"] > 1:
             cmd += f" --rank {i['rank']} --world-size {i['world_size']}"
         if i["planned_steps"]:
@@ -151,7 +180,7 @@ class RingLoader:
         required) left off; raises `RingError` with the loader command to run if it does not."""
         want = int(state["step"])
         have = self.info["first_step"] + self.ring.position
-        for key in ("seed", "batch_size", "world_size"):
+        for key in ("seed", "batch_size", "world_size", "recipe"):
             if key in state and state[key] != self.info[key]:
                 raise RingError(
                     f"the ring's {key} is {self.info[key]} but the checkpoint's stream had {state[key]}; "
@@ -193,17 +222,19 @@ class _Prefetcher:
     def __init__(self, ring, device, dtype, channels_last, prefetch):
         self.ring, self.device, self.dtype, self.channels_last = ring, device, dtype, channels_last
         info = ring.info
-        b, c, h, w = info["batch_size"], info["channels"], info["height"], info["width"]
+        b, c = info["batch_size"], info["channels"]
+        self._groups = info["groups"]
         mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, 1, c, 1, 1)
         std = torch.tensor(info["std"], dtype=torch.float32).view(1, 1, c, 1, 1)
         # (u8 / 255 - mean) / std  ==  u8 * scale + shift
         self._scale = (1.0 / (255.0 * std)).to(device)
         self._shift = (-mean / std).to(device)
         self._cuda = device.type == "cuda"
-        # Reusable uint8 staging buffers [2, B, C, H, W]: pinned for the copy to a GPU, with the
-        # event after which each may be overwritten.
+        # Reusable uint8 staging buffers, one [V_g, B, C, H_g, W_g] per view group: pinned for
+        # the copy to a GPU, with the event after which each set may be overwritten.
         n_buffers = prefetch + 2 if self._cuda else 1
-        self._buffers = [torch.empty((2, b, c, h, w), dtype=torch.uint8, pin_memory=self._cuda)
+        self._buffers = [[torch.empty((g["views"], b, c, g["height"], g["width"]), dtype=torch.uint8,
+                                      pin_memory=self._cuda) for g in self._groups]
                          for _ in range(n_buffers)]
         self._buffer_free = [None] * n_buffers
         self._stream = torch.cuda.Stream(device) if self._cuda else None
@@ -267,41 +298,41 @@ class _Prefetcher:
         return False
 
     def _convert(self, batch, slot):
-        """Copies the batch into staging buffer `slot`, releases the ring slot, and makes the
+        """Copies the batch into staging buffer set `slot`, releases the ring slot, and makes the
         normalised tensors on the device (asynchronously on CUDA)."""
         n = batch.count
-        buf = self._buffers[slot]
+        bufs = self._buffers[slot]
         if self._buffer_free[slot] is not None:
             self._buffer_free[slot].synchronize()  # its last copy to the GPU is done
-        staged = buf.numpy()
-        np.copyto(staged[0, :n], batch.view_a)
-        np.copyto(staged[1, :n], batch.view_b)
+        for buf, group in zip(bufs, batch.groups):
+            np.copyto(buf.numpy()[:, :n], group)
         labels = torch.from_numpy(batch.labels)
         step, indices = batch.step, batch.indices
         batch.release()
-        pixels = buf[:, :n]
+        groups = [buf[:, :n] for buf in bufs]
         if not self._cuda:
-            x_a, x_b = self._normalise(pixels)
-            return step, x_a, x_b, labels, indices, None
+            return step, self._normalise(groups), labels, indices, None
         with torch.cuda.stream(self._stream):
-            pixels = pixels.to(self.device, non_blocking=True)
+            groups = [g.to(self.device, non_blocking=True) for g in groups]
             copied = torch.cuda.Event()
             copied.record(self._stream)
             self._buffer_free[slot] = copied
-            x_a, x_b = self._normalise(pixels)
+            views = self._normalise(groups)
             labels = labels.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(self._stream)
-        return step, x_a, x_b, labels, indices, ready
+        return step, views, labels, indices, ready
 
-    def _normalise(self, pixels):
-        """uint8 [2, n, C, H, W] -> (x_a, x_b), each dtype [n, C, H, W]: (u8 / 255 - mean) / std
-        per channel, computed in float32."""
-        x = torch.addcmul(self._shift, pixels.to(torch.float32), self._scale)
-        if self.dtype != torch.float32:
-            x = x.to(self.dtype)
-        x_a, x_b = x[0], x[1]
-        if self.channels_last:
-            x_a = x_a.contiguous(memory_format=torch.channels_last)
-            x_b = x_b.contiguous(memory_format=torch.channels_last)
-        return x_a, x_b
+    def _normalise(self, groups):
+        """uint8 [V_g, n, C, H_g, W_g] per group -> every view, dtype [n, C, H, W]:
+        (u8 / 255 - mean) / std per channel, computed in float32."""
+        views = []
+        for pixels in groups:
+            x = torch.addcmul(self._shift, pixels.to(torch.float32), self._scale)
+            if self.dtype != torch.float32:
+                x = x.to(self.dtype)
+            for v in x:
+                if self.channels_last:
+                    v = v.contiguous(memory_format=torch.channels_last)
+                views.append(v)
+        return views

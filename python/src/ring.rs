@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 use shared::{
     ring_path, stat, Consumer, Flow, MappingGuard, Observer, RingError as Rust, RingInfo,
     RingState, Snapshot,
@@ -55,9 +55,8 @@ struct FlowState {
     since: (Snapshot, Instant),
 }
 
-/// One taken batch: `(position, epoch, step, count, labels, indices, view_a address,
-/// view_b address)`.
-type Taken = (u64, u64, u64, usize, Vec<i64>, Vec<i64>, usize, usize);
+/// One taken batch: `(position, epoch, step, count, labels, indices, [address of each view])`.
+type Taken = (u64, u64, u64, usize, Vec<i64>, Vec<i64>, Vec<usize>);
 
 /// Keeps the ring file mapped while numpy arrays point into it (their base object holds one).
 #[pyclass(module = "barlow._barlow", frozen)]
@@ -154,8 +153,19 @@ impl Ring {
         let d = PyDict::new(py);
         d.set_item("batch_size", g.batch_size)?;
         d.set_item("channels", g.channels)?;
-        d.set_item("height", g.height)?;
-        d.set_item("width", g.width)?;
+        d.set_item("height", g.groups[0].height)?;
+        d.set_item("width", g.groups[0].width)?;
+        d.set_item("views", g.views())?;
+        let groups = PyList::empty(py);
+        for group in g.groups.iter() {
+            let gd = PyDict::new(py);
+            gd.set_item("views", group.views)?;
+            gd.set_item("height", group.height)?;
+            gd.set_item("width", group.width)?;
+            groups.append(gd)?;
+        }
+        d.set_item("groups", groups)?;
+        d.set_item("recipe", &i.recipe)?;
         d.set_item("slots", g.slots)?;
         d.set_item("mean", i.mean.to_vec())?;
         d.set_item("std", i.std.to_vec())?;
@@ -180,7 +190,7 @@ impl Ring {
     }
 
     /// Takes the next batch (releasing the one taken before) and keeps its slot. Returns
-    /// `(position, epoch, step, count, labels, indices, view_a address, view_b address)`, or
+    /// `(position, epoch, step, count, labels, indices, [address of each view])`, or
     /// `None` at the end of data. Raises `TimeoutError` after `timeout` seconds without a batch,
     /// `LoaderDied` when the loader dies, `KeyboardInterrupt` on Ctrl-C.
     #[pyo3(signature = (timeout = None))]
@@ -196,6 +206,7 @@ impl Ring {
                     })?,
             ),
         };
+        let views = self.info.geometry.views();
         loop {
             self.tick.store(false, Ordering::Relaxed);
             let tick = &self.tick;
@@ -223,8 +234,7 @@ impl Ring {
                     batch.count(),
                     batch.labels().iter().map(|&l| l as i64).collect(),
                     batch.indices().iter().map(|&i| i as i64).collect(),
-                    batch.view_a().as_ptr() as usize,
-                    batch.view_b().as_ptr() as usize,
+                    (0..views).map(|v| batch.view(v).as_ptr() as usize).collect(),
                 );
                 batch.keep();
                 st.handed_out = Some(Instant::now());
@@ -324,12 +334,11 @@ impl Ring {
     fn __repr__(&self) -> String {
         let g = self.info.geometry;
         format!(
-            "Ring({:?}, batch_size={}, shape=({}, {}, {}))",
+            "Ring({:?}, batch_size={}, channels={}, views={:?})",
             self.path.display().to_string(),
             g.batch_size,
             g.channels,
-            g.height,
-            g.width
+            g.shape()
         )
     }
 }

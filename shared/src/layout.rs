@@ -848,7 +848,11 @@ impl RingInfo {
                 geometry.shape()
             )));
         }
-        let name_len = h.recipe.iter().position(|&b| b == 0).unwrap_or(RECIPE_NAME_BYTES);
+        let name_len = h
+            .recipe
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(RECIPE_NAME_BYTES);
         let recipe = std::str::from_utf8(&h.recipe[..name_len])
             .map_err(|_| RingError::corrupt("the recipe name is not UTF-8".to_string()))?
             .to_string();

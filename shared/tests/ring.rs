@@ -54,18 +54,8 @@ fn push(p: &mut Producer, step: u64) {
     let count = 1 + (step % 4) as u32;
     slot.set_meta(step / 10, step, count);
     let parts = slot.parts_mut();
-    fill(
-        step,
-        parts.labels,
-        parts.indices,
-        parts.pixels,
-    );
-    let c = checksum(
-        count as usize,
-        parts.labels,
-        parts.indices,
-        parts.pixels,
-    );
+    fill(step, parts.labels, parts.indices, parts.pixels);
+    let c = checksum(count as usize, parts.labels, parts.indices, parts.pixels);
     slot.set_checksum(c);
     slot.publish();
 }
@@ -237,8 +227,16 @@ fn geometry_sizes_and_bounds() {
     // Groups follow each other at 64-byte boundaries; views inside a group back to back.
     let multi = Geometry {
         groups: ViewGroups::new(&[
-            ViewGroup { views: 2, height: 5, width: 5 },
-            ViewGroup { views: 3, height: 2, width: 3 },
+            ViewGroup {
+                views: 2,
+                height: 5,
+                width: 5,
+            },
+            ViewGroup {
+                views: 3,
+                height: 2,
+                width: 3,
+            },
         ]),
         ..g
     };
@@ -278,13 +276,25 @@ fn geometry_sizes_and_bounds() {
             ..g
         },
         Geometry {
-            groups: ViewGroups::new(&[ViewGroup { views: 0, height: 4, width: 4 }]),
+            groups: ViewGroups::new(&[ViewGroup {
+                views: 0,
+                height: 4,
+                width: 4,
+            }]),
             ..g
         },
         Geometry {
             groups: ViewGroups::new(&[
-                ViewGroup { views: 40, height: 4, width: 4 },
-                ViewGroup { views: 25, height: 2, width: 2 },
+                ViewGroup {
+                    views: 40,
+                    height: 4,
+                    width: 4,
+                },
+                ViewGroup {
+                    views: 25,
+                    height: 2,
+                    width: 2,
+                },
             ]),
             ..g
         },
@@ -467,18 +477,8 @@ fn two_thread_stress_no_torn_batches() {
                 let count = 1 + (step % 3) as u32;
                 slot.set_meta(step / 100, step, count);
                 let parts = slot.parts_mut();
-                fill(
-                    step,
-                    parts.labels,
-                    parts.indices,
-                    parts.pixels,
-                );
-                let c = checksum(
-                    count as usize,
-                    parts.labels,
-                    parts.indices,
-                    parts.pixels,
-                );
+                fill(step, parts.labels, parts.indices, parts.pixels);
+                let c = checksum(count as usize, parts.labels, parts.indices, parts.pixels);
                 slot.set_checksum(c);
                 slot.publish();
                 published += 1;

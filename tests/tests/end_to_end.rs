@@ -218,3 +218,70 @@ fn a_resumed_trainer_says_how_to_restart_the_loader_and_continues_from_its_check
         "{err}"
     );
 }
+
+/// A multi-crop ring (loader --recipe dino): the Barlow Twins trainer refuses it, saying what the
+/// ring holds and what to run instead; `trainer --dry-run` reads it, and a bad recipe file is
+/// refused before any ring exists.
+#[test]
+fn the_trainer_refuses_a_multi_crop_ring_and_a_bad_recipe_never_makes_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_demo(tmp.path(), 2, 8);
+    let ring = ring_in(tmp.path(), "dino");
+    let dino = [
+        "--recipe",
+        "dino",
+        "--image-size",
+        "32",
+        "--local-size",
+        "16",
+    ];
+    let start = |extra: &[&str]| {
+        let mut cmd = loader_feeding(&data, &ring);
+        cmd.args(dino).args(["--batch-size", "4", "--steps", "2"]);
+        cmd.args(extra).stderr(Stdio::null()).spawn().unwrap()
+    };
+    let mut loader = start(&[]);
+    wait_for_ring(&ring, &mut loader, LIMIT);
+    let out = run_with_deadline(
+        Command::new(bin("trainer")).args(["--shm", &ring, "--arch", "tiny", "--steps", "1"]),
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("dino recipe's views (10 per sample: 2x32x32 + 8x16x16")
+            && err.contains("--recipe barlow-twins"),
+        "{err}"
+    );
+    let _ = loader.kill();
+    let _ = loader.wait();
+    let _ = std::fs::remove_file(&ring);
+
+    let mut loader = start(&[]);
+    wait_for_ring(&ring, &mut loader, LIMIT);
+    let out = run_with_deadline(&mut barlow_tests::digest_trainer(&ring), LIMIT);
+    assert_succeeded("trainer --dry-run on a dino ring", &out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("step ")
+            .count(),
+        2
+    );
+    let _ = wait_with_deadline(loader, LIMIT);
+
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"views": [{"size": 32, "count": 1000}]}"#).unwrap();
+    let out = run_with_deadline(
+        loader_feeding(&data, &ring)
+            .arg("--recipe-config")
+            .arg(&bad),
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.json") && err.contains("views[0].count"),
+        "{err}"
+    );
+    assert!(!Path::new(&ring).exists(), "nothing written to a ring");
+}

@@ -91,7 +91,8 @@ pub const RECIPES: [Builtin; 3] = [
     },
     Builtin {
         name: "dino",
-        about: "DINO (facebookresearch/dino): 2 global 224 views + 8 local 96 views (--local-crops)",
+        about:
+            "DINO (facebookresearch/dino): 2 global 224 views + 8 local 96 views (--local-crops)",
         make: dino,
     },
 ];
@@ -259,8 +260,7 @@ impl Recipe {
             ));
         }
         for (name, v) in [("mean", self.mean), ("std", self.std)] {
-            if v.iter().any(|x| !x.is_finite()) || (name == "std" && v.iter().any(|x| *x <= 0.0))
-            {
+            if v.iter().any(|x| !x.is_finite()) || (name == "std" && v.iter().any(|x| *x <= 0.0)) {
                 return Err(format!("{name} {v:?} must be finite (and std > 0)"));
             }
         }
@@ -298,7 +298,9 @@ impl Recipe {
     pub fn from_json(text: &str) -> Result<Recipe, String> {
         let top: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let Value::Object(mut top) = top else {
-            return Err("a recipe is a JSON object like {\"views\": [{\"size\": 224, ...}]}".into());
+            return Err(
+                "a recipe is a JSON object like {\"views\": [{\"size\": 224, ...}]}".into(),
+            );
         };
         let name = match top.remove("name") {
             None => "custom".to_string(),
@@ -314,7 +316,9 @@ impl Recipe {
         let mean = norm(&mut top, "mean", imagenet::MEAN)?;
         let std = norm(&mut top, "std", imagenet::STD)?;
         let Some(Value::Array(list)) = top.remove("views") else {
-            return Err("views: a recipe needs a list of views, like \"views\": [{\"size\": 224}]".into());
+            return Err(
+                "views: a recipe needs a list of views, like \"views\": [{\"size\": 224}]".into(),
+            );
         };
         if let Some(key) = top.keys().next() {
             return Err(format!(
@@ -341,8 +345,8 @@ impl Recipe {
             };
             let size = int("size", None)?;
             let count = int("count", Some(1))?;
-            let config: ViewConfig = serde_json::from_value(Value::Object(v))
-                .map_err(|e| format!("views[{i}]: {e}"))?;
+            let config: ViewConfig =
+                serde_json::from_value(Value::Object(v)).map_err(|e| format!("views[{i}]: {e}"))?;
             views.push(ViewSpec {
                 size,
                 count,
@@ -364,7 +368,9 @@ impl Recipe {
     pub fn with_two_view_overrides(&self, overrides: &str) -> Result<Recipe, String> {
         let top: Value = serde_json::from_str(overrides).map_err(|e| e.to_string())?;
         let Value::Object(top) = top else {
-            return Err("expected a JSON object like {\"view_a\": {...}, \"view_b\": {...}}".into());
+            return Err(
+                "expected a JSON object like {\"view_a\": {...}, \"view_b\": {...}}".into(),
+            );
         };
         let mut recipe = self.clone();
         for (key, value) in top {
@@ -448,8 +454,9 @@ pub fn load(
         std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
     };
     let recipe = match recipe_file {
-        Some(p) => Recipe::from_json(&read(p)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        Some(p) => {
+            Recipe::from_json(&read(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
         None => builtin(name).map_err(anyhow::Error::msg)?,
     };
     match two_view_overrides {
@@ -485,7 +492,13 @@ mod tests {
     fn barlow_twins_is_the_papers_transform_and_transform_prime() {
         let bt = builtin("barlow-twins").unwrap();
         assert_eq!(RECIPES[0].name, DEFAULT);
-        assert_eq!(bt.groups(), [Group { views: 2, size: 224 }]);
+        assert_eq!(
+            bt.groups(),
+            [Group {
+                views: 2,
+                size: 224
+            }]
+        );
         assert_eq!((bt.mean, bt.std), (imagenet::MEAN, imagenet::STD));
         // facebookresearch/barlowtwins main.py: ColorJitter(0.4, 0.4, 0.2, 0.1) p 0.8,
         // RandomGrayscale 0.2, GaussianBlur p 1.0 / 0.1, Solarization p 0.0 / 0.2, BICUBIC.
@@ -509,7 +522,10 @@ mod tests {
 
     #[test]
     fn moco_v3_differs_from_barlow_twins_only_in_the_crops_filter() {
-        let (bt, moco) = (builtin("barlow-twins").unwrap(), builtin("moco-v3").unwrap());
+        let (bt, moco) = (
+            builtin("barlow-twins").unwrap(),
+            builtin("moco-v3").unwrap(),
+        );
         for ((_, b), (_, m)) in bt.expanded().into_iter().zip(moco.expanded()) {
             assert_eq!(m.interpolation, Interpolation::Bilinear);
             assert_eq!(
@@ -529,7 +545,13 @@ mod tests {
         let d = builtin("dino").unwrap();
         assert_eq!(
             d.groups(),
-            [Group { views: 2, size: 224 }, Group { views: 8, size: 96 }]
+            [
+                Group {
+                    views: 2,
+                    size: 224
+                },
+                Group { views: 8, size: 96 }
+            ]
         );
         let views = d.expanded();
         let bt = ViewConfig::default();
@@ -566,11 +588,23 @@ mod tests {
         };
         bad(r#"{"views": [{"size": 0}]}"#, "views[0].size");
         bad(r#"{"views": [{"size": 9000}]}"#, "views[0].size");
-        bad(r#"{"views": [{"size": 64, "blur_p": 2}]}"#, "views[0].blur_p");
+        bad(
+            r#"{"views": [{"size": 64, "blur_p": 2}]}"#,
+            "views[0].blur_p",
+        );
         bad(r#"{"views": [{"size": 64, "scael": [0.1, 1]}]}"#, "scael");
-        bad(r#"{"views": [{"size": 64, "count": 1000}]}"#, "views[0].count");
-        bad(r#"{"views": [{"size": 64, "count": 40}, {"size": 32, "count": 40}]}"#, "80");
-        bad(r#"{"views": [{"size": 64}, {"size": 32}, {"size": 64}]}"#, "adjacent");
+        bad(
+            r#"{"views": [{"size": 64, "count": 1000}]}"#,
+            "views[0].count",
+        );
+        bad(
+            r#"{"views": [{"size": 64, "count": 40}, {"size": 32, "count": 40}]}"#,
+            "80",
+        );
+        bad(
+            r#"{"views": [{"size": 64}, {"size": 32}, {"size": 64}]}"#,
+            "adjacent",
+        );
         bad(r#"{"views": []}"#, "at least one");
         bad(r#"{"view": []}"#, "views");
         bad(r#"{"views": [{"size": 64}], "std": [0, 1, 1]}"#, "std");
@@ -595,7 +629,9 @@ mod tests {
         assert!(err(r#"{"view_a": {"interpolation": "nearest"}}"#).contains("nearest"));
         assert!(err(r#"{"view_c": {}}"#).contains("view_c"));
         assert!(err("[1]").contains("JSON object"));
-        assert!(builtin("swav").unwrap_err().contains("barlow-twins, moco-v3, dino"));
+        assert!(builtin("swav")
+            .unwrap_err()
+            .contains("barlow-twins, moco-v3, dino"));
     }
 
     #[test]
@@ -607,12 +643,31 @@ mod tests {
             [Group { views: 2, size: 64 }, Group { views: 3, size: 32 }]
         );
         let none = d.clone().resized(None, None, Some(0)).unwrap();
-        assert_eq!(none.groups(), [Group { views: 2, size: 224 }]);
+        assert_eq!(
+            none.groups(),
+            [Group {
+                views: 2,
+                size: 224
+            }]
+        );
         let bt = builtin("barlow-twins").unwrap();
-        assert!(bt.clone().resized(None, None, Some(4)).unwrap_err().contains("no local views"));
-        assert_eq!(bt.clone().resized(Some(64), None, None).unwrap().groups()[0].size, 64);
+        assert!(bt
+            .clone()
+            .resized(None, None, Some(4))
+            .unwrap_err()
+            .contains("no local views"));
+        assert_eq!(
+            bt.clone().resized(Some(64), None, None).unwrap().groups()[0].size,
+            64
+        );
         // Globals resized to the locals' size join them in one group.
         let one = d.resized(Some(96), None, None).unwrap();
-        assert_eq!(one.groups(), [Group { views: 10, size: 96 }]);
+        assert_eq!(
+            one.groups(),
+            [Group {
+                views: 10,
+                size: 96
+            }]
+        );
     }
 }

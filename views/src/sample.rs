@@ -162,11 +162,19 @@ mod tests {
     #[test]
     fn a_samples_views_depend_on_its_key_not_on_the_maker_history() {
         let bytes = test_image(40, 30);
-        let recipe = builtin("dino").unwrap().resized(Some(16), Some(8), None).unwrap();
+        let recipe = builtin("dino")
+            .unwrap()
+            .resized(Some(16), Some(8), None)
+            .unwrap();
         let key = SampleKey::new(3, 1, 7);
         let first = views_of(&mut SampleMaker::default(), &bytes, key, &recipe);
         let mut used = SampleMaker::default();
-        views_of(&mut used, &test_image(64, 17), SampleKey { index: 1, ..key }, &recipe);
+        views_of(
+            &mut used,
+            &test_image(64, 17),
+            SampleKey { index: 1, ..key },
+            &recipe,
+        );
         assert_eq!(views_of(&mut used, &bytes, key, &recipe), first);
         let times = used.take_times();
         assert!(times.decode_ns > 0 && times.views.crop_ns > 0);
@@ -181,7 +189,10 @@ mod tests {
     fn adding_views_never_changes_the_first_ones() {
         let bytes = test_image(50, 40);
         let key = SampleKey::new(5, 0, 2);
-        let dino = builtin("dino").unwrap().resized(Some(16), Some(8), None).unwrap();
+        let dino = builtin("dino")
+            .unwrap()
+            .resized(Some(16), Some(8), None)
+            .unwrap();
         let fewer = dino.clone().resized(None, None, Some(2)).unwrap();
         let two = dino.clone().resized(None, None, Some(0)).unwrap();
         let (pa, va) = views_of(&mut SampleMaker::default(), &bytes, key, &dino);

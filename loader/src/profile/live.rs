@@ -595,7 +595,10 @@ fn geometry(
         ),
         Some(l) => {
             let args = RecipeArgs {
-                recipe: l.flag("--recipe").unwrap_or(views::recipe::DEFAULT).to_string(),
+                recipe: l
+                    .flag("--recipe")
+                    .unwrap_or(views::recipe::DEFAULT)
+                    .to_string(),
                 recipe_config: l.path("--recipe-config"),
                 augment_config: l.path("--augment-config"),
                 image_size: l.flag("--image-size").and_then(|s| s.parse().ok()),
@@ -614,7 +617,11 @@ fn geometry(
                 ),
                 Ok(recipe) => (
                     Some(recipe.to_json()),
-                    format!("the {} recipe with {} (read now)", recipe.name, files.join(", ")),
+                    format!(
+                        "the {} recipe with {} (read now)",
+                        recipe.name,
+                        files.join(", ")
+                    ),
                 ),
                 Err(e) => (None, format!("{e:#}")),
             }

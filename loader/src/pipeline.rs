@@ -54,6 +54,8 @@ pub struct Pipeline<'s> {
     cfg: PipelineConfig,
     /// The recipe's views, expanded: (size, config) per view.
     views: Vec<(u32, ViewConfig)>,
+    /// The view group of each view (for the per-group time statistics).
+    view_group: Vec<usize>,
     workers: usize,
     status: Vec<AtomicU8>,
     bad: Mutex<BTreeMap<usize, BadFile>>,
@@ -78,8 +80,12 @@ impl<'s> Pipeline<'s> {
         };
         cfg.recipe.validate().map_err(anyhow::Error::msg)?;
         let status = (0..source.len()).map(|_| AtomicU8::new(UNKNOWN)).collect();
+        let view_group = (cfg.recipe.groups().iter().enumerate())
+            .flat_map(|(g, group)| std::iter::repeat_n(g, group.views as usize))
+            .collect();
         Ok(Pipeline {
             source,
+            view_group,
             views: cfg.recipe.expanded(),
             cfg,
             workers,
@@ -326,6 +332,7 @@ impl<'s> Pipeline<'s> {
             .map(|(size, _)| vec![0u8; 3 * (*size as usize).pow(2)])
             .collect();
         let mut params = vec![ViewParams::default(); self.views.len()];
+        let mut group_ns = [0u64; shared::MAX_GROUPS];
         while let Some(task) = handoff.claim() {
             let Some(idx) = self.load_sample(&task.plan, task.k, &mut maker) else {
                 handoff.fail(format!(
@@ -341,13 +348,19 @@ impl<'s> Pipeline<'s> {
                     // SAFETY: the batch is open and sample k was claimed by this worker alone.
                     let mut s = unsafe { dest.sample(task.k) };
                     for (v, (p, (size, _))) in params.iter().zip(&self.views).enumerate() {
+                        let t = Instant::now();
                         maker.make_view(p, *size, s.view(v));
+                        group_ns[self.view_group[v]] += t.elapsed().as_nanos() as u64;
                     }
                     dest
                 }
                 None => {
-                    for ((p, (size, _)), out) in params.iter().zip(&self.views).zip(&mut staged) {
+                    for (v, ((p, (size, _)), out)) in
+                        params.iter().zip(&self.views).zip(&mut staged).enumerate()
+                    {
+                        let t = Instant::now();
                         maker.make_view(p, *size, out);
+                        group_ns[self.view_group[v]] += t.elapsed().as_nanos() as u64;
                     }
                     match handoff.wait_open(task.plan.seq) {
                         Some(dest) => dest,
@@ -367,7 +380,7 @@ impl<'s> Pipeline<'s> {
             if let Some(kept) = s.params.as_deref_mut() {
                 kept.copy_from_slice(&params);
             }
-            record_times(&mut maker, s.stats);
+            record_times(&mut maker, &mut group_ns, s.stats);
             handoff.complete();
         }
     }
@@ -407,8 +420,14 @@ impl<'s> Pipeline<'s> {
     }
 }
 
-/// Adds a maker's stage times to the sink's live statistics.
-fn record_times(maker: &mut SampleMaker, stats: &Stats) {
+/// Adds a maker's stage times and the per-group view times (then zeroed) to the sink's live
+/// statistics.
+fn record_times(maker: &mut SampleMaker, group_ns: &mut [u64; shared::MAX_GROUPS], stats: &Stats) {
+    for (g, ns) in group_ns.iter_mut().enumerate() {
+        if *ns > 0 {
+            stats.add(stat::GROUP_NS + g, std::mem::take(ns));
+        }
+    }
     let t = maker.take_times();
     stats.add(stat::READ_NS, t.read_ns);
     stats.add(stat::DECODE_NS, t.decode_ns);

@@ -113,3 +113,23 @@ def test_end_of_data_resume_and_a_killed_loader(loaders):
         for _ in loader:
             pass
     loader.close()
+
+
+def test_the_dino_example_trains_a_few_steps_on_the_ring(loaders, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    import json
+    ring = loaders.ring()
+    loaders.start(ring, *DINO, steps=4, seed=2)
+    report = tmp_path / "report.json"
+    example = Path(__file__).resolve().parents[2] / "examples" / "torch_multicrop.py"
+    out = subprocess.run([sys.executable, str(example), "--shm", ring, "--device", "cpu", "--out-dim", "256",
+                          "--report", str(report)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["step"] for line in lines] == [0, 1, 2, 3]
+    assert lines[0]["crops"] == [[8, 3, 32, 32]] * 2 + [[8, 3, 16, 16]] * 3
+    assert all(np.isfinite(line["loss"]) and line["loss"] > 0 for line in lines)
+    assert lines[-1]["teacher_moved"] > 0 and lines[-1]["center_norm"] > 0, "the EMA teacher and centre moved"
+    assert json.loads(report.read_text())["student"] != json.loads(report.read_text())["teacher"]

@@ -40,8 +40,11 @@ pub mod stat {
     pub const TRAIN_NS: usize = 12;
     /// Worker threads the loader runs (set, not added, by the producer; 0 = not published).
     pub const WORKERS: usize = 13;
+    /// Nanoseconds making the views of view group `g` (crop to write, every view of the group),
+    /// at `GROUP_NS + g` for the ring's groups (at most [`crate::MAX_GROUPS`]).
+    pub const GROUP_NS: usize = 14;
     /// First index with no assigned meaning; `FIRST_FREE..STATS_LEN` are free for experiments.
-    pub const FIRST_FREE: usize = 14;
+    pub const FIRST_FREE: usize = GROUP_NS + crate::MAX_GROUPS;
 
     /// Short names for display, indexed like the counters ("" = unassigned).
     pub const NAMES: [&str; super::STATS_LEN] = {
@@ -60,6 +63,14 @@ pub mod stat {
         n[BYTES_READ] = "bytes_read";
         n[TRAIN_NS] = "train_ns";
         n[WORKERS] = "workers";
+        n[GROUP_NS] = "group0_ns";
+        n[GROUP_NS + 1] = "group1_ns";
+        n[GROUP_NS + 2] = "group2_ns";
+        n[GROUP_NS + 3] = "group3_ns";
+        n[GROUP_NS + 4] = "group4_ns";
+        n[GROUP_NS + 5] = "group5_ns";
+        n[GROUP_NS + 6] = "group6_ns";
+        n[GROUP_NS + 7] = "group7_ns";
         n
     };
 }

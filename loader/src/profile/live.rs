@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shared::{stat, Observer, RingInfo, RingState, Verdict, STATS_LEN};
 
-use crate::profile::measure::{rate_between, smoothing_window, window_ends, StageTime, STAGES};
+use crate::profile::measure::{
+    group_times, rate_between, smoothing_window, window_ends, write_groups, GroupTime, StageTime,
+    STAGES,
+};
 use crate::recipe_args::RecipeArgs;
 
 /// How long and how often to read the ring.
@@ -133,6 +136,8 @@ pub struct LoaderSide {
     pub per_core_from: &'static str,
     /// Time per pair in each stage, summed over threads.
     pub stages: Vec<StageTime>,
+    /// Time per sample making each view group's views.
+    pub groups: Vec<GroupTime>,
     pub skipped_files: u64,
 }
 
@@ -279,6 +284,7 @@ pub fn analyse(
         cpu_cores_busy: loader_cores,
         pairs_per_cpu_s: per_core,
         per_core_from,
+        groups: group_times(&info.geometry, &d, loader_pairs),
         stages,
         skipped_files: last.stats[stat::SKIPPED],
     };
@@ -659,6 +665,7 @@ pub fn text(p: &LiveProfile) -> String {
     for st in &p.loader.stages {
         let _ = writeln!(s, "{:<16} {:>12.3}", st.stage, st.ms_per_pair);
     }
+    write_groups(&mut s, &p.geometry.recipe, &p.loader.groups);
     s
 }
 

@@ -37,6 +37,30 @@ pub const STAGES: [(&str, usize); 6] = [
     ("write+solarize", stat::WRITE_NS),
 ];
 
+/// Time spent making one view group's views (crop to write).
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupTime {
+    /// The group: views x height x width.
+    pub views: String,
+    /// Milliseconds per sample (all the group's views of one sample, summed over threads).
+    pub ms_per_sample: f64,
+}
+
+/// Each view group's time per sample, from the growth `delta(idx)` (ns) of the statistics
+/// counters over `samples` samples of a run of `geometry`.
+pub fn group_times(
+    geometry: &shared::Geometry,
+    delta: impl Fn(usize) -> f64,
+    samples: f64,
+) -> Vec<GroupTime> {
+    (geometry.groups.iter().enumerate())
+        .map(|(g, group)| GroupTime {
+            views: format!("{}x{}x{}", group.views, group.height, group.width),
+            ms_per_sample: delta(stat::GROUP_NS + g) / 1e6 / samples.max(1.0),
+        })
+        .collect()
+}
+
 /// One point of the timeline.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct TimePoint {
@@ -72,6 +96,9 @@ pub struct Measurement {
     /// Average cores busy (cpu_s / wall_s).
     pub busy_cores: f64,
     pub stages: Vec<StageTime>,
+    /// The recipe's name and each view group's share of the views' time.
+    pub recipe: String,
+    pub groups: Vec<GroupTime>,
     pub timeline: Vec<TimePoint>,
     pub skipped_files: usize,
     /// Peak resident set size of the process, bytes.
@@ -192,6 +219,7 @@ pub fn measure(
         slots: 4,
         ..pipeline.geometry()
     };
+    let groups = group_times(&geometry, |i| delta(i) * 1e9, pairs as f64);
     Ok(Measurement {
         pairs,
         wall_s,
@@ -201,6 +229,8 @@ pub fn measure(
         pairs_per_cpu_s: pairs as f64 / cpu_s.max(1e-9),
         busy_cores: cpu_s / wall_s.max(1e-9),
         stages,
+        recipe: pc.recipe.name.clone(),
+        groups,
         timeline,
         skipped_files: pipeline.bad_files().len(),
         peak_rss_bytes: peak_rss_bytes(),
@@ -273,6 +303,22 @@ fn smoothed_timeline(
         .collect()
 }
 
+/// The recipe's view groups and what each costs per sample (with their shares of the views' time).
+pub fn write_groups(s: &mut String, recipe: &str, groups: &[GroupTime]) {
+    use std::fmt::Write;
+    let total: f64 = groups.iter().map(|g| g.ms_per_sample).sum::<f64>().max(1e-12);
+    let _ = writeln!(s, "{:<16} {:>12} {:>7}   ({} recipe)", "view group", "ms per sample", "share", if recipe.is_empty() { "unnamed" } else { recipe });
+    for g in groups {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>12.3} {:>6.1}%",
+            g.views,
+            g.ms_per_sample,
+            100.0 * g.ms_per_sample / total
+        );
+    }
+}
+
 /// The measurement as a plain-text table: stages (ms per pair, share), rates, and cores needed.
 pub fn table(m: &Measurement, target: Option<f64>) -> String {
     use std::fmt::Write;
@@ -288,6 +334,7 @@ pub fn table(m: &Measurement, target: Option<f64>) -> String {
             100.0 * st.seconds / total
         );
     }
+    write_groups(&mut s, &m.recipe, &m.groups);
     let _ = writeln!(
         s,
         "{} pairs in {:.1}s with {} workers: {:.1} pairs/s; {:.1} pairs per CPU-second ({:.2} cores busy); peak RSS {:.0} MiB (ring {:.0} MiB); {} files skipped",

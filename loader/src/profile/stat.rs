@@ -49,6 +49,14 @@ pub fn watch(
     if !json {
         writeln!(
             out,
+            "{}: the {} recipe, batches of {} samples x ({}) views (views x height x width)",
+            path.display(),
+            if info.recipe.is_empty() { "unnamed" } else { &info.recipe },
+            info.geometry.batch_size,
+            info.geometry.shape()
+        )?;
+        writeln!(
+            out,
             "{:>7} {:>12} {:>12} {:>9} {:>8} {:>8}  verdict",
             "t(s)", "loader p/s", "trainer p/s", "occupancy", "ld wait", "tr wait"
         )?;

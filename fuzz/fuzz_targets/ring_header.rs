@@ -80,11 +80,11 @@ fn check_batch(consumer: &mut Consumer) -> Result<bool, RingError> {
     };
     assert!(batch.count() <= g.batch_size as usize);
     let (labels, indices) = (batch.labels(), batch.indices());
-    let (a, b) = (batch.view_a(), batch.view_b());
+    let (a, b) = (batch.view(0), batch.view(g.views() - 1));
     assert_eq!(labels.len(), batch.count());
     assert_eq!(indices.len(), batch.count());
-    assert_eq!(a.len(), g.view_bytes());
-    assert_eq!(b.len(), g.view_bytes());
+    assert_eq!(a.len(), g.batch_size as usize * g.sample_bytes(0));
+    assert_eq!(b.len(), g.batch_size as usize * g.sample_bytes(g.groups.len() - 1));
     // Every slice lies inside one file-sized span (the mapping) and is really mapped: touch the
     // first and last byte of each.
     let spans = [

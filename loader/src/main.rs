@@ -1,5 +1,7 @@
-//! `loader`: feeds Barlow Twins training. Decodes images, makes two augmented views of each, and
-//! writes paired batches into a shared-memory ring that `trainer --shm NAME` reads.
+//! `loader`: feeds joint-embedding training. Decodes each image once, makes its recipe's augmented
+//! views (Barlow Twins' two by default; DINO's 2 global + 8 local with `--recipe dino`), and writes
+//! the batches into a shared-memory ring that `trainer --shm NAME` or `barlow.torch.RingLoader`
+//! reads.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,15 +19,17 @@ use loader::sampler::Shard;
 use loader::summary;
 use shared::ring_path;
 
-/// Decode images and write two augmented views per image into a shared-memory ring for
-/// `trainer --shm NAME`.
+/// Decode images and write each image's augmented views (its recipe's: Barlow Twins' two by
+/// default) into a shared-memory ring for `trainer --shm NAME` or Python's barlow.torch.RingLoader.
 ///
 /// Without --dir, --pack or --wds, it uses barlow's built-in demo dataset (made once in ~/.cache/barlow/demo-v3).
 #[derive(Parser, Debug)]
 #[command(
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Example:\n  loader --dir /data/imagenet/train --shm bt0 --batch-size 256 &\n  trainer --shm bt0\n\n\
+    after_help = "Examples:\n  loader --dir /data/imagenet/train --shm bt0 --batch-size 256 &\n  trainer --shm bt0\n  \
+loader --dir /data/imagenet/train --recipe dino --shm dino0 --batch-size 64 &   # 2 x 224 + 8 x 96 per image\n  \
+python examples/torch_multicrop.py --shm dino0\n\n\
 Restarting under a running trainer: if the loader dies (or is stopped) while `trainer \
 --loader-restart-wait SECONDS` waits on its ring, start the loader again with the same command: \
 it takes the ring over and continues at the trainer's position with the very batches an \
@@ -41,7 +45,7 @@ struct Cli {
 /// Tools beside the default command (which feeds a ring). Each lives in its own module.
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Write the first pairs' views as PNGs, their parameters as JSON and a contact sheet.
+    /// Write the first samples' views (every view of the recipe) as PNGs, their parameters as JSON and a contact sheet.
     Preview(loader::preview::PreviewArgs),
     /// Apply given view parameters (JSON, as preview writes) to one image and write the PNG.
     Augment(loader::preview::AugmentArgs),
@@ -500,11 +504,18 @@ fn recipe_command(args: &RecipeCommandArgs) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&recipe.to_json())?);
             } else {
                 println!("{name}: {} views per image", recipe.view_count());
-                for (i, (size, v)) in recipe.expanded().iter().enumerate() {
+                let mut first = 0;
+                for spec in &recipe.views {
+                    let (v, n, size) = (spec.config, spec.count as usize, spec.size);
+                    let which = match n {
+                        1 => format!("view {first}"),
+                        _ => format!("views {first}-{}", first + n - 1),
+                    };
                     println!(
-                        "  view {i:>2}: {size}x{size}, scale {:?}, {:?}, blur p {}, solarize p {}",
-                        v.scale, v.interpolation, v.blur_p, v.solarize_p
+                        "  {which:<10} {size}x{size}, crop scale {:?}, {:?}, jitter p {}, grayscale p {}, blur p {}, solarize p {}",
+                        v.scale, v.interpolation, v.jitter_p, v.grayscale_p, v.blur_p, v.solarize_p
                     );
+                    first += n;
                 }
                 println!("(`loader recipe {name} --print` prints it as JSON for --recipe-config)");
             }

@@ -35,7 +35,7 @@ pub struct PreviewArgs {
     pub pack: Option<PathBuf>,
     #[command(flatten)]
     pub wds: datasets::wds::WdsArgs,
-    /// Pairs to write (the first ones of epoch 0).
+    /// Samples to write, every view of each (the first samples of the epoch).
     #[arg(long, default_value_t = 8)]
     pub count: usize,
     /// Output folder (created if missing).

@@ -229,3 +229,21 @@ fn multi_crop_batches_are_deterministic_and_locals_never_move_the_globals() {
         assert_eq!(&a.sample_params(0)[..3], b.sample_params(0));
     }
 }
+
+/// Every built-in recipe: the same bytes at 1 and 2 workers.
+#[test]
+fn every_recipe_is_deterministic_at_one_and_two_workers() {
+    let source = dataset();
+    for r in &views::recipe::RECIPES {
+        let recipe = (r.make)().resized(Some(16), None, None).unwrap();
+        let recipe = match recipe.groups().len() {
+            1 => recipe,
+            _ => recipe.resized(None, Some(8), Some(2)).unwrap(),
+        };
+        let one = recipe_batches(&source, recipe.clone(), 1, 9, 1..3);
+        let two = recipe_batches(&source, recipe, 2, 9, 1..3);
+        for (a, b) in one.iter().zip(&two) {
+            assert!(a.pixels == b.pixels && a.indices == b.indices, "{}", r.name);
+        }
+    }
+}

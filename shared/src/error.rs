@@ -186,6 +186,12 @@ impl fmt::Display for RingError {
                  name, and delete the file if it is a leftover",
                 path.display()
             ),
+            RingError::VersionMismatch { found, expected } if found < expected => write!(
+                f,
+                "the ring uses format version {found}, older than this program's {expected} (version 3 \
+                 describes the recipe's view groups, for recipes of several views and sizes): it was \
+                 written by an older loader; restart the loader from the same build as this reader"
+            ),
             RingError::VersionMismatch { found, expected } => write!(
                 f,
                 "the ring uses format version {found} but this program understands version {expected}; \

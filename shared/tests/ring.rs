@@ -554,6 +554,73 @@ fn attach_rejects_other_version() {
     );
 }
 
+/// A ring of the two-view format (version 2, before view groups) is refused by name, with what
+/// to do, by the consumer and the observer alike.
+#[test]
+fn attach_rejects_an_older_format_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_prod, copy) = ring_copy(&dir);
+    poke_u32(&copy, offset::VERSION, 2);
+    for e in [
+        Consumer::attach(&copy, WAIT).unwrap_err(),
+        Observer::open(&copy).unwrap_err(),
+    ] {
+        let m = e.to_string();
+        assert!(
+            matches!(e, RingError::VersionMismatch { found: 2, .. })
+                && m.contains("older loader")
+                && m.contains("restart the loader"),
+            "{m}"
+        );
+    }
+}
+
+/// Several view groups and the recipe's name go through the header: the consumer reads back the
+/// producer's declaration, and each view lies where the layout says.
+#[test]
+fn view_groups_and_the_recipe_name_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ring_in(&dir, "groups");
+    let mut info = RingInfo::new(Geometry {
+        groups: ViewGroups::new(&[
+            ViewGroup {
+                views: 2,
+                height: 6,
+                width: 6,
+            },
+            ViewGroup {
+                views: 5,
+                height: 3,
+                width: 2,
+            },
+        ]),
+        ..geom(2)
+    });
+    info.recipe = "dino".into();
+    let mut prod = Producer::create(&p, &info).unwrap();
+    let mut cons = Consumer::attach(&p, WAIT).unwrap();
+    assert_eq!(cons.info(), &info);
+    let stop = AtomicBool::new(false);
+    let mut slot = prod.acquire(&stop).unwrap();
+    let mut parts = slot.parts_mut();
+    for v in 0..7 {
+        parts.view(v).fill(v as u8 + 1);
+    }
+    slot.publish();
+    let batch = cons.next().unwrap().unwrap();
+    for v in 0..7 {
+        let n = if v < 2 { 4 * 3 * 36 } else { 4 * 3 * 6 };
+        assert_eq!(batch.view(v), vec![v as u8 + 1; n], "view {v}");
+    }
+    assert_eq!(batch.group(1).len(), 5 * 4 * 3 * 6);
+    let mut long = info.clone();
+    long.recipe = "x".repeat(32);
+    assert!(matches!(
+        Producer::create(&ring_in(&dir, "long"), &long),
+        Err(RingError::BadGeometry { .. })
+    ));
+}
+
 #[test]
 fn attach_rejects_truncated_file() {
     let dir = tempfile::tempdir().unwrap();

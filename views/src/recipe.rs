@@ -284,11 +284,21 @@ impl Recipe {
                 Value::Object(v)
             })
             .collect();
+        // The shortest decimal that reads back as the same f32 (0.485, not 0.48500001430511475).
+        let short = |v: [f32; 3]| -> Vec<Value> {
+            v.iter()
+                .map(|x| {
+                    x.to_string()
+                        .parse::<f64>()
+                        .map_or(Value::Null, Value::from)
+                })
+                .collect()
+        };
         serde_json::json!({
             "name": self.name,
             "views": Value::Array(views),
-            "mean": self.mean,
-            "std": self.std,
+            "mean": short(self.mean),
+            "std": short(self.std),
         })
     }
 

@@ -143,3 +143,53 @@ fn crop_area_and_aspect_match_torchvisions_sampler() {
         );
     }
 }
+
+/// The `dino` recipe's views drawn as a run draws them (view `i` from stream `i`): blur and
+/// solarize probabilities per view role (DataAugmentationDINO: global 1 blur 1.0, global 2 blur
+/// 0.1 + solarize 0.2, locals blur 0.5 and never solarized), and every crop's area inside its
+/// scale range (the centre-crop fallback aside, which a 500x375 image never needs here).
+#[test]
+fn dino_views_have_their_roles_probabilities_and_scale_ranges() {
+    let recipe = views::recipe::builtin("dino").unwrap();
+    let (w, h) = (500u32, 375u32);
+    let n = N / 4;
+    for (i, (_, cfg)) in recipe.expanded().iter().enumerate() {
+        let v: Vec<ViewParams> = (0..n as u64)
+            .map(|k| sample_view(&mut keyed_rng(5, 0, k, Stream::View(i as u32)), w, h, cfg))
+            .collect();
+        let (blur_p, solar_p, scale) = match i {
+            0 => (1.0, 0.0, [0.4, 1.0]),
+            1 => (0.1, 0.2, [0.4, 1.0]),
+            _ => (0.5, 0.0, [0.05, 0.4]),
+        };
+        let count = |f: &dyn Fn(&ViewParams) -> bool| v.iter().filter(|p| f(p)).count();
+        check_frequency(
+            &format!("view {i} blur"),
+            count(&|p| p.blur_sigma.is_some()),
+            n,
+            blur_p,
+        );
+        check_frequency(
+            &format!("view {i} solarize"),
+            count(&|p| p.solarize),
+            n,
+            solar_p,
+        );
+        check_frequency(&format!("view {i} flip"), count(&|p| p.flip), n, 0.5);
+        check_frequency(
+            &format!("view {i} grayscale"),
+            count(&|p| p.grayscale),
+            n,
+            0.2,
+        );
+        for p in &v {
+            // Rounding w and h to whole pixels moves the area by at most about one row and column.
+            let area = (p.crop.w * p.crop.h) as f64 / (w * h) as f64;
+            let slack = (p.crop.w + p.crop.h) as f64 / (w * h) as f64;
+            assert!(
+                scale[0] - slack <= area && area <= scale[1] + slack,
+                "view {i}: area fraction {area} outside {scale:?}"
+            );
+        }
+    }
+}

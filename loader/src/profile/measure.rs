@@ -306,8 +306,19 @@ fn smoothed_timeline(
 /// The recipe's view groups and what each costs per sample (with their shares of the views' time).
 pub fn write_groups(s: &mut String, recipe: &str, groups: &[GroupTime]) {
     use std::fmt::Write;
-    let total: f64 = groups.iter().map(|g| g.ms_per_sample).sum::<f64>().max(1e-12);
-    let _ = writeln!(s, "{:<16} {:>12} {:>7}   ({} recipe)", "view group", "ms per sample", "share", if recipe.is_empty() { "unnamed" } else { recipe });
+    let total: f64 = groups
+        .iter()
+        .map(|g| g.ms_per_sample)
+        .sum::<f64>()
+        .max(1e-12);
+    let _ = writeln!(
+        s,
+        "{:<16} {:>12} {:>7}   ({} recipe)",
+        "view group",
+        "ms per sample",
+        "share",
+        if recipe.is_empty() { "unnamed" } else { recipe }
+    );
     for g in groups {
         let _ = writeln!(
             s,

@@ -51,7 +51,11 @@ pub fn watch(
             out,
             "{}: the {} recipe, batches of {} samples x ({}) views (views x height x width)",
             path.display(),
-            if info.recipe.is_empty() { "unnamed" } else { &info.recipe },
+            if info.recipe.is_empty() {
+                "unnamed"
+            } else {
+                &info.recipe
+            },
             info.geometry.batch_size,
             info.geometry.shape()
         )?;

@@ -81,6 +81,30 @@ fn stage_bars(stages: &[crate::profile::measure::StageTime], highlight: Option<&
         .collect()
 }
 
+/// The recipe's view groups and what each costs per sample, as a table.
+fn groups_table(html: &mut String, recipe: &str, groups: &[crate::profile::measure::GroupTime]) {
+    let total: f64 = groups
+        .iter()
+        .map(|g| g.ms_per_sample)
+        .sum::<f64>()
+        .max(1e-12);
+    let _ = writeln!(
+        html,
+        "<h2>Views of the {} recipe</h2>\n<table class=\"run\"><tr><td>view group (views x height x width)</td><td>ms per sample</td><td>share of the views' time</td></tr>",
+        escape(if recipe.is_empty() { "unnamed" } else { recipe })
+    );
+    for g in groups {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.1}%</td></tr>",
+            escape(&g.views),
+            g.ms_per_sample,
+            100.0 * g.ms_per_sample / total
+        );
+    }
+    html.push_str("</table>\n");
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("unknown".to_string(), |v| format!("{v:.digits$}"))
 }
@@ -234,6 +258,7 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
         ),
         &plot::hbars(&stage_bars(&l.stages, highlight), "ms per pair")?,
     );
+    groups_table(&mut html, &g.recipe, &l.groups);
 
     html.push_str("<h2>The run</h2>\n<table class=\"run\">\n");
     let mut row = |k: &str, v: String| {
@@ -314,6 +339,7 @@ pub fn html_report(m: &Measurement, source: &str, target: Option<f64>) -> anyhow
         "Milliseconds per pair by stage, summed over the worker threads",
         &plot::hbars(&stage_bars(&m.stages, None), "ms per pair")?,
     );
+    groups_table(&mut html, &m.recipe, &m.groups);
     let series = |name, color, f: fn(&crate::profile::measure::TimePoint) -> f64| Series {
         name,
         color,

@@ -223,7 +223,10 @@ fn check_live_report(report: &Path, profile: &serde_json::Value, verdict: &str, 
     assert_eq!(profile["geometry"]["views"], "2x16x16");
     let groups = profile["loader"]["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 1, "one view group: {groups:?}");
-    assert!(groups[0]["ms_per_sample"].as_f64().unwrap() > 0.0, "its views took time");
+    assert!(
+        groups[0]["ms_per_sample"].as_f64().unwrap() > 0.0,
+        "its views took time"
+    );
     assert!(profile["geometry"]["loader_command"]
         .as_str()
         .is_some_and(|c| c.contains("--shm")));

@@ -4,7 +4,8 @@
 //!
 //! Prints the best time per call over 15 rounds of REPS calls (default 200): crop + bicubic and
 //! bilinear resize of 150, 300 and 500 pixel wide crops of a 500x400 image to 224x224, Gaussian
-//! blur of a 224x224 view, hue on a 224x224 view without and with a pending brightness table, saturation
+//! blur of a 224x224 view, OpenCV's 23x23 Gaussian (SwAV's) beside Pillow's on 224x224 and 96x96
+//! views at sigma 1 and 2, hue on a 224x224 view without and with a pending brightness table, saturation
 //! with a pending table (the colour ops' block loads: `lut` and `planar`) and a table alone. (These
 //! were `#[ignore]`d "tests" that asserted nothing; correctness is the unit tests' and goldens'.)
 
@@ -65,6 +66,35 @@ fn main() {
         gaussian_blur(&mut view, side, side, 1.3, &mut scratch);
     });
     println!("blur 224x224 (sigma 1.3, copy included): {:.1} us", s * 1e6);
+
+    // SwAV's blur (cv2.GaussianBlur, 23 x 23) beside Pillow's, on its two view sizes.
+    let mut cv_scratch = views::blur::opencv::Scratch::default();
+    for side in [224usize, 96] {
+        let mut small = vec![0u8; 3 * side * side];
+        let src = &image[..3 * side * side];
+        for sigma in [1.0, 2.0] {
+            let s = best(reps, || {
+                small.copy_from_slice(src);
+                views::blur::opencv::gaussian_blur(
+                    &mut small,
+                    side,
+                    side,
+                    23,
+                    sigma,
+                    &mut cv_scratch,
+                );
+            });
+            let p = best(reps, || {
+                small.copy_from_slice(src);
+                gaussian_blur(&mut small, side, side, sigma, &mut scratch);
+            });
+            println!(
+                "blur {side}x{side} sigma {sigma} (copy included): OpenCV k=23 {:.1} us, Pillow {:.1} us",
+                s * 1e6,
+                p * 1e6
+            );
+        }
+    }
 
     let mut brightness = [0u8; 256];
     blend_table(0, 1.2, &mut brightness);

@@ -284,8 +284,18 @@ pub fn gaussian_blur(
     let s = scratch;
     fixed_kernel(kw, sigma, &mut s.float, &mut s.kx);
     fixed_kernel(kh, sigma, &mut s.float, &mut s.ky);
+    // Outer taps of weight 0 add nothing (wherever the border sends them): SwAV's 23 taps are
+    // 7 at sigma 1, 13 at sigma 2, and 1 (a copy) below sigma 0.3 or so.
+    for k in [&mut s.kx, &mut s.ky] {
+        while k.len() > 1 && k[k.len() - 1] == 0 {
+            k.pop();
+        }
+    }
+    if s.kx.len() == 1 && s.ky.len() == 1 {
+        return;
+    }
     let line = 3 * width;
-    let (rx, ry) = (kw / 2, kh / 2);
+    let (rx, ry) = (s.kx.len() - 1, s.ky.len() - 1);
     s.padded.resize(line + 6 * rx, 0);
     s.rows.resize(line * height, 0);
     s.above.resize(ry + 1, 0);
@@ -346,31 +356,23 @@ fn pad_row(src: &[u8], width: usize, r: usize, padded: &mut [u8]) {
     }
 }
 
-/// Bytes per step of the row pass (u16 sums) and of the column pass (u32 sums): one array of
-/// sums that stays in registers across the taps.
+/// The row pass's sums are stored minus 2^15 (top bit flipped: `H ^ 0x8000` is `H - 32768` as an
+/// i16), the form the column pass's signed 16-bit multiply-adds take.
+const BIAS: u16 = 0x8000;
+
+/// Bytes per step of the row pass (u16 sums) and of the portable column pass (u32 sums): one
+/// array of sums that stays in registers across the taps.
 const ROW_STEP: usize = 64;
 const COLUMN_STEP: usize = 32;
 
 /// One row: `out[e] = sum_d k[d] * (padded[c + e - 3d] + padded[c + e + 3d])` (the centre once),
-/// `c` the offset of the first pixel in `padded`. Every sum fits 16 bits (weights sum to 256).
+/// `c` the offset of the first pixel in `padded`, stored `^ BIAS`. Every sum fits 16 bits (the
+/// weights sum to 256, so at most `256 * 255`).
 #[inline(always)]
 fn row_pass(padded: &[u8], k: &[u16], out: &mut [u16]) {
     let n = out.len();
     let r = k.len() - 1;
     let c = 3 * r;
-    let sum_at = |e: usize, out: &mut [u16; ROW_STEP]| {
-        let mid: &[u8; ROW_STEP] = padded[c + e..c + e + ROW_STEP].try_into().unwrap();
-        for t in 0..ROW_STEP {
-            out[t] = k[0].wrapping_mul(mid[t] as u16);
-        }
-        for d in 1..=r {
-            let a: &[u8; ROW_STEP] = padded[c + e - 3 * d..][..ROW_STEP].try_into().unwrap();
-            let b: &[u8; ROW_STEP] = padded[c + e + 3 * d..][..ROW_STEP].try_into().unwrap();
-            for t in 0..ROW_STEP {
-                out[t] = out[t].wrapping_add(k[d].wrapping_mul(a[t] as u16 + b[t] as u16));
-            }
-        }
-    };
     if n < ROW_STEP {
         for (e, o) in out.iter_mut().enumerate() {
             let mut acc = k[0].wrapping_mul(padded[c + e] as u16);
@@ -378,16 +380,29 @@ fn row_pass(padded: &[u8], k: &[u16], out: &mut [u16]) {
                 let pair = padded[c + e - 3 * d] as u16 + padded[c + e + 3 * d] as u16;
                 acc = acc.wrapping_add(k[d].wrapping_mul(pair));
             }
-            *o = acc;
+            *o = acc ^ BIAS;
         }
         return;
     }
     let mut e = 0;
     loop {
-        // The last step overlaps the one before (same values written twice).
+        // The last step overlaps the one before (the same values written twice).
         let at = e.min(n - ROW_STEP);
-        let chunk: &mut [u16; ROW_STEP] = (&mut out[at..at + ROW_STEP]).try_into().unwrap();
-        sum_at(at, chunk);
+        let mut acc = [0u16; ROW_STEP];
+        let mid: &[u8; ROW_STEP] = padded[c + at..][..ROW_STEP].try_into().unwrap();
+        for t in 0..ROW_STEP {
+            acc[t] = k[0].wrapping_mul(mid[t] as u16);
+        }
+        for d in 1..=r {
+            let a: &[u8; ROW_STEP] = padded[c + at - 3 * d..][..ROW_STEP].try_into().unwrap();
+            let b: &[u8; ROW_STEP] = padded[c + at + 3 * d..][..ROW_STEP].try_into().unwrap();
+            for t in 0..ROW_STEP {
+                acc[t] = acc[t].wrapping_add(k[d].wrapping_mul(a[t] as u16 + b[t] as u16));
+            }
+        }
+        for (o, &a) in out[at..at + ROW_STEP].iter_mut().zip(&acc) {
+            *o = a ^ BIAS;
+        }
         if at + ROW_STEP == n {
             break;
         }
@@ -395,8 +410,8 @@ fn row_pass(padded: &[u8], k: &[u16], out: &mut [u16]) {
     }
 }
 
-/// One output row of the column pass: `out[e] = (sum_d k[d] * (rows[above[d] + e] +
-/// rows[below[d] + e]) + 2^15) >> 16` (the centre once).
+/// [`column_lines`], with 16-bit multiply-adds at the AVX2 and AVX-512 levels where a line holds
+/// at least one step of them.
 #[inline(always)]
 fn column_pass(
     rows: &[u16],
@@ -406,14 +421,42 @@ fn column_pass(
     below: &[usize],
     out: &mut [u8],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if line >= MADD_STEP {
+        let level = crate::simd::level();
+        if level >= crate::simd::AVX512BW {
+            // SAFETY: the CPU supports AVX-512 F/BW (`level` checked it).
+            unsafe { column_madd_avx512(rows, line, k, above, below, out) };
+            return;
+        }
+        if level == crate::simd::AVX2 {
+            // SAFETY: the CPU supports AVX2 (`level` checked it).
+            unsafe { column_madd_avx2(rows, line, k, above, below, out) };
+            return;
+        }
+    }
+    column_lines(rows, line, k, above, below, out);
+}
+
+/// One output row of the column pass: `out[e] = (sum_d k[d] * (H[above[d] + e] + H[below[d] +
+/// e]) + 2^15) >> 16` (the centre once), `H` the unbiased `rows`.
+#[inline(always)]
+fn column_lines(
+    rows: &[u16],
+    line: usize,
+    k: &[u16],
+    above: &[usize],
+    below: &[usize],
+    out: &mut [u8],
+) {
     let r = k.len() - 1;
     let round = |v: u32| ((v + (1 << 15)) >> 16) as u8;
+    let h = |v: u16| (v ^ BIAS) as u32;
     if line < COLUMN_STEP {
         for (e, o) in out.iter_mut().enumerate() {
-            let mut acc = k[0] as u32 * rows[above[0] + e] as u32;
+            let mut acc = k[0] as u32 * h(rows[above[0] + e]);
             for d in 1..=r {
-                let pair = rows[above[d] + e] as u32 + rows[below[d] + e] as u32;
-                acc += k[d] as u32 * pair;
+                acc += k[d] as u32 * (h(rows[above[d] + e]) + h(rows[below[d] + e]));
             }
             *o = round(acc);
         }
@@ -425,13 +468,13 @@ fn column_pass(
         let mut acc = [0u32; COLUMN_STEP];
         let mid: &[u16; COLUMN_STEP] = rows[above[0] + at..][..COLUMN_STEP].try_into().unwrap();
         for t in 0..COLUMN_STEP {
-            acc[t] = k[0] as u32 * mid[t] as u32;
+            acc[t] = k[0] as u32 * h(mid[t]);
         }
         for d in 1..=r {
             let a: &[u16; COLUMN_STEP] = rows[above[d] + at..][..COLUMN_STEP].try_into().unwrap();
             let b: &[u16; COLUMN_STEP] = rows[below[d] + at..][..COLUMN_STEP].try_into().unwrap();
             for t in 0..COLUMN_STEP {
-                acc[t] += k[d] as u32 * (a[t] as u32 + b[t] as u32);
+                acc[t] += k[d] as u32 * (h(a[t]) + h(b[t]));
             }
         }
         for (o, &a) in out[at..at + COLUMN_STEP].iter_mut().zip(&acc) {
@@ -441,6 +484,120 @@ fn column_pass(
             break;
         }
         e += COLUMN_STEP;
+    }
+}
+
+/// Bytes per step of the multiply-add column passes (the AVX2 one does two registers of 16).
+const MADD_STEP: usize = 32;
+
+/// The sum the column pass rounds, from its multiply-adds: each tap gave `k * (H - 2^15)` and the
+/// weights sum to 256, so `S = madds + 2^23`; plus the rounding `2^15`.
+const MADD_ROUND: i32 = (1 << 23) + (1 << 15);
+
+/// [`column_lines`] as `madd`s: the biased 16-bit rows interleaved in pairs (the rows `d` above
+/// and below, weights `(k_d, k_d)`; the centre row with itself, weights `(k_0, 0)`), each
+/// multiply-add giving 32-bit sums of two taps. In-lane unpacks, undone by the in-lane pack.
+/// 32 bytes per step, the last step overlapping the one before.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW; `line >= MADD_STEP`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn column_madd_avx512(
+    rows: &[u16],
+    line: usize,
+    k: &[u16],
+    above: &[usize],
+    below: &[usize],
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let r = k.len() - 1;
+    assert!(line >= MADD_STEP && out.len() >= line && above.len() > r && below.len() > r);
+    assert!(above[..=r].iter().chain(&below[..=r]).all(|&o| o + line <= rows.len()));
+    let p = rows.as_ptr();
+    // SAFETY (every load): `o + at + 32 <= o + line <= rows.len()` (asserted above).
+    let load = |o: usize, at: usize| _mm512_loadu_si512(p.add(o + at) as *const _);
+    let centre = _mm512_set1_epi32(k[0] as i32);
+    let round = _mm512_set1_epi32(MADD_ROUND);
+    let mut e = 0;
+    loop {
+        let at = e.min(line - MADD_STEP);
+        let c = load(above[0], at);
+        let mut lo = _mm512_madd_epi16(_mm512_unpacklo_epi16(c, c), centre);
+        let mut hi = _mm512_madd_epi16(_mm512_unpackhi_epi16(c, c), centre);
+        for d in 1..=r {
+            let w = _mm512_set1_epi32(k[d] as i32 * 0x10001);
+            let (a, b) = (load(above[d], at), load(below[d], at));
+            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), w));
+            hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), w));
+        }
+        let lo = _mm512_srli_epi32::<16>(_mm512_add_epi32(lo, round));
+        let hi = _mm512_srli_epi32::<16>(_mm512_add_epi32(hi, round));
+        let bytes = _mm512_cvtepi16_epi8(_mm512_packus_epi32(lo, hi));
+        // SAFETY: `at + 32 <= line <= out.len()`.
+        _mm256_storeu_si256(out.as_mut_ptr().add(at) as *mut _, bytes);
+        if at + MADD_STEP == line {
+            break;
+        }
+        e += MADD_STEP;
+    }
+}
+
+/// [`column_madd_avx512`] with AVX2: two registers of 16 per step, packed to bytes together and
+/// put back in order with one lane permute.
+///
+/// # Safety
+/// The CPU must support AVX2; `line >= MADD_STEP`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn column_madd_avx2(
+    rows: &[u16],
+    line: usize,
+    k: &[u16],
+    above: &[usize],
+    below: &[usize],
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let r = k.len() - 1;
+    assert!(line >= MADD_STEP && out.len() >= line && above.len() > r && below.len() > r);
+    assert!(above[..=r].iter().chain(&below[..=r]).all(|&o| o + line <= rows.len()));
+    let p = rows.as_ptr();
+    // SAFETY (every load): `o + at + 32 <= o + line <= rows.len()` (asserted above).
+    let load = |o: usize, at: usize| -> [__m256i; 2] {
+        let q = p.add(o + at) as *const __m256i;
+        [_mm256_loadu_si256(q), _mm256_loadu_si256(q.add(1))]
+    };
+    let centre = _mm256_set1_epi32(k[0] as i32);
+    let round = _mm256_set1_epi32(MADD_ROUND);
+    let finish = |v: __m256i| _mm256_srli_epi32::<16>(_mm256_add_epi32(v, round));
+    let mut e = 0;
+    loop {
+        let at = e.min(line - MADD_STEP);
+        let c = load(above[0], at);
+        let mut lo = [0, 1].map(|i| _mm256_madd_epi16(_mm256_unpacklo_epi16(c[i], c[i]), centre));
+        let mut hi = [0, 1].map(|i| _mm256_madd_epi16(_mm256_unpackhi_epi16(c[i], c[i]), centre));
+        for d in 1..=r {
+            let w = _mm256_set1_epi32(k[d] as i32 * 0x10001);
+            let (a, b) = (load(above[d], at), load(below[d], at));
+            for i in 0..2 {
+                let (l, h) = (
+                    _mm256_unpacklo_epi16(a[i], b[i]),
+                    _mm256_unpackhi_epi16(a[i], b[i]),
+                );
+                lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(l, w));
+                hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(h, w));
+            }
+        }
+        let words = [0, 1].map(|i| _mm256_packus_epi32(finish(lo[i]), finish(hi[i])));
+        let bytes = _mm256_permute4x64_epi64::<0xd8>(_mm256_packus_epi16(words[0], words[1]));
+        // SAFETY: `at + 32 <= line <= out.len()`.
+        _mm256_storeu_si256(out.as_mut_ptr().add(at) as *mut _, bytes);
+        if at + MADD_STEP == line {
+            break;
+        }
+        e += MADD_STEP;
     }
 }
 

@@ -107,6 +107,24 @@ impl BlurFilter {
     }
 }
 
+/// Index `i` (possibly outside `0..n`) mirrored into `0..n` without repeating the edge, folding
+/// again as often as needed (`BORDER_REFLECT_101`); 0 for `n == 1`.
+pub(crate) fn reflect_101(mut i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    loop {
+        if i < 0 {
+            i = -i;
+        } else if i >= n {
+            i = 2 * n - 2 - i;
+        } else {
+            return i as usize;
+        }
+    }
+}
+
 /// Per-worker buffers for every blur: create one per thread and reuse it.
 #[derive(Default)]
 pub struct Blurs {

@@ -22,6 +22,8 @@
 //! runs), and a side of 1 repeats its one pixel. Every level gives the same bytes: each output is
 //! the same sequence of f64 multiplies and adds (Rust never fuses them).
 
+use crate::blur::reflect_101 as reflect;
+
 /// Per-worker buffers for [`gaussian_blur`].
 #[derive(Default)]
 pub struct Scratch {
@@ -51,24 +53,6 @@ pub fn kernel(ksize: usize, sigma: f64) -> Vec<f32> {
         .collect();
     let sum: f32 = pdf.iter().sum();
     pdf.iter().map(|p| p / sum).collect()
-}
-
-/// Index `i` (possibly outside `0..n`) mirrored into `0..n` without repeating the edge, folding
-/// again as often as needed (`BORDER_REFLECT_101`); 0 for `n == 1`.
-pub(crate) fn reflect(mut i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n == 1 {
-        return 0;
-    }
-    loop {
-        if i < 0 {
-            i = -i;
-        } else if i >= n {
-            i = 2 * n - 2 - i;
-        } else {
-            return i as usize;
-        }
-    }
 }
 
 /// torchvision's `gaussian_blur` with a `ksize x ksize` kernel of `sigma` (taken as f32, as

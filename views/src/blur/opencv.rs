@@ -9,7 +9,8 @@
 //!   sum. Every step is a softdouble (IEEE binary64, round to nearest even) operation, which are
 //!   the same as native f64 operations in the same order, except `exp`, which is OpenCV's own
 //!   (`f64_exp` in softfloat.cpp: a 64-entry table of `2^(j/64)` and a degree-5 polynomial); it is
-//!   reproduced here operation for operation ([`softdouble_exp`]).
+//!   reproduced here operation for operation ([`softdouble_exp`]). (Over the tested cases libm's
+//!   `exp` gives the same 8-bit kernels; OpenCV's is kept for the rounding boundaries.)
 //! - **Fixed point**, from `getGaussianKernelFixedPoint_ED`: each half's values times 256 rounded
 //!   with error diffusion (the rounding error carried into the next value), the centre taking what
 //!   makes the kernel sum exactly 256 (`ufixedpoint16`, 8 fraction bits).

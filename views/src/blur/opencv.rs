@@ -16,8 +16,8 @@
 //!   makes the kernel sum exactly 256 (`ufixedpoint16`, 8 fraction bits).
 //! - **Passes**: rows first (`u8 * u16` products summed: at most 255 * 256, exact in u16), then
 //!   columns (`u16 * u16` products summed in u32), rounded `(sum + 2^15) >> 16` and saturated to
-//!   u8. Every sum is exact, so the order of its terms (and OpenCV's SIMD paths) cannot change a
-//!   byte.
+//!   u8. Every sum is exact, so the order of its terms (OpenCV's SIMD paths; the columns-first
+//!   order used here) cannot change a byte.
 //! - **Borders**: `BORDER_REFLECT_101` (mirror without repeating the edge), folding again where
 //!   the kernel is wider than the image (`borderInterpolate`); a side of 1 pixel repeats it (OpenCV
 //!   sets that side's kernel to 1 tap, which gives the same bytes).
@@ -29,12 +29,13 @@ use crate::blur::reflect_101 as reflect;
 /// Per-worker buffers for [`gaussian_blur`].
 #[derive(Default)]
 pub struct Scratch {
-    kernel: Vec<u16>,
-    /// One source row padded by `k / 2` pixels each side.
-    padded: Vec<u8>,
-    /// The image after the row pass, in 1/256 units.
-    rows: Vec<u16>,
-    /// One output row's sums in the column pass, in 1/65536 units.
+    /// The kernel's non-zero taps: (offset from the centre, weight in 1/256).
+    taps: Vec<(isize, u16)>,
+    /// The image before blurring (the output overwrites it row by row).
+    source: Vec<u8>,
+    /// One row after the column pass, in 1/256 units, padded by the widest tap each side.
+    column: Vec<u16>,
+    /// One output row's sums, in 1/65536 units.
     acc: Vec<u32>,
 }
 
@@ -159,7 +160,7 @@ pub fn kernel_bit_exact(n: usize, sigma: f64) -> Vec<f64> {
     }
     sum *= 2.0;
     sum += 1.0;
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         sum += 1.0;
     }
     let mul = 1.0 / sum;
@@ -169,7 +170,7 @@ pub fn kernel_bit_exact(n: usize, sigma: f64) -> Vec<f64> {
         kernel[n - 1 - i] = v * mul;
     }
     kernel[half] = mul;
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         kernel[half + 1] = mul;
     }
     kernel
@@ -196,6 +197,10 @@ pub fn kernel_fixed_point(n: usize, sigma: f64) -> Vec<u16> {
 
 /// `cv2.GaussianBlur(pixels, (ksize, ksize), sigma)` (default border) on an interleaved RGB image
 /// of `width x height`, in place. `ksize` must be odd.
+///
+/// Row by row: the column pass into one padded row, then the row pass, so the working set stays
+/// in cache; taps of weight 0 (most of a 23-tap kernel at SwAV's sigmas) are skipped. Both leave
+/// every sum unchanged (integer sums in any order), so the bytes are OpenCV's rows-first ones.
 pub fn gaussian_blur(
     pixels: &mut [u8],
     width: usize,
@@ -208,53 +213,64 @@ pub fn gaussian_blur(
     if width == 0 || height == 0 || ksize <= 1 {
         return;
     }
-    let r = ksize / 2;
-    scratch.kernel = kernel_fixed_point(ksize, sigma);
-    let line = 3 * width;
-    scratch.padded.resize(3 * (width + 2 * r), 0);
-    scratch.rows.resize(line * height, 0);
-    scratch.acc.resize(line, 0);
+    let r = (ksize / 2) as isize;
     let Scratch {
-        kernel,
-        padded,
-        rows,
+        taps,
+        source,
+        column,
         acc,
     } = scratch;
-    for (src, out) in pixels.chunks_exact(line).zip(rows.chunks_exact_mut(line)) {
-        for (x, p) in padded.chunks_exact_mut(3).enumerate() {
-            let s = 3 * reflect(x as isize - r as isize, width);
-            p.copy_from_slice(&src[s..s + 3]);
+    taps.clear();
+    for (t, &k) in kernel_fixed_point(ksize, sigma).iter().enumerate() {
+        if k != 0 {
+            taps.push((t as isize - r, k));
         }
-        row_pass(padded, kernel, out);
     }
+    let pad = taps
+        .iter()
+        .map(|&(d, _)| d.unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    let line = 3 * width;
+    source.clear();
+    source.extend_from_slice(pixels);
+    column.resize(3 * (width + 2 * pad), 0);
+    acc.resize(line, 0);
     for (y, out) in pixels.chunks_exact_mut(line).enumerate() {
+        let middle = &mut column[3 * pad..3 * pad + line];
+        middle.fill(0);
+        for &(d, k) in taps.iter() {
+            let sy = reflect(y as isize + d, height);
+            column_tap(middle, &source[sy * line..(sy + 1) * line], k);
+        }
+        for x in (0..pad).chain(pad + width..width + 2 * pad) {
+            let from = 3 * (pad + reflect(x as isize - pad as isize, width));
+            column.copy_within(from..from + 3, 3 * x);
+        }
         acc.fill(0);
-        for (t, &k) in kernel.iter().enumerate() {
-            let sy = reflect(y as isize + t as isize - r as isize, height);
-            accumulate(acc, &rows[sy * line..(sy + 1) * line], k as u32);
+        for &(d, k) in taps.iter() {
+            let at = 3 * (pad as isize + d) as usize;
+            row_tap(acc, &column[at..at + line], k as u32);
         }
         round_to_u8(acc, out);
     }
 }
 
 crate::simd::multiversion! {
-    /// One row: `out[i] = sum over taps t of kernel[t] * padded[i + 3t]` (at most 255 * 256:
-    /// exact in u16).
-    fn row_pass(padded: &[u8], kernel: &[u16], out: &mut [u16]) {
-        out.fill(0);
-        for (t, &k) in kernel.iter().enumerate() {
-            for (o, &p) in out.iter_mut().zip(&padded[3 * t..]) {
-                *o = o.wrapping_add(k.wrapping_mul(p as u16));
-            }
+    /// One tap of the column pass: `sums[i] += k * row[i]` (at most 255 * 256 in all: exact in
+    /// u16).
+    fn column_tap(sums: &mut [u16], row: &[u8], k: u16) {
+        for (s, &p) in sums.iter_mut().zip(row) {
+            *s = s.wrapping_add(k.wrapping_mul(p as u16));
         }
     }
 }
 
 crate::simd::multiversion! {
-    /// `acc[i] += k * line[i]`: one tap of the column pass over a whole line (at most
-    /// 255 * 256 * 256 in all: exact in u32).
-    fn accumulate(acc: &mut [u32], line: &[u16], k: u32) {
-        for (a, &v) in acc.iter_mut().zip(line) {
+    /// One tap of the row pass: `acc[i] += k * column[i]` (at most 255 * 256 * 256 in all: exact
+    /// in u32).
+    fn row_tap(acc: &mut [u32], column: &[u16], k: u32) {
+        for (a, &v) in acc.iter_mut().zip(column) {
             *a = a.wrapping_add(k.wrapping_mul(v as u32));
         }
     }

@@ -8,7 +8,7 @@
 //! the image by `k / 2` with `"reflect"` (mirror without repeating the edge), convolves each
 //! channel with `conv2d` in float32, rounds half to even (`torch.round`) and casts to uint8.
 //!
-//! Here the same float32 kernel is applied separably in **float64** (rows, then columns) and the
+//! Here the same float32 kernel is applied separably in **float64** (columns, then rows) and the
 //! result rounded half to even. conv2d's float32 sum of 81 products, in an order of its own, is
 //! off the exact value by up to about 1e-4; float64 is off by far less. So a byte differs from
 //! torchvision's only where the exact value lies within that float32 error of a half-integer: by
@@ -28,12 +28,14 @@ use crate::blur::reflect_101 as reflect;
 #[derive(Default)]
 pub struct Scratch {
     kernel: Vec<f64>,
-    /// One source row, converted to f64 and padded by `k / 2` pixels each side.
-    padded: Vec<f64>,
-    /// The image after the row pass.
-    rows: Vec<f64>,
-    /// One output row's sums in the column pass.
+    /// The image before blurring (the output overwrites it row by row).
+    source: Vec<u8>,
+    /// One row after the column pass, padded by `k / 2` pixels each side.
+    column: Vec<f64>,
+    /// One output row's sums.
     acc: Vec<f64>,
+    /// Where each tap's source row starts, for the current output row.
+    rows: Vec<usize>,
 }
 
 /// torchvision's float32 kernel (`_get_gaussian_kernel1d`) for an odd `ksize` and `sigma` (taken
@@ -57,7 +59,8 @@ pub fn kernel(ksize: usize, sigma: f64) -> Vec<f32> {
 
 /// torchvision's `gaussian_blur` with a `ksize x ksize` kernel of `sigma` (taken as f32, as
 /// torchvision's kernel is) on an interleaved RGB image of `width x height`, in place; within 1 of
-/// torchvision's bytes (see the module's notes).
+/// torchvision's bytes (see the module's notes). Row by row: the column pass into one padded row,
+/// then the row pass, so the working set stays in cache.
 pub fn gaussian_blur(
     pixels: &mut [u8],
     width: usize,
@@ -71,56 +74,88 @@ pub fn gaussian_blur(
         return;
     }
     let r = ksize / 2;
-    scratch.kernel.clear();
-    scratch
-        .kernel
-        .extend(kernel(ksize, sigma).iter().map(|&k| k as f64));
-    let line = 3 * width;
-    scratch.padded.resize(3 * (width + 2 * r), 0.0);
-    scratch.rows.resize(line * height, 0.0);
-    scratch.acc.resize(line, 0.0);
     let Scratch {
         kernel,
-        padded,
-        rows,
+        source,
+        column,
         acc,
+        rows,
     } = scratch;
-    for (src, out) in pixels.chunks_exact(line).zip(rows.chunks_exact_mut(line)) {
-        for (x, p) in padded.chunks_exact_mut(3).enumerate() {
-            let s = 3 * reflect(x as isize - r as isize, width);
-            for c in 0..3 {
-                p[c] = src[s + c] as f64;
-            }
-        }
-        row_pass(padded, kernel, out);
-    }
+    kernel.clear();
+    kernel.extend(self::kernel(ksize, sigma).iter().map(|&k| k as f64));
+    let line = 3 * width;
+    source.clear();
+    source.extend_from_slice(pixels);
+    column.resize(3 * (width + 2 * r), 0.0);
+    acc.resize(line, 0.0);
+    rows.resize(ksize, 0);
     for (y, out) in pixels.chunks_exact_mut(line).enumerate() {
-        acc.fill(0.0);
-        for (t, &k) in kernel.iter().enumerate() {
-            let sy = reflect(y as isize + t as isize - r as isize, height);
-            accumulate(acc, &rows[sy * line..(sy + 1) * line], k);
+        for (t, row) in rows.iter_mut().enumerate() {
+            *row = line * reflect(y as isize + t as isize - r as isize, height);
         }
+        column_pass(&mut column[3 * r..3 * r + line], source, rows, kernel);
+        for x in (0..r).chain(r + width..width + 2 * r) {
+            let from = 3 * (r + reflect(x as isize - r as isize, width));
+            column.copy_within(from..from + 3, 3 * x);
+        }
+        row_pass(acc, column, kernel);
         round_to_u8(acc, out);
     }
 }
 
+/// Elements per block of the passes: each block's sums stay in registers through every tap.
+const BLOCK: usize = 16;
+
 crate::simd::multiversion! {
-    /// One row: `out[i] = sum over taps t of kernel[t] * padded[i + 3t]`, taps in order.
-    fn row_pass(padded: &[f64], kernel: &[f64], out: &mut [f64]) {
-        out.fill(0.0);
-        for (t, &k) in kernel.iter().enumerate() {
-            for (o, &p) in out.iter_mut().zip(&padded[3 * t..]) {
-                *o += k * p;
+    /// The column pass for one output row: `out[i] = sum over taps t of kernel[t] *
+    /// source[rows[t] + i]`, taps in order, [`BLOCK`] elements at a time.
+    fn column_pass(out: &mut [f64], source: &[u8], rows: &[usize], kernel: &[f64]) {
+        let n = out.len();
+        let mut i = 0;
+        while i + BLOCK <= n {
+            let mut sums = [0.0f64; BLOCK];
+            for (&row, &k) in rows.iter().zip(kernel) {
+                let px: &[u8; BLOCK] = source[row + i..row + i + BLOCK].try_into().unwrap();
+                for (s, &p) in sums.iter_mut().zip(px) {
+                    *s += k * p as f64;
+                }
             }
+            out[i..i + BLOCK].copy_from_slice(&sums);
+            i += BLOCK;
+        }
+        for (j, o) in out.iter_mut().enumerate().skip(i) {
+            let mut s = 0.0;
+            for (&row, &k) in rows.iter().zip(kernel) {
+                s += k * source[row + j] as f64;
+            }
+            *o = s;
         }
     }
 }
 
 crate::simd::multiversion! {
-    /// `acc[i] += k * line[i]`: one tap of the column pass over a whole line.
-    fn accumulate(acc: &mut [f64], line: &[f64], k: f64) {
-        for (a, &v) in acc.iter_mut().zip(line) {
-            *a += k * v;
+    /// The row pass: `out[i] = sum over taps t of kernel[t] * column[i + 3t]`, taps in order,
+    /// [`BLOCK`] elements at a time.
+    fn row_pass(out: &mut [f64], column: &[f64], kernel: &[f64]) {
+        let n = out.len();
+        let mut i = 0;
+        while i + BLOCK <= n {
+            let mut sums = [0.0f64; BLOCK];
+            for (t, &k) in kernel.iter().enumerate() {
+                let v: &[f64; BLOCK] = column[i + 3 * t..i + 3 * t + BLOCK].try_into().unwrap();
+                for (s, &c) in sums.iter_mut().zip(v) {
+                    *s += k * c;
+                }
+            }
+            out[i..i + BLOCK].copy_from_slice(&sums);
+            i += BLOCK;
+        }
+        for (j, o) in out.iter_mut().enumerate().skip(i) {
+            let mut s = 0.0;
+            for (t, &k) in kernel.iter().enumerate() {
+                s += k * column[j + 3 * t];
+            }
+            *o = s;
         }
     }
 }
@@ -181,6 +216,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)]
     fn the_kernel_is_torchvisions() {
         // torchvision 0.29.2: _get_gaussian_kernel1d(9, 1.0, torch.float32, "cpu").tolist()
         let want = [

@@ -4,14 +4,14 @@
 //!
 //! Prints the best time per call over 15 rounds of REPS calls (default 200): crop + bicubic and
 //! bilinear resize of 150, 300 and 500 pixel wide crops of a 500x400 image to 224x224, Gaussian
-//! blur of a 224x224 view, OpenCV's 23x23 Gaussian (SwAV's) beside Pillow's on 224x224 and 96x96
-//! views at sigma 1 and 2, hue on a 224x224 view without and with a pending brightness table, saturation
+//! blur of a 224x224 view (and each library's blur, Pillow's, OpenCV's and torchvision's, on 224 and
+//! 96 views), hue on a 224x224 view without and with a pending brightness table, saturation
 //! with a pending table (the colour ops' block loads: `lut` and `planar`) and a table alone. (These
 //! were `#[ignore]`d "tests" that asserted nothing; correctness is the unit tests' and goldens'.)
 
 use std::time::Instant;
 
-use views::blur::{gaussian_blur, BlurScratch};
+use views::blur::{gaussian_blur, BlurFilter, BlurScratch};
 use views::color::{blend_table, hue_lut, saturation_lut, IDENTITY};
 use views::resample::{Interpolation, Resampler};
 
@@ -66,33 +66,23 @@ fn main() {
         gaussian_blur(&mut view, side, side, 1.3, &mut scratch);
     });
     println!("blur 224x224 (sigma 1.3, copy included): {:.1} us", s * 1e6);
-
-    // SwAV's blur (cv2.GaussianBlur, 23 x 23) beside Pillow's, on its two view sizes.
-    let mut cv_scratch = views::blur::opencv::Scratch::default();
-    for side in [224usize, 96] {
-        let mut small = vec![0u8; 3 * side * side];
-        let src = &image[..3 * side * side];
-        for sigma in [1.0, 2.0] {
-            let s = best(reps, || {
-                small.copy_from_slice(src);
-                views::blur::opencv::gaussian_blur(
-                    &mut small,
-                    side,
-                    side,
-                    23,
-                    sigma,
-                    &mut cv_scratch,
-                );
-            });
-            let p = best(reps, || {
-                small.copy_from_slice(src);
-                gaussian_blur(&mut small, side, side, sigma, &mut scratch);
-            });
-            println!(
-                "blur {side}x{side} sigma {sigma} (copy included): OpenCV k=23 {:.1} us, Pillow {:.1} us",
-                s * 1e6,
-                p * 1e6
-            );
+    // The three libraries' blurs at SwAV's and DINOv2's kernel sizes, 224 and 96 views.
+    let mut blurs = views::blur::Blurs::default();
+    for (filter, name) in [
+        (BlurFilter::Pillow, "pillow"),
+        (BlurFilter::Opencv { kernel: 23 }, "opencv 23x23"),
+        (BlurFilter::Torchvision { kernel: 9 }, "torchvision 9x9"),
+    ] {
+        for n in [224usize, 96] {
+            let src = &source[..3 * n * n];
+            let mut px = src.to_vec();
+            for sigma in [1.0, 2.0] {
+                let s = best(reps, || {
+                    px.copy_from_slice(src);
+                    blurs.apply(filter, &mut px, n, n, sigma);
+                });
+                println!("blur {name} {n}x{n} sigma {sigma}: {:.1} us", s * 1e6);
+            }
         }
     }
 

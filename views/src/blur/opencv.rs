@@ -27,6 +27,8 @@
 //! are uniform loops over contiguous lines that vectorise (folding the symmetric taps: `k_d *
 //! (a + b)`); the column pass runs along the line index like [`super::pillow`]'s passes.
 
+use super::reflect_101;
+
 /// `exp` of OpenCV's `softdouble` (`softfloat.cpp`, `f64_exp`): `2^(n/64)` from a 64-entry table
 /// times a degree-5 polynomial of the remainder, each step rounded as a double.
 pub fn soft_exp(x: f64) -> f64 {
@@ -200,9 +202,8 @@ pub fn gaussian_kernel(n: usize, sigma: f64, out: &mut Vec<f64>) {
 /// `getGaussianKernelFixedPoint_ED`), by distance from the centre: `out[d]` is the weight of the
 /// taps `d` away, in 1/256ths; `out[0] + 2 * (out[1] + ...) == 256`. `float` is a work buffer.
 ///
-/// # Panics
-/// Where the centre weight would leave `0..=256` (a kernel far wider than `sigma` needs, some
-/// hundreds of taps: OpenCV's 16-bit weights wrap there).
+/// The centre weight is in `0..=256` (asserted): the rounded outer weights add up to within 1/2
+/// of their exact sum (the diffused error), which is below 1 minus the exact centre.
 pub fn fixed_kernel(n: usize, sigma: f64, float: &mut Vec<f64>, out: &mut Vec<u16>) {
     gaussian_kernel(n, sigma, float);
     let half = n / 2;
@@ -223,19 +224,6 @@ pub fn fixed_kernel(n: usize, sigma: f64, float: &mut Vec<f64>, out: &mut Vec<u1
         "OpenCV's fixed-point kernel of {n} taps for sigma {sigma} has centre weight {centre}"
     );
     out[0] = centre as u16;
-}
-
-/// OpenCV's `borderInterpolate(p, len, BORDER_REFLECT_101)`.
-#[inline]
-pub fn reflect_101(mut p: isize, len: usize) -> usize {
-    let len = len as isize;
-    if len == 1 {
-        return 0;
-    }
-    while p < 0 || p >= len {
-        p = if p < 0 { -p } else { 2 * (len - 1) - p };
-    }
-    p as usize
 }
 
 /// The size OpenCV picks for `ksize = 0` on an 8-bit image: `cvRound(sigma * 6 + 1) | 1`.
@@ -474,7 +462,9 @@ fn column_lines(
             let a: &[u16; COLUMN_STEP] = rows[above[d] + at..][..COLUMN_STEP].try_into().unwrap();
             let b: &[u16; COLUMN_STEP] = rows[below[d] + at..][..COLUMN_STEP].try_into().unwrap();
             for t in 0..COLUMN_STEP {
-                acc[t] += k[d] as u32 * (h(a[t]) + h(b[t]));
+                // Two 16 x 16-bit products rather than one of the pair's 17-bit sum: SSE2 has
+                // the former (`pmullw` + `pmulhuw`), not 32-bit multiplies.
+                acc[t] += k[d] as u32 * h(a[t]) + k[d] as u32 * h(b[t]);
             }
         }
         for (o, &a) in out[at..at + COLUMN_STEP].iter_mut().zip(&acc) {
@@ -514,7 +504,10 @@ unsafe fn column_madd_avx512(
     use std::arch::x86_64::*;
     let r = k.len() - 1;
     assert!(line >= MADD_STEP && out.len() >= line && above.len() > r && below.len() > r);
-    assert!(above[..=r].iter().chain(&below[..=r]).all(|&o| o + line <= rows.len()));
+    assert!(above[..=r]
+        .iter()
+        .chain(&below[..=r])
+        .all(|&o| o + line <= rows.len()));
     let p = rows.as_ptr();
     // SAFETY (every load): `o + at + 32 <= o + line <= rows.len()` (asserted above).
     let load = |o: usize, at: usize| _mm512_loadu_si512(p.add(o + at) as *const _);
@@ -562,7 +555,10 @@ unsafe fn column_madd_avx2(
     use std::arch::x86_64::*;
     let r = k.len() - 1;
     assert!(line >= MADD_STEP && out.len() >= line && above.len() > r && below.len() > r);
-    assert!(above[..=r].iter().chain(&below[..=r]).all(|&o| o + line <= rows.len()));
+    assert!(above[..=r]
+        .iter()
+        .chain(&below[..=r])
+        .all(|&o| o + line <= rows.len()));
     let p = rows.as_ptr();
     // SAFETY (every load): `o + at + 32 <= o + line <= rows.len()` (asserted above).
     let load = |o: usize, at: usize| -> [__m256i; 2] {

@@ -240,6 +240,8 @@ pub struct Scratch {
     /// Row and column kernels by distance from the centre ([`fixed_kernel`]).
     kx: Vec<u16>,
     ky: Vec<u16>,
+    /// `ky` as the column pass's `madd` weight pairs: `(k_0, 0)`, then `(k_d, k_d)`.
+    pairs: Vec<i32>,
     /// One row with its reflected borders.
     padded: Vec<u8>,
     /// The row pass's output, the whole image (16 bits, 8 fraction bits).
@@ -289,12 +291,17 @@ pub fn gaussian_blur(
     s.rows.resize(line * height, 0);
     s.above.resize(ry + 1, 0);
     s.below.resize(ry + 1, 0);
+    s.pairs.clear();
+    s.pairs.push(s.ky[0] as i32);
+    s.pairs
+        .extend(s.ky[1..].iter().map(|&k| k as i32 * 0x10001));
     blur_passes(
         pixels,
         width,
         height,
         &s.kx,
         &s.ky,
+        &s.pairs,
         &mut s.padded,
         &mut s.rows,
         &mut s.above,
@@ -310,6 +317,7 @@ crate::simd::multiversion! {
         height: usize,
         kx: &[u16],
         ky: &[u16],
+        pairs: &[i32],
         padded: &mut [u8],
         rows: &mut [u16],
         above: &mut [usize],
@@ -326,7 +334,7 @@ crate::simd::multiversion! {
                 above[d] = line * reflect_101(y as isize - d as isize, height);
                 below[d] = line * reflect_101((y + d) as isize, height);
             }
-            column_pass(rows, line, ky, above, below, out);
+            column_pass(rows, line, ky, pairs, above, below, out);
         }
     }
 }
@@ -406,6 +414,7 @@ fn column_pass(
     rows: &[u16],
     line: usize,
     k: &[u16],
+    pairs: &[i32],
     above: &[usize],
     below: &[usize],
     out: &mut [u8],
@@ -415,12 +424,12 @@ fn column_pass(
         let level = crate::simd::level();
         if level >= crate::simd::AVX512BW {
             // SAFETY: the CPU supports AVX-512 F/BW (`level` checked it).
-            unsafe { column_madd_avx512(rows, line, k, above, below, out) };
+            unsafe { column_madd_avx512(rows, line, pairs, above, below, out) };
             return;
         }
         if level == crate::simd::AVX2 {
             // SAFETY: the CPU supports AVX2 (`level` checked it).
-            unsafe { column_madd_avx2(rows, line, k, above, below, out) };
+            unsafe { column_madd_avx2(rows, line, pairs, above, below, out) };
             return;
         }
     }
@@ -497,13 +506,13 @@ const MADD_ROUND: i32 = (1 << 23) + (1 << 15);
 unsafe fn column_madd_avx512(
     rows: &[u16],
     line: usize,
-    k: &[u16],
+    pairs: &[i32],
     above: &[usize],
     below: &[usize],
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
-    let r = k.len() - 1;
+    let r = pairs.len() - 1;
     assert!(line >= MADD_STEP && out.len() >= line && above.len() > r && below.len() > r);
     assert!(above[..=r]
         .iter()
@@ -512,7 +521,7 @@ unsafe fn column_madd_avx512(
     let p = rows.as_ptr();
     // SAFETY (every load): `o + at + 32 <= o + line <= rows.len()` (asserted above).
     let load = |o: usize, at: usize| _mm512_loadu_si512(p.add(o + at) as *const _);
-    let centre = _mm512_set1_epi32(k[0] as i32);
+    let centre = _mm512_set1_epi32(pairs[0]);
     let round = _mm512_set1_epi32(MADD_ROUND);
     let mut e = 0;
     loop {
@@ -520,9 +529,9 @@ unsafe fn column_madd_avx512(
         let c = load(above[0], at);
         let mut lo = _mm512_madd_epi16(_mm512_unpacklo_epi16(c, c), centre);
         let mut hi = _mm512_madd_epi16(_mm512_unpackhi_epi16(c, c), centre);
-        for d in 1..=r {
-            let w = _mm512_set1_epi32(k[d] as i32 * 0x10001);
-            let (a, b) = (load(above[d], at), load(below[d], at));
+        for ((&w, &up), &down) in pairs[1..].iter().zip(&above[1..=r]).zip(&below[1..=r]) {
+            let w = _mm512_set1_epi32(w);
+            let (a, b) = (load(up, at), load(down, at));
             lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), w));
             hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), w));
         }
@@ -548,13 +557,13 @@ unsafe fn column_madd_avx512(
 unsafe fn column_madd_avx2(
     rows: &[u16],
     line: usize,
-    k: &[u16],
+    pairs: &[i32],
     above: &[usize],
     below: &[usize],
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
-    let r = k.len() - 1;
+    let r = pairs.len() - 1;
     assert!(line >= MADD_STEP && out.len() >= line && above.len() > r && below.len() > r);
     assert!(above[..=r]
         .iter()
@@ -566,7 +575,7 @@ unsafe fn column_madd_avx2(
         let q = p.add(o + at) as *const __m256i;
         [_mm256_loadu_si256(q), _mm256_loadu_si256(q.add(1))]
     };
-    let centre = _mm256_set1_epi32(k[0] as i32);
+    let centre = _mm256_set1_epi32(pairs[0]);
     let round = _mm256_set1_epi32(MADD_ROUND);
     let finish = |v: __m256i| _mm256_srli_epi32::<16>(_mm256_add_epi32(v, round));
     let mut e = 0;
@@ -575,9 +584,9 @@ unsafe fn column_madd_avx2(
         let c = load(above[0], at);
         let mut lo = [0, 1].map(|i| _mm256_madd_epi16(_mm256_unpacklo_epi16(c[i], c[i]), centre));
         let mut hi = [0, 1].map(|i| _mm256_madd_epi16(_mm256_unpackhi_epi16(c[i], c[i]), centre));
-        for d in 1..=r {
-            let w = _mm256_set1_epi32(k[d] as i32 * 0x10001);
-            let (a, b) = (load(above[d], at), load(below[d], at));
+        for ((&w, &up), &down) in pairs[1..].iter().zip(&above[1..=r]).zip(&below[1..=r]) {
+            let w = _mm256_set1_epi32(w);
+            let (a, b) = (load(up, at), load(down, at));
             for i in 0..2 {
                 let (l, h) = (
                     _mm256_unpacklo_epi16(a[i], b[i]),
@@ -790,7 +799,10 @@ mod tests {
         for i in -2000..=200 {
             let x = i as f64 * 0.0137;
             let (ours, libm) = (soft_exp(x), x.exp());
-            assert!(((ours - libm) / libm).abs() < 1e-14, "exp({x}): {ours} vs {libm}");
+            assert!(
+                ((ours - libm) / libm).abs() < 1e-14,
+                "exp({x}): {ours} vs {libm}"
+            );
         }
         assert_eq!(soft_exp(0.0), 1.0);
         assert_eq!(soft_exp(-1e6), 0.0);

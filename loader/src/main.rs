@@ -119,6 +119,8 @@ struct InputArgs {
     seed: u64,
     #[command(flatten)]
     recipe: loader::recipe_args::RecipeArgs,
+    #[command(flatten)]
+    decode: loader::decode_args::DecodeArgs,
 }
 
 impl InputArgs {
@@ -135,6 +137,7 @@ impl InputArgs {
             recipe: self.recipe.load()?,
             max_pixels,
             throttle,
+            decode: self.decode.options(),
         })
     }
 
@@ -398,13 +401,14 @@ fn measure_command(
     let pipeline = Pipeline::new(&*opened.source, cfg)?;
     let dir = &opened.description;
     eprintln!(
-        "loader: measuring {} images from {} with {} workers for {}s after {} warm-up batches (SIMD level {})",
+        "loader: measuring {} images from {} with {} workers for {}s after {} warm-up batches (SIMD level {}, decoder {})",
         opened.source.len(),
         dir,
         pipeline.workers(),
         args.seconds,
         args.warmup,
-        views::simd::level_name()
+        views::simd::level_name(),
+        args.input.decode.options().describe()
     );
     let mcfg = MeasureConfig {
         seconds: args.seconds,
@@ -426,11 +430,19 @@ fn measure_command(
             "barlow"
         };
         let simd = views::simd::level_name();
+        // A decoder other than the default (or a full decode where the default decodes regions)
+        // is its own peer too (`barlow-zune`, `barlow-turbo-full`).
+        let decode = args.input.decode.options();
+        let peer = match args.input.decode.peer_suffix() {
+            Some(suffix) => format!("{peer}-{suffix}"),
+            None => peer.to_string(),
+        };
         v["peer"] = match views::simd::requested() {
             Ok(Some(_)) => format!("{peer}@{simd}"),
-            _ => peer.to_string(),
+            _ => peer,
         }
         .into();
+        v["decoder"] = decode.describe().into();
         v["simd"] = simd.into();
         v["cpu_cores_busy"] = m.busy_cores.into();
         if let Some(t) = target {

@@ -1,6 +1,13 @@
 //! One way to make a sample's views: decode (with the pixel cap and the panic guard, inside
-//! [`decode::decode_rgb`]), draw every view's parameters from its keyed generator, make each view
-//! and write it with the final write (flip, solarize, CHW) the model sees.
+//! [`decode::Decoder::decode`]), draw every view's parameters from its keyed generator, make each
+//! view and write it with the final write (flip, solarize, CHW) the model sees.
+//!
+//! **Region decode** ([`DecodeOptions::region`], with the libjpeg-turbo decoder):
+//! [`SampleMaker::load_and_draw`] reads the image's size from its header, draws the views'
+//! parameters (they depend only on the size and the keyed generators), then decodes only the
+//! union of the views' crop rectangles (plus the margin libjpeg-turbo's upsampling needs; see
+//! [`decode::region`]). A view reads nothing outside its crop (torchvision's `resized_crop` crops,
+//! then resizes), so the views' bytes are those of a full decode.
 //!
 //! A run (the loader's pipeline), `loader preview`, `loader augment`, the fuzz target and the tests
 //! all make views through [`SampleMaker`], so what they show or check is byte for byte what the
@@ -11,7 +18,7 @@
 
 use std::time::Instant;
 
-use decode::{decode_rgb, DecodeError, RgbImage};
+use decode::{DecodeError, Decoder, Rect, RgbImage};
 
 use crate::keyed_rng::{keyed_rng, Stream};
 use crate::params::{sample_view, ViewConfig, ViewParams};
@@ -38,8 +45,13 @@ impl SampleKey {
 /// decoder does internally.
 #[derive(Default)]
 pub struct SampleMaker {
+    options: DecodeOptions,
     bytes: Vec<u8>,
     image: RgbImage,
+    /// The part of the current image that `image` holds (all of it but after a region decode).
+    held: Rect,
+    /// The current image's full size.
+    dims: (u32, u32),
     views: ViewMaker,
     /// Read and decode time since the last [`SampleMaker::take_times`] (the views keep their own).
     read_ns: u64,
@@ -54,7 +66,124 @@ pub struct SampleTimes {
     pub views: StageTimes,
 }
 
+/// How a [`SampleMaker`] decodes: which decoder, and whether to decode only the views' region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeOptions {
+    pub decoder: Decoder,
+    /// Decode only the union of the views' crops in [`SampleMaker::load_and_draw`] (same bytes;
+    /// only [`Decoder::Turbo`] can, others decode it all).
+    pub region: bool,
+}
+
+impl Default for DecodeOptions {
+    /// The default decoder, with region decode.
+    fn default() -> DecodeOptions {
+        DecodeOptions {
+            decoder: Decoder::default(),
+            region: true,
+        }
+    }
+}
+
+impl DecodeOptions {
+    /// True when [`SampleMaker::load_and_draw`] decodes only the views' region.
+    pub fn decodes_regions(&self) -> bool {
+        self.region && self.decoder == Decoder::Turbo
+    }
+
+    /// How reports name it: `turbo (region)`, `turbo (full)` or `zune`.
+    pub fn describe(&self) -> String {
+        match (self.decoder, self.decodes_regions()) {
+            (Decoder::Turbo, true) => "turbo (region)".into(),
+            (Decoder::Turbo, false) => "turbo (full)".into(),
+            (d, _) => d.name().into(),
+        }
+    }
+}
+
 impl SampleMaker {
+    /// A maker that decodes with `options`.
+    pub fn new(options: DecodeOptions) -> SampleMaker {
+        SampleMaker {
+            options,
+            ..SampleMaker::default()
+        }
+    }
+
+    /// How this maker decodes.
+    pub fn options(&self) -> DecodeOptions {
+        self.options
+    }
+
+    /// Reads an image with `read`, draws every view's parameters for `key` into `params` (as
+    /// [`SampleMaker::draw`]) and decodes what the views need: with region decode only the union
+    /// of their crops, else the whole image. The error says why the file cannot be used (the
+    /// same files fail as with a full decode: libjpeg-turbo still reads every scan to the end).
+    pub fn load_and_draw(
+        &mut self,
+        read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+        max_pixels: u64,
+        key: SampleKey,
+        views: &[(u32, ViewConfig)],
+        params: &mut [ViewParams],
+    ) -> Result<(), String> {
+        if !self.options.decodes_regions() {
+            self.load(read, max_pixels)?;
+            self.draw(key, views, params);
+            return Ok(());
+        }
+        let t = Instant::now();
+        self.bytes.clear();
+        read(&mut self.bytes).map_err(|e| format!("cannot read: {e}"))?;
+        self.read_ns += t.elapsed().as_nanos() as u64;
+        let t = Instant::now();
+        let decoded = self.decode_views_region(max_pixels, key, views, params);
+        self.decode_ns += t.elapsed().as_nanos() as u64;
+        decoded.map_err(|e| e.to_string())
+    }
+
+    fn decode_views_region(
+        &mut self,
+        max_pixels: u64,
+        key: SampleKey,
+        views: &[(u32, ViewConfig)],
+        params: &mut [ViewParams],
+    ) -> Result<(), DecodeError> {
+        self.dims = (0, 0);
+        let dims = self.options.decoder.dimensions(&self.bytes, max_pixels)?;
+        self.dims = dims;
+        self.draw(key, views, params);
+        let want = params.iter().fold(Rect::default(), |u, p| {
+            let c = p.crop;
+            u.union(Rect {
+                x: c.x,
+                y: c.y,
+                w: c.w,
+                h: c.h,
+            })
+        });
+        let held =
+            self.options
+                .decoder
+                .decode_region(&self.bytes, max_pixels, want, &mut self.image);
+        self.finish(held)
+    }
+
+    /// Records a decode's outcome: which part of the image the maker now holds.
+    fn finish(&mut self, held: Result<Rect, DecodeError>) -> Result<(), DecodeError> {
+        match held {
+            Ok(held) => {
+                self.held = held;
+                Ok(())
+            }
+            Err(e) => {
+                self.held = Rect::default();
+                self.dims = (0, 0);
+                Err(e)
+            }
+        }
+    }
+
     /// Reads an image with `read` (which fills the maker's byte buffer, cleared first) and decodes
     /// it; the error says why the file cannot be used. Both stages are timed.
     pub fn load(
@@ -67,22 +196,47 @@ impl SampleMaker {
         read(&mut self.bytes).map_err(|e| format!("cannot read: {e}"))?;
         self.read_ns += t.elapsed().as_nanos() as u64;
         let t = Instant::now();
-        let decoded = decode_rgb(&self.bytes, max_pixels, &mut self.image);
+        let decoded = self
+            .options
+            .decoder
+            .decode(&self.bytes, max_pixels, &mut self.image);
         self.decode_ns += t.elapsed().as_nanos() as u64;
-        decoded.map_err(|e| e.to_string())
+        self.set_whole(decoded).map_err(|e| e.to_string())
     }
 
-    /// Decodes `bytes` (a file's contents) as the current image.
+    /// Decodes `bytes` (a file's contents), all of it, as the current image.
     pub fn decode(&mut self, bytes: &[u8], max_pixels: u64) -> Result<(), DecodeError> {
         let t = Instant::now();
-        let decoded = decode_rgb(bytes, max_pixels, &mut self.image);
+        let decoded = self
+            .options
+            .decoder
+            .decode(bytes, max_pixels, &mut self.image);
         self.decode_ns += t.elapsed().as_nanos() as u64;
-        decoded
+        self.set_whole(decoded)
     }
 
-    /// The current (last successfully decoded) image.
+    /// After a full decode: the maker holds all of the image.
+    fn set_whole(&mut self, decoded: Result<(), DecodeError>) -> Result<(), DecodeError> {
+        let (w, h) = (self.image.width as u32, self.image.height as u32);
+        self.dims = (w, h);
+        self.finish(decoded.map(|()| Rect::full(w, h)))
+    }
+
+    /// The current image (the last successfully decoded one): all of it after
+    /// [`SampleMaker::load`] or [`SampleMaker::decode`]; after a region decode only the part
+    /// [`SampleMaker::held`] says.
     pub fn image(&self) -> &RgbImage {
         &self.image
+    }
+
+    /// Which part of the current image [`SampleMaker::image`] holds.
+    pub fn held(&self) -> Rect {
+        self.held
+    }
+
+    /// The current image's full `(width, height)`.
+    pub fn dimensions(&self) -> (u32, u32) {
+        self.dims
     }
 
     /// Every view's parameters for `key` on the current image, into `params` (one per view of
@@ -90,7 +244,7 @@ impl SampleMaker {
     /// its own keyed generator ([`Stream::View`]`(i)`), so adding views never changes the others.
     pub fn draw(&self, key: SampleKey, views: &[(u32, ViewConfig)], params: &mut [ViewParams]) {
         assert_eq!(views.len(), params.len(), "one parameter set per view");
-        let (w, h) = (self.image.width as u32, self.image.height as u32);
+        let (w, h) = self.dims;
         for (i, ((_, cfg), out)) in views.iter().zip(params.iter_mut()).enumerate() {
             let mut rng = keyed_rng(key.seed, key.epoch, key.index, Stream::View(i as u32));
             *out = sample_view(&mut rng, w, h, cfg);
@@ -100,8 +254,28 @@ impl SampleMaker {
     /// Writes one view of the current image with given parameters (which must fit it; see
     /// [`ViewParams::validate`]) into `out` (CHW u8, `3 * size * size` bytes): `loader augment`'s
     /// replay, through the same final write as a run.
+    /// After a region decode the crop must lie in the decoded region (it does for the parameters
+    /// drawn by [`SampleMaker::load_and_draw`]).
     pub fn make_view(&mut self, params: &ViewParams, size: u32, out: &mut [u8]) {
-        self.views.make_view(&self.image, params, size, out);
+        let held = self.held;
+        if held.x == 0 && held.y == 0 {
+            self.views.make_view(&self.image, params, size, out);
+        } else {
+            let c = params.crop;
+            assert!(
+                held.contains(&Rect {
+                    x: c.x,
+                    y: c.y,
+                    w: c.w,
+                    h: c.h
+                }),
+                "crop {c:?} outside the decoded region {held:?}"
+            );
+            let mut shifted = *params;
+            shifted.crop.x -= held.x;
+            shifted.crop.y -= held.y;
+            self.views.make_view(&self.image, &shifted, size, out);
+        }
     }
 
     /// The time spent per stage since the last call (and resets it).

@@ -170,6 +170,9 @@ pub struct RunGeometry {
     pub workers: Option<u64>,
     /// The dataset as the loader's command line names it (`--dir`/`--pack`, else the demo data).
     pub dataset: Option<String>,
+    /// The JPEG decoder, from the loader's command line (`turbo (region)`, `turbo (full)`,
+    /// `zune`), or None when it cannot be known from here.
+    pub decoder: Option<String>,
     pub loader_command: Option<String>,
     pub trainer_command: Option<String>,
     /// The recipe in effect (the loader's recipe options read now, as `loader recipe --print`
@@ -594,6 +597,16 @@ fn geometry(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "the built-in demo dataset".to_string())
     });
+    let decoder = loader.map(|l| {
+        let args = crate::decode_args::DecodeArgs {
+            decoder: l
+                .flag("--decoder")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default(),
+            full_decode: l.args.iter().any(|a| a == "--full-decode"),
+        };
+        args.options().describe()
+    });
     let (augment, augment_from) = match loader {
         None => (
             None,
@@ -647,6 +660,7 @@ fn geometry(
         stream_key: format!("{:016x}", info.stream_key),
         workers,
         dataset,
+        decoder,
         loader_command: loader.map(ProcessInfo::command),
         trainer_command: processes.trainer.as_ref().map(ProcessInfo::command),
         augment,
@@ -660,6 +674,9 @@ pub fn text(p: &LiveProfile) -> String {
     let mut s = String::new();
     for f in &p.findings {
         let _ = writeln!(s, "{f}");
+    }
+    if let Some(d) = &p.geometry.decoder {
+        let _ = writeln!(s, "JPEG decoder: {d}");
     }
     let _ = writeln!(s, "{:<16} {:>12}", "loader stage", "ms per pair");
     for st in &p.loader.stages {

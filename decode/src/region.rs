@@ -1,0 +1,172 @@
+//! Region decode: which part of an image to decode so that the pixels a sample's views read come
+//! out byte for byte as in a full decode.
+//!
+//! A view reads only its crop rectangle (torchvision's `resized_crop` crops, then resizes), so a
+//! sample needs the union of its views' crops. libjpeg-turbo can decode a band of columns
+//! (`jpeg_crop_scanline`, whose left edge must sit on an iMCU boundary) and skip rows
+//! (`jpeg_skip_scanlines`); but at the edges of what it decodes, fancy upsampling sees no
+//! neighbouring chroma sample and replicates the edge, so the outermost pixels differ from a full
+//! decode. [`decode_window`] therefore widens the wanted rectangle by a margin of one whole iMCU on
+//! every side that is not the image's own edge, then aligns it; the pixels inside the wanted
+//! rectangle are then exactly those of a full decode (asserted by the tests over random crops and
+//! every subsampling, `decode/tests/region.rs`).
+
+/// A rectangle of pixels: `w x h` from column `x`, row `y`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Rect {
+    /// The whole of a `width x height` image.
+    pub fn full(width: u32, height: u32) -> Rect {
+        Rect {
+            x: 0,
+            y: 0,
+            w: width,
+            h: height,
+        }
+    }
+
+    /// The smallest rectangle holding both (an empty rectangle holds nothing).
+    pub fn union(self, other: Rect) -> Rect {
+        if self.is_empty() {
+            return other;
+        }
+        if other.is_empty() {
+            return self;
+        }
+        let (x, y) = (self.x.min(other.x), self.y.min(other.y));
+        let right = (self.x + self.w).max(other.x + other.w);
+        let bottom = (self.y + self.h).max(other.y + other.h);
+        Rect {
+            x,
+            y,
+            w: right - x,
+            h: bottom - y,
+        }
+    }
+
+    /// True when the rectangle has no pixel.
+    pub fn is_empty(&self) -> bool {
+        self.w == 0 || self.h == 0
+    }
+
+    /// True when `inner` lies inside `self`.
+    pub fn contains(&self, inner: &Rect) -> bool {
+        inner.x >= self.x
+            && inner.y >= self.y
+            && inner.x + inner.w <= self.x + self.w
+            && inner.y + inner.h <= self.y + self.h
+    }
+
+    /// Pixels in the rectangle.
+    pub fn area(&self) -> u64 {
+        self.w as u64 * self.h as u64
+    }
+}
+
+/// The rectangle to ask libjpeg-turbo for, so that `want` (inside a `width x height` image whose
+/// iMCU is `imcu_w x imcu_h`) decodes exactly as in a full decode: one iMCU of margin on each side
+/// that is not the image's edge, the left edge rounded down to an iMCU boundary, the top edge
+/// rounded down too (rows are skipped whole iMCU rows at a time inside libjpeg-turbo, so an
+/// aligned top skips least work twice), clipped to the image.
+pub fn decode_window(want: Rect, width: u32, height: u32, imcu_w: u32, imcu_h: u32) -> Rect {
+    let want = clip(want, width, height);
+    let x0 = want.x.saturating_sub(imcu_w) / imcu_w * imcu_w;
+    let y0 = want.y.saturating_sub(imcu_h) / imcu_h * imcu_h;
+    let x1 = (want.x + want.w + imcu_w).min(width);
+    let y1 = (want.y + want.h + imcu_h).min(height);
+    Rect {
+        x: x0,
+        y: y0,
+        w: x1 - x0,
+        h: y1 - y0,
+    }
+}
+
+/// `r` clipped to a `width x height` image.
+pub fn clip(r: Rect, width: u32, height: u32) -> Rect {
+    let x = r.x.min(width);
+    let y = r.y.min(height);
+    Rect {
+        x,
+        y,
+        w: r.w.min(width - x),
+        h: r.h.min(height - y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_and_contains() {
+        let a = Rect {
+            x: 2,
+            y: 3,
+            w: 4,
+            h: 5,
+        };
+        let b = Rect {
+            x: 10,
+            y: 1,
+            w: 2,
+            h: 2,
+        };
+        let u = a.union(b);
+        assert_eq!(
+            u,
+            Rect {
+                x: 2,
+                y: 1,
+                w: 10,
+                h: 7
+            }
+        );
+        assert!(u.contains(&a) && u.contains(&b) && !a.contains(&u));
+        assert_eq!(Rect::default().union(a), a);
+    }
+
+    #[test]
+    fn window_has_margin_alignment_and_stays_inside() {
+        let w = decode_window(
+            Rect {
+                x: 40,
+                y: 40,
+                w: 10,
+                h: 10,
+            },
+            100,
+            90,
+            16,
+            16,
+        );
+        assert_eq!(
+            w,
+            Rect {
+                x: 16,
+                y: 16,
+                w: 50,
+                h: 50
+            }
+        );
+        let w = decode_window(
+            Rect {
+                x: 3,
+                y: 0,
+                w: 95,
+                h: 90,
+            },
+            100,
+            90,
+            16,
+            8,
+        );
+        assert_eq!(w, Rect::full(100, 90));
+    }
+}

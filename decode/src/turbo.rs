@@ -1,0 +1,213 @@
+//! The libjpeg-turbo backend ([`crate::Decoder::Turbo`]): the library Pillow decodes JPEG with,
+//! built from source by `turbojpeg-sys` (libjpeg-turbo 3.1 with its SIMD; cmake, and nasm on x86),
+//! called through the TurboJPEG 3 API with Pillow's settings (the islow IDCT, fancy upsampling), so
+//! its pixels are Pillow's byte for byte.
+//!
+//! - Errors come back as values: TurboJPEG catches libjpeg's fatal errors (`setjmp`) and returns
+//!   -1 with a message; nothing here can abort the process. libjpeg *warnings* (corrupt entropy
+//!   data that libjpeg repairs) are not errors, as in Pillow, which ignores them.
+//! - A truncated file is an error, as in Pillow (without `LOAD_TRUNCATED_IMAGES`): the same
+//!   end-of-image check as the zune-jpeg path ([`crate::eoi_after_last_scan`]).
+//! - Region decode ([`decode`] with a wanted rectangle): `tj3SetCroppingRegion` (which uses
+//!   `jpeg_crop_scanline` and `jpeg_skip_scanlines`) on the window of [`crate::region::decode_window`].
+//!   libjpeg-turbo still entropy-decodes the skipped rows (so a corrupt file fails as in a full
+//!   decode) but does no IDCT, upsampling or colour conversion for them.
+//! - DCT scaling ([`crate::Scale`]) is libjpeg's `scale_num/scale_denom`; not Pillow's pixels.
+
+use std::cell::RefCell;
+use std::ffi::{c_int, CStr};
+
+use turbojpeg_sys as tj;
+
+use crate::region::{decode_window, Rect};
+use crate::{check_pixels, eoi_after_last_scan, pillow, DecodeError, RgbImage, Scale};
+
+/// One TurboJPEG decompressor, destroyed with its thread.
+struct Handle(tj::tjhandle);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed once.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+thread_local! {
+    static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's decompressor (made on first use).
+fn with_handle<R>(
+    f: impl FnOnce(tj::tjhandle) -> Result<R, DecodeError>,
+) -> Result<R, DecodeError> {
+    HANDLE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            // SAFETY: plain constructor; a null result is checked.
+            let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as c_int) };
+            if h.is_null() {
+                return Err(DecodeError::Corrupt(
+                    "cannot create a libjpeg-turbo decompressor".into(),
+                ));
+            }
+            *slot = Some(Handle(h));
+        }
+        f(slot.as_ref().expect("made above").0)
+    })
+}
+
+/// libjpeg-turbo's message for the last failure on `h`.
+fn error(h: tj::tjhandle) -> DecodeError {
+    // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle.
+    let why = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(h)) };
+    DecodeError::Corrupt(format!("libjpeg-turbo: {}", why.to_string_lossy().trim()))
+}
+
+/// Maps a TurboJPEG return code to a result: warnings (libjpeg repaired corrupt data) pass, as in
+/// Pillow.
+fn check(h: tj::tjhandle, rc: c_int) -> Result<(), DecodeError> {
+    // SAFETY: plain getter on a live handle.
+    if rc == 0 || unsafe { tj::tj3GetErrorCode(h) } == tj::TJERR_TJERR_WARNING as c_int {
+        Ok(())
+    } else {
+        Err(error(h))
+    }
+}
+
+fn get(h: tj::tjhandle, param: tj::TJPARAM) -> c_int {
+    // SAFETY: plain getter on a live handle.
+    unsafe { tj::tj3Get(h, param as c_int) }
+}
+
+/// What the header says: size, subsampling (an index into `tjMCUWidth`, or -1) and colour space.
+struct Header {
+    width: u32,
+    height: u32,
+    subsamp: c_int,
+    colorspace: c_int,
+}
+
+fn header(h: tj::tjhandle, bytes: &[u8]) -> Result<Header, DecodeError> {
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+    let rc = unsafe { tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _) };
+    check(h, rc)?;
+    let (width, height) = (
+        get(h, tj::TJPARAM_TJPARAM_JPEGWIDTH),
+        get(h, tj::TJPARAM_TJPARAM_JPEGHEIGHT),
+    );
+    if width <= 0 || height <= 0 {
+        return Err(DecodeError::Corrupt(format!(
+            "image has no pixels ({width}x{height})"
+        )));
+    }
+    Ok(Header {
+        width: width as u32,
+        height: height as u32,
+        subsamp: get(h, tj::TJPARAM_TJPARAM_SUBSAMP),
+        colorspace: get(h, tj::TJPARAM_TJPARAM_COLORSPACE),
+    })
+}
+
+/// The frame's `(width, height)`, from the headers only.
+pub(crate) fn dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+    with_handle(|h| header(h, bytes).map(|hd| (hd.width, hd.height)))
+}
+
+/// The iMCU of subsampling `subsamp`, if known: TurboJPEG's `tjMCUWidth`/`tjMCUHeight` (header
+/// tables, not exported by the library) for 4:4:4, 4:2:2, 4:2:0, grey, 4:4:0, 4:1:1, 4:4:1.
+fn imcu(subsamp: c_int) -> Option<(u32, u32)> {
+    const WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
+    const HEIGHT: [u32; 7] = [8, 8, 16, 8, 16, 8, 32];
+    let i = usize::try_from(subsamp).ok().filter(|&i| i < 7)?;
+    Some((WIDTH[i], HEIGHT[i]))
+}
+
+/// Decodes `bytes` into `out` as Pillow's `convert('RGB')` would. With `want`, only a window
+/// around it (see [`decode_window`]) is decoded; the returned rectangle is the part of the image
+/// that `out` holds (the whole image without `want`, or when the window would be all of it).
+/// With a `scale` other than 1, the image and the returned rectangle are in scaled pixels.
+pub(crate) fn decode(
+    bytes: &[u8],
+    max_pixels: u64,
+    want: Option<Rect>,
+    scale: Scale,
+    out: &mut RgbImage,
+) -> Result<Rect, DecodeError> {
+    with_handle(|h| {
+        let hd = header(h, bytes)?;
+        check_pixels(hd.width as u64, hd.height as u64, max_pixels)?;
+        if !eoi_after_last_scan(bytes) {
+            return Err(DecodeError::Corrupt(
+                "truncated: no end-of-image marker after the last scan".into(),
+            ));
+        }
+        let (format, channels) = match hd.colorspace as tj::TJCS {
+            tj::TJCS_TJCS_GRAY => (tj::TJPF_TJPF_GRAY, 1),
+            tj::TJCS_TJCS_CMYK | tj::TJCS_TJCS_YCCK => (tj::TJPF_TJPF_CMYK, 4),
+            _ => (tj::TJPF_TJPF_RGB, 3),
+        };
+        let factor = tj::tjscalingfactor {
+            num: 1,
+            denom: scale.denominator() as c_int,
+        };
+        // SAFETY: plain setter on a live handle.
+        check(h, unsafe { tj::tj3SetScalingFactor(h, factor) })?;
+        let scaled = |v: u32| v.div_ceil(scale.denominator());
+        let (width, height) = (scaled(hd.width), scaled(hd.height));
+        let full = Rect::full(width, height);
+        let mut window = full;
+        if let (Some(want), Some((mw, mh))) = (want, imcu(hd.subsamp)) {
+            let (mw, mh) = (scaled(mw), scaled(mh));
+            let w = decode_window(want, width, height, mw, mh);
+            if w.area() < full.area() {
+                window = w;
+            }
+        }
+        let region = |r: Rect| tj::tjregion {
+            x: r.x as c_int,
+            y: r.y as c_int,
+            w: r.w as c_int,
+            h: r.h as c_int,
+        };
+        let none = tj::tjregion {
+            x: 0,
+            y: 0,
+            w: 0,
+            h: 0,
+        };
+        // SAFETY: plain setter on a live handle (the header has been read, as it requires).
+        if window != full && unsafe { tj::tj3SetCroppingRegion(h, region(window)) } != 0 {
+            window = full; // e.g. a lossless JPEG: decode it all
+        }
+        if window == full {
+            // SAFETY: as above.
+            check(h, unsafe { tj::tj3SetCroppingRegion(h, none) })?;
+        }
+        let pixels = window.w as usize * window.h as usize;
+        out.pixels.resize(pixels * channels.max(3), 0);
+        // SAFETY: `out.pixels` holds `window.h` rows of `pitch` bytes, what TurboJPEG writes for
+        // a cropping region of that size (or the whole scaled image).
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                h,
+                bytes.as_ptr(),
+                bytes.len() as _,
+                out.pixels.as_mut_ptr(),
+                (window.w as usize * channels) as c_int,
+                format as c_int,
+            )
+        };
+        check(h, rc)?;
+        match channels {
+            1 => pillow::expand_grey_in_place(&mut out.pixels, pixels),
+            4 => {
+                pillow::inverted_cmyk_to_rgb_in_place(&mut out.pixels, pixels);
+                out.pixels.truncate(3 * pixels);
+            }
+            _ => {}
+        }
+        out.width = window.w as usize;
+        out.height = window.h as usize;
+        Ok(window)
+    })
+}

@@ -6,10 +6,12 @@
 //! (`jpeg_crop_scanline`, whose left edge must sit on an iMCU boundary) and skip rows
 //! (`jpeg_skip_scanlines`); but at the edges of what it decodes, fancy upsampling sees no
 //! neighbouring chroma sample and replicates the edge, so the outermost pixels differ from a full
-//! decode. [`decode_window`] therefore widens the wanted rectangle by a margin of one whole iMCU on
-//! every side that is not the image's own edge, then aligns it; the pixels inside the wanted
+//! decode. [`decode_window`] therefore widens the wanted rectangle by a margin of two chroma
+//! samples (2 pixels per subsampling factor: 4 at 4:2:0) on every side that is not the image's own
+//! edge, then aligns its left and top edges on iMCU boundaries; the pixels inside the wanted
 //! rectangle are then exactly those of a full decode (asserted by the tests over random crops and
-//! every subsampling, `decode/tests/region.rs`).
+//! every subsampling, `decode/tests/region.rs`, which fail with no margin and pass with one
+//! sample).
 
 /// A rectangle of pixels: `w x h` from column `x`, row `y`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -70,16 +72,17 @@ impl Rect {
 }
 
 /// The rectangle to ask libjpeg-turbo for, so that `want` (inside a `width x height` image whose
-/// iMCU is `imcu_w x imcu_h`) decodes exactly as in a full decode: one iMCU of margin on each side
-/// that is not the image's edge, the left edge rounded down to an iMCU boundary, the top edge
-/// rounded down too (rows are skipped whole iMCU rows at a time inside libjpeg-turbo, so an
-/// aligned top skips least work twice), clipped to the image.
+/// iMCU is `imcu_w x imcu_h`) decodes exactly as in a full decode: [`MARGIN`] on each side that is
+/// not the image's edge, the left edge rounded down to an iMCU boundary (as `jpeg_crop_scanline`
+/// requires), the top edge rounded down too (libjpeg-turbo skips rows by whole iMCU rows),
+/// clipped to the image.
 pub fn decode_window(want: Rect, width: u32, height: u32, imcu_w: u32, imcu_h: u32) -> Rect {
     let want = clip(want, width, height);
-    let x0 = want.x.saturating_sub(imcu_w) / imcu_w * imcu_w;
-    let y0 = want.y.saturating_sub(imcu_h) / imcu_h * imcu_h;
-    let x1 = (want.x + want.w + imcu_w).min(width);
-    let y1 = (want.y + want.h + imcu_h).min(height);
+    let (mx, my) = (MARGIN * imcu_w / 8, MARGIN * imcu_h / 8);
+    let x0 = want.x.saturating_sub(mx) / imcu_w * imcu_w;
+    let y0 = want.y.saturating_sub(my) / imcu_h * imcu_h;
+    let x1 = (want.x + want.w + mx).min(width);
+    let y1 = (want.y + want.h + my).min(height);
     Rect {
         x: x0,
         y: y0,
@@ -87,6 +90,10 @@ pub fn decode_window(want: Rect, width: u32, height: u32, imcu_w: u32, imcu_h: u
         h: y1 - y0,
     }
 }
+
+/// The margin in pixels per 8 pixels of iMCU (so per 1 of chroma subsampling factor): fancy
+/// upsampling reads one chroma sample on each side, i.e. up to `factor` luma pixels.
+const MARGIN: u32 = 2;
 
 /// `r` clipped to a `width x height` image.
 pub fn clip(r: Rect, width: u32, height: u32) -> Rect {
@@ -149,10 +156,10 @@ mod tests {
         assert_eq!(
             w,
             Rect {
-                x: 16,
-                y: 16,
-                w: 50,
-                h: 50
+                x: 32,
+                y: 32,
+                w: 22,
+                h: 22
             }
         );
         let w = decode_window(

@@ -1,5 +1,6 @@
 //! The command-line options that choose how images are decoded, shared by a run, `bench`,
-//! `profile`, `preview` and `augment`: `--decoder zune|turbo` and `--full-decode`.
+//! `profile` and `preview` (`augment` has `--decoder`): `--decoder zune|turbo`, `--full-decode`
+//! and the inexact opt-in `--dct-scale`.
 
 use decode::Decoder;
 use views::sample::DecodeOptions;
@@ -15,6 +16,11 @@ pub struct DecodeArgs {
     /// (same bytes, less work); this turns that off (for measuring it).
     #[arg(long)]
     pub full_decode: bool,
+    /// NOT EXACT, for images much larger than their crops: with `turbo`, decode at 1/2, 1/4 or
+    /// 1/8 scale (libjpeg's DCT scaling) when every crop is still at least its view's size there.
+    /// The views are then no longer the official pipeline's bytes.
+    #[arg(long)]
+    pub dct_scale: bool,
 }
 
 impl Default for DecodeArgs {
@@ -22,6 +28,7 @@ impl Default for DecodeArgs {
         DecodeArgs {
             decoder: Decoder::default(),
             full_decode: false,
+            dct_scale: false,
         }
     }
 }
@@ -36,6 +43,7 @@ impl DecodeArgs {
         DecodeOptions {
             decoder: self.decoder,
             region: !self.full_decode,
+            dct_scale: self.dct_scale,
         }
     }
 
@@ -46,9 +54,10 @@ impl DecodeArgs {
         if o == DecodeOptions::default() {
             return None;
         }
-        Some(match (o.decoder, o.decodes_regions()) {
-            (Decoder::Turbo, true) => "turbo-region".into(),
-            (Decoder::Turbo, false) => "turbo-full".into(),
+        let scaled = if o.dct_scale { "-scaled" } else { "" };
+        Some(match (o.decoder, o.region) {
+            (Decoder::Turbo, true) => format!("turbo-region{scaled}"),
+            (Decoder::Turbo, false) => format!("turbo-full{scaled}"),
             (d, _) => d.name().into(),
         })
     }

@@ -115,6 +115,7 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     let mut maker = SampleMaker::new(views::sample::DecodeOptions {
         decoder: args.decoder,
         region: false,
+        dct_scale: false,
     });
     maker
         .decode(&bytes, DEFAULT_MAX_PIXELS)

@@ -18,10 +18,10 @@
 
 use std::time::Instant;
 
-use decode::{DecodeError, Decoder, Rect, RgbImage};
+use decode::{DecodeError, Decoder, Rect, RgbImage, Scale};
 
 use crate::keyed_rng::{keyed_rng, Stream};
-use crate::params::{sample_view, ViewConfig, ViewParams};
+use crate::params::{sample_view, CropBox, ViewConfig, ViewParams};
 use crate::view::{StageTimes, ViewMaker};
 
 /// Which sample: the generator of each view is keyed by (seed, epoch, dataset index, view).
@@ -52,6 +52,9 @@ pub struct SampleMaker {
     held: Rect,
     /// The current image's full size.
     dims: (u32, u32),
+    /// The DCT scale's denominator of the current image (1: full size; see
+    /// [`DecodeOptions::dct_scale`]).
+    scale: u32,
     views: ViewMaker,
     /// Read and decode time since the last [`SampleMaker::take_times`] (the views keep their own).
     read_ns: u64,
@@ -73,6 +76,11 @@ pub struct DecodeOptions {
     /// Decode only the union of the views' crops in [`SampleMaker::load_and_draw`] (same bytes;
     /// only [`Decoder::Turbo`] can, others decode it all).
     pub region: bool,
+    /// **Not exact; off by default.** With [`Decoder::Turbo`], decode at 1/2, 1/4 or 1/8 scale
+    /// (libjpeg's DCT scaling) when every view's crop is still at least the view's size at that
+    /// scale, and crop the scaled image: much less decoding for images far larger than their
+    /// crops, but the views are no longer the official pipeline's bytes.
+    pub dct_scale: bool,
 }
 
 impl Default for DecodeOptions {
@@ -81,6 +89,7 @@ impl Default for DecodeOptions {
         DecodeOptions {
             decoder: Decoder::default(),
             region: true,
+            dct_scale: false,
         }
     }
 }
@@ -88,14 +97,20 @@ impl Default for DecodeOptions {
 impl DecodeOptions {
     /// True when [`SampleMaker::load_and_draw`] decodes only the views' region.
     pub fn decodes_regions(&self) -> bool {
-        self.region && self.decoder == Decoder::Turbo
+        (self.region || self.dct_scale) && self.decoder == Decoder::Turbo
     }
 
-    /// How reports name it: `turbo (region)`, `turbo (full)` or `zune`.
+    /// How reports name it: `turbo (region)`, `turbo (full)`, `turbo (region, DCT-scaled)` or
+    /// `zune`.
     pub fn describe(&self) -> String {
-        match (self.decoder, self.decodes_regions()) {
-            (Decoder::Turbo, true) => "turbo (region)".into(),
-            (Decoder::Turbo, false) => "turbo (full)".into(),
+        let scaled = if self.dct_scale && self.decoder == Decoder::Turbo {
+            ", DCT-scaled"
+        } else {
+            ""
+        };
+        match (self.decoder, self.region) {
+            (Decoder::Turbo, true) => format!("turbo (region{scaled})"),
+            (Decoder::Turbo, false) => format!("turbo (full{scaled})"),
             (d, _) => d.name().into(),
         }
     }
@@ -153,19 +168,38 @@ impl SampleMaker {
         let dims = self.options.decoder.dimensions(&self.bytes, max_pixels)?;
         self.dims = dims;
         self.draw(key, views, params);
+        self.scale = 1;
+        // Only JPEGs scale (a PNG decodes at full size whatever the scale).
+        if self.options.dct_scale && self.bytes.starts_with(&[0xFF, 0xD8]) {
+            let scale = params
+                .iter()
+                .zip(views)
+                .map(|(p, (size, _))| {
+                    Scale::for_crop(p.crop.w.min(p.crop.h), *size, 8).denominator()
+                })
+                .min()
+                .unwrap_or(1);
+            self.scale = scale;
+        }
+        let (d, (w, h)) = (self.scale, dims);
         let want = params.iter().fold(Rect::default(), |u, p| {
-            let c = p.crop;
-            u.union(Rect {
-                x: c.x,
-                y: c.y,
-                w: c.w,
-                h: c.h,
-            })
+            u.union(scaled_crop(p.crop, d, w.div_ceil(d), h.div_ceil(d)))
         });
-        let held =
-            self.options
-                .decoder
-                .decode_region(&self.bytes, max_pixels, want, &mut self.image);
+        let decoder = self.options.decoder;
+        let held = if d > 1 {
+            let scale = [Scale::Half, Scale::Quarter, Scale::Eighth]
+                .into_iter()
+                .find(|s| s.denominator() == d)
+                .expect("a DCT scale");
+            let want = self.options.region.then_some(want);
+            decoder.decode_scaled(&self.bytes, max_pixels, want, scale, &mut self.image)
+        } else if self.options.region {
+            decoder.decode_region(&self.bytes, max_pixels, want, &mut self.image)
+        } else {
+            decoder
+                .decode(&self.bytes, max_pixels, &mut self.image)
+                .map(|()| Rect::full(w, h))
+        };
         self.finish(held)
     }
 
@@ -179,6 +213,7 @@ impl SampleMaker {
             Err(e) => {
                 self.held = Rect::default();
                 self.dims = (0, 0);
+                self.scale = 1;
                 Err(e)
             }
         }
@@ -219,6 +254,7 @@ impl SampleMaker {
     fn set_whole(&mut self, decoded: Result<(), DecodeError>) -> Result<(), DecodeError> {
         let (w, h) = (self.image.width as u32, self.image.height as u32);
         self.dims = (w, h);
+        self.scale = 1;
         self.finish(decoded.map(|()| Rect::full(w, h)))
     }
 
@@ -258,22 +294,23 @@ impl SampleMaker {
     /// drawn by [`SampleMaker::load_and_draw`]).
     pub fn make_view(&mut self, params: &ViewParams, size: u32, out: &mut [u8]) {
         let held = self.held;
-        if held.x == 0 && held.y == 0 {
+        if held.x == 0 && held.y == 0 && self.scale <= 1 {
             self.views.make_view(&self.image, params, size, out);
         } else {
-            let c = params.crop;
+            let d = self.scale.max(1);
+            let (w, h) = (self.dims.0.div_ceil(d), self.dims.1.div_ceil(d));
+            let c = scaled_crop(params.crop, d, w, h);
             assert!(
-                held.contains(&Rect {
-                    x: c.x,
-                    y: c.y,
-                    w: c.w,
-                    h: c.h
-                }),
+                held.contains(&c),
                 "crop {c:?} outside the decoded region {held:?}"
             );
             let mut shifted = *params;
-            shifted.crop.x -= held.x;
-            shifted.crop.y -= held.y;
+            shifted.crop = CropBox {
+                x: c.x - held.x,
+                y: c.y - held.y,
+                w: c.w,
+                h: c.h,
+            };
             self.views.make_view(&self.image, &shifted, size, out);
         }
     }
@@ -285,6 +322,19 @@ impl SampleMaker {
             decode_ns: std::mem::take(&mut self.decode_ns),
             views: self.views.take_times(),
         }
+    }
+}
+
+/// A crop of the full-size image in the image scaled by `1/d` (`w x h` pixels): the identity for
+/// `d = 1`, else rounded outwards, clipped, at least one pixel.
+fn scaled_crop(c: CropBox, d: u32, w: u32, h: u32) -> Rect {
+    let x = (c.x / d).min(w - 1);
+    let y = (c.y / d).min(h - 1);
+    Rect {
+        x,
+        y,
+        w: (c.x + c.w).div_ceil(d).min(w).saturating_sub(x).max(1),
+        h: (c.y + c.h).div_ceil(d).min(h).saturating_sub(y).max(1),
     }
 }
 

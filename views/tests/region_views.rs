@@ -68,10 +68,12 @@ fn region_decode_gives_the_full_decodes_views_for_every_recipe() {
     let mut region = SampleMaker::new(DecodeOptions {
         decoder: Decoder::Turbo,
         region: true,
+        dct_scale: false,
     });
     let mut full = SampleMaker::new(DecodeOptions {
         decoder: Decoder::Turbo,
         region: false,
+        dct_scale: false,
     });
     for r in RECIPES {
         let recipe = builtin(r.name).unwrap();
@@ -104,4 +106,60 @@ fn region_decode_gives_the_full_decodes_views_for_every_recipe() {
             100.0 * decoded / samples as f64
         );
     }
+}
+
+/// The DCT-scaled opt-in is not exact but close: on an image 6x larger than its views, the
+/// maker decodes at a reduced scale and the views stay near the exact ones (mean |diff| small),
+/// while the drawn parameters are the same.
+#[test]
+fn dct_scale_opt_in_decodes_less_and_stays_close() {
+    if !Decoder::Turbo.is_available() {
+        return;
+    }
+    let (w, h) = (1536u16, 1152u16);
+    let px: Vec<u8> = (0..w as usize * h as usize)
+        .flat_map(|i| {
+            let (x, y) = (i % w as usize, i / w as usize);
+            [(x / 6) as u8, (y / 5) as u8, ((x + y) / 11) as u8]
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    jpeg_encoder::Encoder::new(&mut bytes, 90)
+        .encode(&px, w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    let views = builtin("barlow-twins")
+        .unwrap()
+        .resized(Some(96), None, None)
+        .unwrap()
+        .expanded();
+    let exact_opts = DecodeOptions {
+        decoder: Decoder::Turbo,
+        region: true,
+        dct_scale: false,
+    };
+    let mut exact = SampleMaker::new(exact_opts);
+    let mut scaled = SampleMaker::new(DecodeOptions {
+        dct_scale: true,
+        ..exact_opts
+    });
+    let (mut smaller, mut total_diff, mut total_bytes) = (0, 0u64, 0u64);
+    for k in 0..20 {
+        let key = SampleKey::new(3, 0, k);
+        let (pe, ve, _) = sample(&mut exact, &bytes, key, &views);
+        let (ps, vs, _) = sample(&mut scaled, &bytes, key, &views);
+        assert_eq!(pe, ps, "the drawn parameters do not depend on the decode");
+        smaller += (scaled.image().pixels.len() < exact.image().pixels.len()) as usize;
+        for (a, b) in ve.iter().zip(&vs) {
+            total_diff += a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| x.abs_diff(*y) as u64)
+                .sum::<u64>();
+            total_bytes += a.len() as u64;
+        }
+    }
+    let mean = total_diff as f64 / total_bytes as f64;
+    println!("DCT-scaled: {smaller} of 20 samples decoded smaller; mean |diff| {mean:.3}");
+    assert!(smaller >= 10, "the scale was rarely used ({smaller} of 20)");
+    assert!(mean < 3.0, "mean |diff| {mean}");
 }

@@ -604,6 +604,7 @@ fn geometry(
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_default(),
             full_decode: l.args.iter().any(|a| a == "--full-decode"),
+            dct_scale: l.args.iter().any(|a| a == "--dct-scale"),
         };
         args.options().describe()
     });

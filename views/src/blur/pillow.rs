@@ -114,6 +114,7 @@ fn box_pass(src: &[u8], dst: &mut [u8], nlines: usize, len: usize, w: BoxWeights
 }
 
 /// The largest radius whose window sums (`(2r + 1) * 255`) fit in 16 bits for [`box_lines_avx2`].
+#[cfg(target_arch = "x86_64")]
 const MADD_MAX_RADIUS: usize = 63;
 
 /// [`box_lines`] with the window sums in 16-bit lanes and the weighting as two `madd`s of the

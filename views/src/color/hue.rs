@@ -390,7 +390,7 @@ mod tests {
     }
 
     /// Every level; those the CPU lacks are skipped (and said so) by [`check_hue`].
-    const LEVELS: [(&str, u8); 4] = crate::simd::LEVELS;
+    const LEVELS: [(&str, u8); crate::simd::LEVELS.len()] = crate::simd::LEVELS;
 
     /// Checks [`hue_lut`] with `lut`, at every level the CPU has, against Pillow's scalar
     /// [`rgb_to_hsv`], shift, [`hsv_to_rgb`] on `pixels` for each of `shifts`.

@@ -12,6 +12,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use serde::{Deserialize, Serialize};
 
@@ -413,6 +415,11 @@ fn horizontal(k: &Taps, input: &[u8], stride: usize, off: usize, rows: usize, ou
         unsafe { avx2::horizontal_avx2(k, input, stride, off, rows, out) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        neon::horizontal_neon(k, input, stride, off, rows, out);
+        return;
+    }
     horizontal_scalar(k, input, stride, off, rows, out);
 }
 
@@ -552,6 +559,9 @@ mod tests {
             (650, 98),
             (30, 6),
             (300, 226),
+            (700, 180),
+            (700, 170),
+            (700, 150),
         ] {
             for interpolation in BOTH {
                 taps.compute(cw, out_w, interpolation);

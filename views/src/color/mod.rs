@@ -207,7 +207,7 @@ pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
 /// The whole pixels of `pixels` with `lut` applied in place (skipped for the identity), for the
 /// intrinsic kernels that take their input already through the table; bytes past the last whole
 /// pixel stay as they are, as everywhere else.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn whole_pixels_through<'a>(pixels: &'a mut [u8], lut: &[u8; 256]) -> &'a mut [u8] {
     let whole = pixels.len() / 3 * 3;
     let pixels = &mut pixels[..whole];

@@ -11,8 +11,8 @@
 //! - [`grayscale`]: L replicated to three channels; [`solarize_lut`]: `ImageOps.solarize(128)`.
 //!
 //! Layout: this file holds the ops and their shared block loaders; `avx2.rs` the AVX2 kernels'
-//! eight-pixel framing and the AVX2 saturation kernel; the `hue` module holds hue's exact integer
-//! arithmetic and its AVX2 and AVX-512 kernels.
+//! eight-pixel framing and the AVX2 saturation kernel; `neon.rs` the NEON saturation kernel; the
+//! `hue` module holds hue's exact integer arithmetic and its AVX2, AVX-512 and NEON kernels.
 
 /// Pillow's `rgb2l`: `(19595 R + 38470 G + 7471 B + 0x8000) >> 16`.
 #[inline(always)]
@@ -192,13 +192,19 @@ pub fn contrast(pixels: &mut [u8], factor: f64) {
 }
 
 /// [`saturation`] of the image with `lut` applied to every sample first: at the AVX2 level by
-/// `avx2.rs`'s kernel (after the table, if any, is applied in place), otherwise by the block
+/// `avx2.rs`'s kernel, at the NEON level by `neon.rs`'s (after the table, if any, is applied in
+/// place), otherwise by the block
 /// loop below, which LLVM vectorises (its AVX-512 copy at the AVX-512 levels).
 pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() == crate::simd::AVX2 {
         // SAFETY: `level` only reports AVX2 where the CPU has it.
         unsafe { avx2::saturation(whole_pixels_through(pixels, lut), factor as f32) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        neon::saturation(whole_pixels_through(pixels, lut), factor as f32);
         return;
     }
     saturation_lut_vectorised(pixels, factor, lut)
@@ -267,6 +273,8 @@ fn f32_to_i32(x: f32) -> i32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod hue;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub use hue::{hue, hue_lut, hue_shift};
 
 crate::simd::multiversion! {

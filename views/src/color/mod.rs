@@ -180,7 +180,18 @@ pub fn contrast_mean_lut(pixels: &[u8], lut: &[u8; 256]) -> u8 {
     if n == 0 {
         return 0;
     }
-    (luma_sum(&pixels[..3 * n], lut) as f64 / n as f64 + 0.5) as u8
+    (luma_total(&pixels[..3 * n], lut) as f64 / n as f64 + 0.5) as u8
+}
+
+/// The sum of Pillow's L over `pixels` (whole pixels) with `lut` applied to every sample (without
+/// applying it): at the NEON level by `neon.rs`'s kernel, otherwise by the block loop
+/// [`luma_sum`], which LLVM vectorises.
+fn luma_total(pixels: &[u8], lut: &[u8; 256]) -> u64 {
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        return neon::luma_sum(pixels, (lut != &IDENTITY).then_some(lut));
+    }
+    luma_sum(pixels, lut)
 }
 
 /// `ImageEnhance.Contrast(img).enhance(factor)`: blend with the mean grey level.
@@ -377,6 +388,37 @@ mod tests {
                     let mut work = pixels.to_vec();
                     match crate::simd::at_level(level, || saturation_lut(&mut work, factor, lut)) {
                         Some(()) => assert!(work == want, "{name}: factor {factor}, {len} bytes"),
+                        None => crate::simd::say_skipped(name),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sum of L that the contrast's mean divides ([`luma_total`]) at every level the CPU
+    /// has, against [`luma`] one pixel at a time, with and without a table, at lengths around
+    /// the vector widths.
+    #[test]
+    fn luma_sum_matches_the_formula_at_every_level() {
+        let pixels: Vec<u8> = (0..1u32 << 24)
+            .step_by(4099)
+            .flat_map(|x| [(x >> 16) as u8, (x >> 8) as u8, x as u8])
+            .collect();
+        let mut bright = [0u8; 256];
+        blend_table(0, 1.3, &mut bright);
+        let scrambled: [u8; 256] = std::array::from_fn(|i| (i * 167 + 89) as u8);
+        for n in (0..=70).chain([999, 1000, pixels.len() / 3]) {
+            let pixels = &pixels[..3 * n];
+            for lut in [&IDENTITY, &bright, &scrambled] {
+                let want: u64 = pixels
+                    .chunks_exact(3)
+                    .map(|p| {
+                        luma(lut[p[0] as usize], lut[p[1] as usize], lut[p[2] as usize]) as u64
+                    })
+                    .sum();
+                for (name, level) in crate::simd::LEVELS {
+                    match crate::simd::at_level(level, || luma_total(pixels, lut)) {
+                        Some(sum) => assert_eq!(sum, want, "{name}: {n} pixels"),
                         None => crate::simd::say_skipped(name),
                     }
                 }

@@ -184,7 +184,7 @@ fn box_lines_neon(
             let hi0 = vmlal_n_u16(vmull_n_u16(a0, ww_hi), o0, fw_hi);
             let lo1 = vmlal_high_n_u16(vmull_high_n_u16(a, ww_lo), outer, fw_lo);
             let hi1 = vmlal_high_n_u16(vmull_high_n_u16(a, ww_hi), outer, fw_hi);
-            let low = vshrn_n_u32::<12>(vsraq_n_u32::<12>(hi0, lo0));
+            let low = vrshrn_n_u32::<12>(vsraq_n_u32::<12>(hi0, lo0));
             vrshrn_high_n_u32::<12>(low, vsraq_n_u32::<12>(hi1, lo1))
         }
     };
@@ -406,7 +406,7 @@ fn transpose_rgb_neon(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
                 b(v26.0),
                 b(v37.0),
                 b(v04.1),
-                b(v15.0),
+                b(v15.1),
                 b(v26.1),
                 b(v37.1),
             ]

@@ -475,6 +475,11 @@ fn vertical(
         unsafe { avx2::vertical_avx2(k, input, stride, off, row_shift, width, out, acc) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        neon::vertical_neon(k, input, stride, off, row_shift, width, out);
+        return;
+    }
     vertical_portable(k, input, stride, off, row_shift, width, out, acc);
 }
 

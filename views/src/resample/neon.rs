@@ -205,7 +205,7 @@ unsafe fn row_sums<const N: usize>(
     let mut bytes = vdupq_n_u8(0);
     for t in 0..N {
         if t % PER_LOAD == 0 {
-            bytes = vld1q_u8(p.add(3 * t + 1));
+            bytes = vld1q_u8(p.add(3 * t));
         }
         let v = vreinterpretq_s32_u8(vqtbl1q_u8(bytes, widen[t % PER_LOAD]));
         sums[t % 2] = vmlaq_s32(sums[t % 2], v, w[t]);
@@ -221,4 +221,96 @@ unsafe fn row_sums<const N: usize>(
 unsafe fn narrow(a: int32x4_t, b: int32x4_t) -> uint8x8_t {
     let (a, b) = (vqshrun_n_s32::<16>(a), vqshrun_n_s32::<16>(b));
     vqshrn_n_u16::<{ PRECISION_BITS as i32 - 16 }>(vcombine_u16(a, b))
+}
+
+/// `tbl` control that widens bytes `4j..4j + 4` of 16 to four 32-bit lanes.
+const fn quad_index(j: usize) -> [u8; 16] {
+    let mut out = [0xffu8; 16];
+    let mut i = 0;
+    while i < 4 {
+        out[4 * i] = (4 * j + i) as u8;
+        i += 1;
+    }
+    out
+}
+
+const QUADS: [[u8; 16]; 4] = [quad_index(0), quad_index(1), quad_index(2), quad_index(3)];
+
+/// The vertical pass ([`super::vertical`]) 64 bytes of a row at a time, then 16, then one: per
+/// tap, each 16 bytes widened to four registers of 32-bit lanes by four `tbl`s and added times
+/// the tap's weight (`mla`), the sums of all taps held in registers; narrowed as the horizontal
+/// pass narrows ([`narrow`]'s shifts).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn vertical_neon(
+    k: &Taps,
+    input: &[u8],
+    stride: usize,
+    off: usize,
+    row_shift: usize,
+    width: usize,
+    out: &mut [u8],
+) {
+    let len = width * 3;
+    // SAFETY: NEON; the table controls are 16 bytes each.
+    let quads: [uint8x16_t; 4] = std::array::from_fn(|j| unsafe { vld1q_u8(QUADS[j].as_ptr()) });
+    for (yy, dst_row) in out.chunks_exact_mut(len).enumerate().take(k.start.len()) {
+        let (ymin, n) = (k.start[yy] - row_shift, k.len[yy]);
+        let w = &k.weights[yy * k.ksize..yy * k.ksize + n];
+        let first = off + ymin * stride;
+        // Every row this output row reads lies inside `input`.
+        assert!(n > 0 && first + (n - 1) * stride + len <= input.len());
+        let mut x = 0;
+        // SAFETY (both loops): NEON; the loads are 16-byte chunks below `len` of rows inside
+        // `input` (asserted above), the stores 16-byte chunks below `len` of `dst_row`.
+        while x + 64 <= len {
+            unsafe {
+                let mut sums = [vdupq_n_s32(1 << (PRECISION_BITS - 1)); 16];
+                for (t, &wt) in w.iter().enumerate() {
+                    let p = input.as_ptr().add(first + t * stride + x);
+                    for c in 0..4 {
+                        let v = vld1q_u8(p.add(16 * c));
+                        for j in 0..4 {
+                            let wide = vreinterpretq_s32_u8(vqtbl1q_u8(v, quads[j]));
+                            sums[4 * c + j] = vmlaq_n_s32(sums[4 * c + j], wide, wt);
+                        }
+                    }
+                }
+                for c in 0..4 {
+                    let s = &sums[4 * c..4 * c + 4];
+                    vst1q_u8(dst_row.as_mut_ptr().add(x + 16 * c), narrow16(s));
+                }
+            }
+            x += 64;
+        }
+        while x + 16 <= len {
+            unsafe {
+                let mut sums = [vdupq_n_s32(1 << (PRECISION_BITS - 1)); 4];
+                for (t, &wt) in w.iter().enumerate() {
+                    let v = vld1q_u8(input.as_ptr().add(first + t * stride + x));
+                    for j in 0..4 {
+                        let wide = vreinterpretq_s32_u8(vqtbl1q_u8(v, quads[j]));
+                        sums[j] = vmlaq_n_s32(sums[j], wide, wt);
+                    }
+                }
+                vst1q_u8(dst_row.as_mut_ptr().add(x), narrow16(&sums));
+            }
+            x += 16;
+        }
+        for x in x..len {
+            let mut ss = 1i32 << (PRECISION_BITS - 1);
+            for (t, &wt) in w.iter().enumerate() {
+                ss += input[first + t * stride + x] as i32 * wt;
+            }
+            dst_row[x] = super::clip8(ss);
+        }
+    }
+}
+
+/// Four registers of sums (16 bytes in order) clamped to bytes as [`narrow`] does.
+#[inline(always)]
+unsafe fn narrow16(s: &[int32x4_t]) -> uint8x16_t {
+    let a = vqshrun_high_n_s32::<16>(vqshrun_n_s32::<16>(s[0]), s[1]);
+    let b = vqshrun_high_n_s32::<16>(vqshrun_n_s32::<16>(s[2]), s[3]);
+    let a = vqshrn_n_u16::<{ PRECISION_BITS as i32 - 16 }>(a);
+    vqshrn_high_n_u16::<{ PRECISION_BITS as i32 - 16 }>(a, b)
 }

@@ -178,9 +178,15 @@ impl Decoder {
 }
 
 impl Default for Decoder {
-    /// The decoder of a run that names none.
+    /// The decoder of a run that names none: libjpeg-turbo (Pillow's pixels byte for byte, and
+    /// faster than zune-jpeg on the benchmark corpora, see BENCHMARKS.md), or zune-jpeg in a
+    /// build without the `turbo` feature.
     fn default() -> Decoder {
-        Decoder::Zune
+        if cfg!(feature = "turbo") {
+            Decoder::Turbo
+        } else {
+            Decoder::Zune
+        }
     }
 }
 

@@ -103,7 +103,19 @@ fn turbo_decodes_pillows_pixels_at_every_simd_level() {
         &[("none", "JSIMD_FORCENONE"), ("neon", "JSIMD_FORCENEON")]
     };
     for (level, var) in forced {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+        // Through BARLOW_TEST_RUNNER where one is needed (qemu-user for a cross-built binary).
+        let runner = std::env::var("BARLOW_TEST_RUNNER").unwrap_or_default();
+        let mut words = runner.split_whitespace();
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = std::process::Command::new(program);
+                c.args(words).arg(&exe);
+                c
+            }
+            None => std::process::Command::new(&exe),
+        };
+        let out = cmd
             .args([
                 "--exact",
                 "turbo_decodes_pillows_pixels_at_every_simd_level",

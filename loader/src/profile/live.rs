@@ -571,6 +571,19 @@ impl ProcessInfo {
     }
 }
 
+/// How the loader with this command line decodes (`turbo (region)`, `turbo (full)`, `zune`, ...).
+fn decoder_of(l: &ProcessInfo) -> String {
+    let args = crate::decode_args::DecodeArgs {
+        decoder: l
+            .flag("--decoder")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default(),
+        full_decode: l.args.iter().any(|a| a == "--full-decode"),
+        dct_scale: l.args.iter().any(|a| a == "--dct-scale"),
+    };
+    args.options().describe()
+}
+
 /// Process CPU time (user + system) of `pid`, from `/proc/<pid>/stat`.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -597,17 +610,7 @@ fn geometry(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "the built-in demo dataset".to_string())
     });
-    let decoder = loader.map(|l| {
-        let args = crate::decode_args::DecodeArgs {
-            decoder: l
-                .flag("--decoder")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_default(),
-            full_decode: l.args.iter().any(|a| a == "--full-decode"),
-            dct_scale: l.args.iter().any(|a| a == "--dct-scale"),
-        };
-        args.options().describe()
-    });
+    let decoder = loader.map(decoder_of);
     let (augment, augment_from) = match loader {
         None => (
             None,
@@ -800,6 +803,22 @@ mod tests {
             Some(PathBuf::from("/work/a.json"))
         );
         assert_eq!(p.flag("--pack"), None);
+    }
+
+    #[test]
+    fn the_decoder_is_read_from_the_loaders_command_line() {
+        let of = |args: &[&str]| {
+            decoder_of(&ProcessInfo {
+                args: args.iter().map(|a| a.to_string()).collect(),
+                cwd: None,
+            })
+        };
+        assert_eq!(of(&["loader", "--shm", "r"]), "turbo (region)");
+        assert_eq!(of(&["loader", "--decoder=zune"]), "zune");
+        assert_eq!(
+            of(&["loader", "--decoder", "turbo", "--full-decode"]),
+            "turbo (full)"
+        );
     }
 
     #[test]

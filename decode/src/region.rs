@@ -76,9 +76,25 @@ impl Rect {
 /// not the image's edge, the left edge rounded down to an iMCU boundary (as `jpeg_crop_scanline`
 /// requires), the top edge rounded down too (libjpeg-turbo skips rows by whole iMCU rows),
 /// clipped to the image.
-pub fn decode_window(want: Rect, width: u32, height: u32, imcu_w: u32, imcu_h: u32) -> Rect {
+///
+/// A `progressive` image gets two more iMCUs of margin: where its scans leave coefficients
+/// unknown (refinement scans left out, or corrupt data), libjpeg's block smoothing estimates them
+/// from the blocks up to two away on every side, so a block at the edge of a cropped region would
+/// be smoothed differently (found by the fuzz target).
+pub fn decode_window(
+    want: Rect,
+    width: u32,
+    height: u32,
+    imcu_w: u32,
+    imcu_h: u32,
+    progressive: bool,
+) -> Rect {
     let want = clip(want, width, height);
-    let (mx, my) = (MARGIN * imcu_w / 8, MARGIN * imcu_h / 8);
+    let smoothing = if progressive { 2 } else { 0 };
+    let (mx, my) = (
+        MARGIN * imcu_w / 8 + smoothing * imcu_w,
+        MARGIN * imcu_h / 8 + smoothing * imcu_h,
+    );
     let x0 = want.x.saturating_sub(mx) / imcu_w * imcu_w;
     let y0 = want.y.saturating_sub(my) / imcu_h * imcu_h;
     let x1 = (want.x + want.w + mx).min(width);
@@ -152,6 +168,7 @@ mod tests {
             90,
             16,
             16,
+            false,
         );
         assert_eq!(
             w,
@@ -173,7 +190,31 @@ mod tests {
             90,
             16,
             8,
+            false,
         );
         assert_eq!(w, Rect::full(100, 90));
+        // Progressive: two more iMCUs (block smoothing's reach).
+        let w = decode_window(
+            Rect {
+                x: 60,
+                y: 40,
+                w: 10,
+                h: 10,
+            },
+            200,
+            90,
+            16,
+            16,
+            true,
+        );
+        assert_eq!(
+            w,
+            Rect {
+                x: 16,
+                y: 0,
+                w: 90,
+                h: 86
+            }
+        );
     }
 }

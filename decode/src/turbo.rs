@@ -36,7 +36,7 @@ thread_local! {
     static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with this thread's decompressor (made on first use).
+/// Runs `f` with this thread's decompressor (made on first use, and again after a failure).
 fn with_handle<R>(
     f: impl FnOnce(tj::tjhandle) -> Result<R, DecodeError>,
 ) -> Result<R, DecodeError> {
@@ -52,7 +52,14 @@ fn with_handle<R>(
             }
             *slot = Some(Handle(h));
         }
-        f(slot.as_ref().expect("made above").0)
+        let result = f(slot.as_ref().expect("made above").0);
+        if result.is_err() {
+            // A failed call can leave the decompressor mid-stream (tj3DecompressHeader does not
+            // abort it on an error), and the next image would start from that state: start the
+            // next one from a fresh decompressor instead (errors are rare; this costs one init).
+            *slot = None;
+        }
+        result
     })
 }
 
@@ -64,13 +71,67 @@ fn error(h: tj::tjhandle) -> DecodeError {
 }
 
 /// Maps a TurboJPEG return code to a result: warnings (libjpeg repaired corrupt data) pass, as in
-/// Pillow.
+/// Pillow; fatal errors fail.
+///
+/// `tj3GetErrorCode` says `TJERR_WARNING` whenever a warning occurred during the call, even when
+/// a fatal error followed it (found by the fuzz target). libjpeg reports only the first warning of
+/// an image and a fatal error overwrites it, so the message tells them apart: a call passes only if
+/// its message is one of libjpeg's warnings (`JWRN_*` in `jerror.h`).
 fn check(h: tj::tjhandle, rc: c_int) -> Result<(), DecodeError> {
+    if rc == 0 {
+        return Ok(());
+    }
     // SAFETY: plain getter on a live handle.
-    if rc == 0 || unsafe { tj::tj3GetErrorCode(h) } == tj::TJERR_TJERR_WARNING as c_int {
+    let warned = unsafe { tj::tj3GetErrorCode(h) } == tj::TJERR_TJERR_WARNING as c_int;
+    // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle (or the thread).
+    let message = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(h)) };
+    if warned && is_warning(&message.to_string_lossy()) {
         Ok(())
     } else {
         Err(error(h))
+    }
+}
+
+/// True for libjpeg's warning messages (`JWRN_*` in libjpeg-turbo 3.1's `jerror.h`).
+fn is_warning(message: &str) -> bool {
+    const WARNINGS: [&str; 7] = [
+        "Corrupt JPEG data:",
+        "Premature end of JPEG file",
+        "Unknown Adobe color transform code",
+        "Inconsistent progression sequence",
+        "Warning: unknown JFIF revision number",
+        "Invalid SOS parameters for sequential JPEG",
+        "Application transferred too many scanlines",
+    ];
+    WARNINGS.iter().any(|w| message.starts_with(w))
+}
+
+/// The frame's `(width, height)` from the first SOF marker before any scan, by walking the marker
+/// segments; `None` when there is none (a tables-only stream, for which `tj3DecompressHeader`
+/// succeeds but leaves the previous image's parameters in the handle).
+fn frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    loop {
+        while *bytes.get(i)? != 0xFF {
+            i += 1; // garbage between segments (libjpeg warns and skips it)
+        }
+        while *bytes.get(i)? == 0xFF {
+            i += 1;
+        }
+        let marker = *bytes.get(i)?;
+        i += 1;
+        match marker {
+            0xD9 | 0xDA => return None,     // EOI or SOS before any frame
+            0x01 | 0xD0..=0xD7 => continue, // no length
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                let b = |k: usize| bytes.get(i + k).map(|&v| v as u32);
+                return Some((b(5)? << 8 | b(6)?, b(3)? << 8 | b(4)?));
+            }
+            _ => {
+                let len = (*bytes.get(i)? as usize) << 8 | *bytes.get(i + 1)? as usize;
+                i += len.max(2);
+            }
+        }
     }
 }
 
@@ -99,6 +160,11 @@ fn header(h: tj::tjhandle, bytes: &[u8]) -> Result<Header, DecodeError> {
         return Err(DecodeError::Corrupt(format!(
             "image has no pixels ({width}x{height})"
         )));
+    }
+    if frame_size(bytes) != Some((width as u32, height as u32)) {
+        return Err(DecodeError::Corrupt(
+            "no frame header before the first scan".into(),
+        ));
     }
     Ok(Header {
         width: width as u32,
@@ -158,7 +224,8 @@ pub(crate) fn decode(
         let mut window = full;
         if let (Some(want), Some((mw, mh))) = (want, imcu(hd.subsamp)) {
             let (mw, mh) = (scaled(mw), scaled(mh));
-            let w = decode_window(want, width, height, mw, mh);
+            let progressive = get(h, tj::TJPARAM_TJPARAM_PROGRESSIVE) != 0;
+            let w = decode_window(want, width, height, mw, mh, progressive);
             if w.area() < full.area() {
                 window = w;
             }

@@ -1,7 +1,9 @@
 //! Region decode ([`Decoder::decode_region`]) gives, inside the wanted rectangle, exactly the bytes
 //! of a full decode: over many random rectangles (tiny, thin, at every edge and corner), for every
 //! chroma subsampling libjpeg-turbo names (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, 4:4:1, grey),
-//! baseline and progressive, with restart markers, and on the Pillow-written goldens.
+//! baseline and progressive (also with scans left out, where block smoothing reads neighbouring
+//! blocks), with restart markers, and on the Pillow-written goldens; and on the fuzz target's
+//! find (a corrupt progressive CMYK file).
 #![cfg(feature = "turbo")]
 
 use decode::{Decoder, Rect, RgbImage, DEFAULT_MAX_PIXELS};
@@ -163,7 +165,50 @@ fn region_decode_equals_full_decode_inside_the_region() {
             }
         }
     }
+    // Progressive files missing their last scans (valid: EOI after the last scan kept), so that
+    // libjpeg's block smoothing estimates the missing coefficients from neighbouring blocks.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut progressive: Vec<(String, Vec<u8>)> = [
+        "rgb444_prog",
+        "rgb422_prog",
+        "rgb420_prog",
+        "gray_prog",
+        "cmyk_prog",
+    ]
+    .iter()
+    .map(|n| {
+        (
+            n.to_string(),
+            std::fs::read(dir.join(format!("{n}.jpg"))).unwrap(),
+        )
+    })
+    .collect();
+    for (w, h) in [(301u16, 203u16), (517, 77)] {
+        for (sname, sampling) in samplings {
+            progressive.push((format!("{w}x{h} {sname}"), encode(w, h, sampling, true, 0)));
+        }
+    }
+    {
+        for (sname, full) in progressive {
+            let scans: Vec<usize> = full
+                .windows(2)
+                .enumerate()
+                .filter(|(_, p)| p == &[0xFF, 0xDA])
+                .map(|(i, _)| i)
+                .collect();
+            for keep in [2, scans.len() / 2, scans.len() - 1] {
+                if keep == 0 || keep >= scans.len() {
+                    continue;
+                }
+                let mut cut = full[..scans[keep]].to_vec();
+                cut.extend_from_slice(&[0xFF, 0xD9]);
+                let name = format!("{sname} progressive, {keep} of {} scans", scans.len());
+                let (d, t) = check(&name, &cut, 30, &mut rng);
+                decoded += d;
+                whole += t;
+            }
+        }
+    }
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "jpg") {

@@ -178,3 +178,78 @@ fn turbo_refuses_truncated_and_garbage_like_pillow() {
         (237, 171)
     );
 }
+
+/// Found by the fuzz target: a file whose header fails after a warning. The same bytes must give
+/// the same error whatever was decoded before on the thread (a failed call used to leave the
+/// decompressor mid-stream, and a fatal error after a warning passed as a warning), and region
+/// decode must fail where the full decode fails.
+#[test]
+fn an_error_does_not_depend_on_what_was_decoded_before() {
+    let bad = std::fs::read(golden("fuzz_error_state.bin")).unwrap();
+    let good = std::fs::read(golden("rgb420.jpg")).unwrap();
+    let mut img = RgbImage::default();
+    let first = Decoder::Turbo
+        .decode(&bad, DEFAULT_MAX_PIXELS, &mut img)
+        .unwrap_err();
+    for _ in 0..3 {
+        Decoder::Turbo
+            .decode(&good, DEFAULT_MAX_PIXELS, &mut img)
+            .unwrap();
+        assert_eq!(
+            Decoder::Turbo
+                .decode(&bad, DEFAULT_MAX_PIXELS, &mut img)
+                .unwrap_err(),
+            first
+        );
+        assert_eq!(
+            Decoder::Turbo
+                .dimensions(&bad, DEFAULT_MAX_PIXELS)
+                .unwrap_err(),
+            first
+        );
+        let want = decode::Rect {
+            x: 0,
+            y: 0,
+            w: 2,
+            h: 2,
+        };
+        assert_eq!(
+            Decoder::Turbo
+                .decode_region(&bad, DEFAULT_MAX_PIXELS, want, &mut img)
+                .unwrap_err(),
+            first
+        );
+        assert_eq!(
+            Decoder::Turbo
+                .decode(&bad, DEFAULT_MAX_PIXELS, &mut img)
+                .unwrap_err(),
+            first
+        );
+    }
+    // And a good file still decodes exactly after errors.
+    Decoder::Turbo
+        .decode(&good, DEFAULT_MAX_PIXELS, &mut img)
+        .unwrap();
+    let pillow = decode(Decoder::Zune, "rgb420_pillow.png");
+    assert_eq!(img.pixels, pillow.pixels);
+}
+
+/// A tables-only stream (no frame): an error, not the previous image's size.
+#[test]
+fn a_stream_without_a_frame_is_an_error() {
+    let good = std::fs::read(golden("rgb420.jpg")).unwrap();
+    let mut img = RgbImage::default();
+    Decoder::Turbo
+        .decode(&good, DEFAULT_MAX_PIXELS, &mut img)
+        .unwrap();
+    // SOI, the file's tables up to its frame header, then EOI.
+    let sof = good.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    let mut tables = good[..sof].to_vec();
+    tables.extend_from_slice(&[0xFF, 0xD9]);
+    assert!(Decoder::Turbo
+        .dimensions(&tables, DEFAULT_MAX_PIXELS)
+        .is_err());
+    assert!(Decoder::Turbo
+        .decode(&tables, DEFAULT_MAX_PIXELS, &mut img)
+        .is_err());
+}

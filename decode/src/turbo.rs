@@ -10,8 +10,12 @@
 //!   end-of-image check as the zune-jpeg path ([`crate::eoi_after_last_scan`]).
 //! - Region decode ([`decode`] with a wanted rectangle): `tj3SetCroppingRegion` (which uses
 //!   `jpeg_crop_scanline` and `jpeg_skip_scanlines`) on the window of [`crate::region::decode_window`].
-//!   libjpeg-turbo still entropy-decodes the skipped rows (so a corrupt file fails as in a full
-//!   decode) but does no IDCT, upsampling or colour conversion for them.
+//!   libjpeg-turbo entropy-decodes the rows it skips above the region and the columns it crops
+//!   (Huffman data is sequential) but does no IDCT, upsampling or colour conversion for them; it
+//!   stops reading at the region's last row (`jpeg_skip_scanlines` to the bottom marks the end of
+//!   the image). So a file whose only defect is a fatal error further on (a bad marker after the
+//!   scan; a truncated file is refused by the end-of-image check first) decodes here and fails in
+//!   a full decode (and in Pillow); every file that both decode gives the same bytes.
 //! - DCT scaling ([`crate::Scale`]) is libjpeg's `scale_num/scale_denom`; not Pillow's pixels.
 
 use std::cell::RefCell;

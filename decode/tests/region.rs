@@ -244,3 +244,40 @@ fn zune_and_png_regions_are_the_whole_image() {
         .unwrap();
     assert!(got.area() < 64 * 48 && got.contains(&want), "{got:?}");
 }
+
+/// The one documented difference: libjpeg stops reading at the region's last row, so a bad marker
+/// after the scan fails a full decode (as in Pillow) but not a decode of the top rows.
+#[test]
+fn a_fatal_error_below_the_region_is_seen_only_by_a_full_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let good = std::fs::read(dir.join("rgb420.jpg")).unwrap();
+    let eoi = good.len() - 2;
+    let mut bad = good[..eoi].to_vec();
+    // An SOS naming a component the frame does not have, then EOI.
+    bad.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0x01, 0x09, 0x00, 0x00, 0x3F, 0x00]);
+    bad.extend_from_slice(&[0xFF, 0xD9]);
+    let mut img = RgbImage::default();
+    assert!(Decoder::Turbo
+        .decode(&bad, DEFAULT_MAX_PIXELS, &mut img)
+        .is_err());
+    let top = Rect {
+        x: 0,
+        y: 0,
+        w: 50,
+        h: 20,
+    };
+    let got = Decoder::Turbo
+        .decode_region(&bad, DEFAULT_MAX_PIXELS, top, &mut img)
+        .unwrap();
+    assert!(got.h < 171, "{got:?}");
+    // Down to the last row, the error is seen.
+    let bottom = Rect {
+        x: 0,
+        y: 150,
+        w: 50,
+        h: 21,
+    };
+    assert!(Decoder::Turbo
+        .decode_region(&bad, DEFAULT_MAX_PIXELS, bottom, &mut img)
+        .is_err());
+}

@@ -101,10 +101,20 @@ fuzz_target!(|bytes: &[u8]| {
         }
         if mode == 2 {
             // Region decode must give a full decode's views.
-            let [_, full, _] = &mut st.makers;
             st.full_params.resize(expanded.len(), ViewParams::default());
-            full.load_and_draw(read, MAX_PIXELS, key, &expanded, &mut st.full_params)
-                .expect("a file that region-decodes also decodes in full");
+            let held = st.makers[2].held();
+            let (_, height) = st.makers[2].dimensions();
+            let [_, full, _] = &mut st.makers;
+            if let Err(e) = full.load_and_draw(read, MAX_PIXELS, key, &expanded, &mut st.full_params) {
+                // The one accepted difference: libjpeg stops reading at the region's last row
+                // (jpeg_skip_scanlines to the end sets EOI), so a fatal error further on (a bad
+                // marker after the scan) is only seen by the full decode.
+                assert!(
+                    held.y + held.h < height,
+                    "a file that region-decodes to its last row must decode in full: {e}"
+                );
+                return;
+            }
             assert_eq!(st.full_params, st.params);
             for ((p, (side, _)), region_view) in st.params.iter().zip(&expanded).zip(&st.views) {
                 st.full_view.resize(3 * (*side as usize).pow(2), 0);

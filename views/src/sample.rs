@@ -133,7 +133,9 @@ impl SampleMaker {
     /// Reads an image with `read`, draws every view's parameters for `key` into `params` (as
     /// [`SampleMaker::draw`]) and decodes what the views need: with region decode only the union
     /// of their crops, else the whole image. The error says why the file cannot be used (the
-    /// same files fail as with a full decode: libjpeg-turbo still reads every scan to the end).
+    /// same files fail as with a full decode, but for one case: libjpeg stops reading at the
+    /// region's last row, so a fatal error only further on, a bad marker after the scan, is not
+    /// seen; see `decode/src/turbo.rs`).
     pub fn load_and_draw(
         &mut self,
         read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,

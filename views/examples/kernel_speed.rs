@@ -66,6 +66,35 @@ fn main() {
     });
     println!("blur 224x224 (sigma 1.3, copy included): {:.1} us", s * 1e6);
 
+    // torchvision's blur (DINOv2: k = 9), Pillow's beside it on the same views.
+    let mut tv_scratch = views::blur::torchvision::Scratch::default();
+    for tv_side in [224usize, 96] {
+        let tv_source: Vec<u8> = source[..3 * tv_side * tv_side].to_vec();
+        let mut tv_view = tv_source.clone();
+        for sigma in [1.0f64, 2.0] {
+            let tv = best(reps, || {
+                tv_view.copy_from_slice(&tv_source);
+                views::blur::torchvision::gaussian_blur(
+                    &mut tv_view,
+                    tv_side,
+                    tv_side,
+                    9,
+                    sigma,
+                    &mut tv_scratch,
+                );
+            });
+            let pil = best(reps, || {
+                tv_view.copy_from_slice(&tv_source);
+                gaussian_blur(&mut tv_view, tv_side, tv_side, sigma, &mut scratch);
+            });
+            println!(
+                "torchvision blur k=9 {tv_side}x{tv_side} (sigma {sigma}, copy included): {:.1} us (Pillow's: {:.1} us)",
+                tv * 1e6,
+                pil * 1e6
+            );
+        }
+    }
+
     let mut brightness = [0u8; 256];
     blend_table(0, 1.2, &mut brightness);
     for (what, table) in [("identity", IDENTITY), ("brightness table", brightness)] {

@@ -9,11 +9,12 @@
 #   WORKERS=1          worker counts (default 1,2)
 #   PEERS_ONLY=REGEX   which commands run (default: Pillow official, DALI full decode, the loader)
 #   GRAINS="0"         which corpora (default "0 14")
-#   RECIPE=dino        instead: the multi-crop comparison (default WORKERS=1): `loader bench --recipe
-#       dino` against facebookresearch/dino's DataAugmentationDINO in a torch DataLoader
-#       (bench/dino_official_peer.py, in the torch venv of scripts/test.sh, BARLOW_TORCH_VENV),
+#   RECIPE=dino|swav|dinov2  instead: the multi-crop comparison (default WORKERS=1): `loader bench
+#       --recipe R` against the method's official transform in a torch DataLoader
+#       (bench/multicrop_official_peer.py --method R: DINO's or DINOv2's DataAugmentationDINO,
+#       SwAV's MultiCropDataset transforms; in the torch venv of scripts/test.sh, BARLOW_TORCH_VENV),
 #       plus `--local-crops 0` and `2` and the barlow-twins recipe, for the cost of the local
-#       crops; alternating, on the same corpora; results bench/results/dino-grainN-STAMP.{jsonl,txt}.
+#       crops; alternating, on the same corpora; results bench/results/R-grainN-STAMP.{jsonl,txt}.
 #       Needs no DALI venv. QUIET_MAX=S caps bench.py's wait for a quiet machine (default 20 s).
 #
 # Uses ../shared/peers (the official pipeline in Pillow, NVIDIA DALI on CPU, decode-only limits
@@ -35,11 +36,13 @@ out=bench/results
 mkdir -p "$out"
 recipe=${RECIPE:-barlow-twins}
 corpus_py=$venv/bin/python
-if [ "$recipe" = dino ]; then
+multicrop=
+case $recipe in dino|swav|dinov2) multicrop=$recipe ;; esac
+if [ -n "$multicrop" ]; then
   workers=${WORKERS:-1}
   torch_py=${BARLOW_TORCH_VENV:-$HOME/.cache/barlow/torch-venv}/bin/python
-  if ! "$torch_py" -c "import torch, torchvision, PIL, numpy" 2>/dev/null; then
-    echo "peers.sh: RECIPE=dino needs torch + torchvision in $torch_py (scripts/test.sh makes that venv)" >&2
+  if ! "$torch_py" -c "import torch, torchvision, PIL, numpy, cv2" 2>/dev/null; then
+    echo "peers.sh: RECIPE=$recipe needs torch, torchvision and opencv-python-headless in $torch_py (scripts/test.sh makes that venv)" >&2
     exit 1
   fi
   corpus_py=$torch_py   # Pillow + numpy at the versions of the corpus's manifest
@@ -58,23 +61,24 @@ done
 source scripts/setup.sh
 cargo build --release --locked -p loader -p datasets
 loader=$PWD/target/release/loader
-if [ "$recipe" = dino ]; then
+if [ -n "$multicrop" ]; then
   stamp=$(date +%Y%m%d-%H%M%S)
-  tag="$torch_py $PWD/bench/dino_official_peer.py --tag"
+  peer="$PWD/bench/multicrop_official_peer.py"
+  tag="$torch_py $peer --tag"
   bench="$loader bench --dir {root} --workers {w} --seconds 10 --json"
   for grain in $grains; do
     corpus=/tmp/corpus2k-grain$grain
-    results=$out/dino-grain$grain-$stamp.jsonl
-    # --only keeps the extras (each runs bench/dino_official_peer.py), none of bench.py's own peers.
+    results=$out/$recipe-grain$grain-$stamp.jsonl
+    # --only keeps the extras (each runs bench/multicrop_official_peer.py), none of bench.py's own peers.
     "$torch_py" "$peers/bench.py" "$corpus" --rounds "$rounds" --out "$results" --workers "$workers" \
-      --only dino_official_peer --quiet-max "${QUIET_MAX:-20}" \
-      --extra "$tag barlow-dino -- $bench --recipe dino" \
-      --extra "$torch_py $PWD/bench/dino_official_peer.py {root} -W {w}" \
-      --extra "$tag barlow-dino-k0 -- $bench --recipe dino --local-crops 0" \
-      --extra "$tag barlow-dino-k2 -- $bench --recipe dino --local-crops 2" \
+      --only multicrop_official_peer --quiet-max "${QUIET_MAX:-20}" \
+      --extra "$tag barlow-$recipe -- $bench --recipe $recipe" \
+      --extra "$torch_py $peer {root} -W {w} --method $recipe" \
+      --extra "$tag barlow-$recipe-k0 -- $bench --recipe $recipe --local-crops 0" \
+      --extra "$tag barlow-$recipe-k2 -- $bench --recipe $recipe --local-crops 2" \
       --extra "$tag barlow-bt -- $bench --recipe barlow-twins" > /dev/null
     { echo "# corpus $corpus; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores; load1 at the end $(cut -d' ' -f1 /proc/loadavg)"
-      "$torch_py" bench/dino_official_peer.py --table "$results"; } | tee "$out/dino-grain$grain-$stamp.txt"
+      "$torch_py" bench/multicrop_official_peer.py --table "$recipe" "$results"; } | tee "$out/$recipe-grain$grain-$stamp.txt"
   done
   exit 0
 fi

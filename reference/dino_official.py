@@ -17,9 +17,10 @@ Per image, `local_crops_number + 2` views, each one
 with view 0 (global, 224): blur p 1.0; view 1 (global, 224): blur p 0.1, solarize p 0.2;
 views 2.. (local, 96, scale (0.05, 0.4)): blur p 0.5. Globals use scale (0.4, 1.0).
 
-`apply_view(img, params)` replays one view from barlow's per-view parameter JSON (what `loader
-preview` writes next to each PNG) through torchvision.transforms.functional, the calls the random
-transforms above make once their parameters are drawn, and returns the PIL image before ToTensor.
+`apply_view(img, params)` (reference/replay.py) replays one view from barlow's per-view parameter
+JSON (what `loader preview` writes next to each PNG) through torchvision.transforms.functional, the
+calls the random transforms above make once their parameters are drawn, and returns the PIL image
+before ToTensor.
 
     python reference/dino_official.py replay IMAGE PARAMS.json OUT.png   # one view, to compare
 """
@@ -28,8 +29,9 @@ import random
 import sys
 
 import torchvision.transforms as T
-import torchvision.transforms.functional as F
-from PIL import Image, ImageFilter, ImageOps
+from PIL import ImageFilter, ImageOps
+
+from replay import apply_view, pil_loader, replay_steps  # noqa: F401 (the replay, re-exported)
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -38,6 +40,16 @@ GLOBAL_CROPS_SCALE = (0.4, 1.0)   # main_dino.py defaults
 LOCAL_CROPS_SCALE = (0.05, 0.4)
 LOCAL_CROPS_NUMBER = 8
 BLUR_RADIUS = (0.1, 2.0)          # utils.GaussianBlur's radius_min, radius_max
+# What the conformance test checks the drawn parameters against, per view role.
+ROLES = {
+    "a": dict(blur_p=1.0, solarize_p=0.0, scale=GLOBAL_CROPS_SCALE),
+    "b": dict(blur_p=0.1, solarize_p=0.2, scale=GLOBAL_CROPS_SCALE),
+    "local": dict(blur_p=0.5, solarize_p=0.0, scale=LOCAL_CROPS_SCALE),
+}
+JITTER = dict(brightness=(0.6, 1.4), contrast=(0.6, 1.4), saturation=(0.8, 1.2), hue=(-0.1, 0.1))
+BLUR_SIGMA = BLUR_RADIUS
+BLUR_FILTER = {"library": "pillow"}
+INTERPOLATION = "bicubic"
 
 
 class GaussianBlur:
@@ -94,59 +106,6 @@ class DataAugmentationDINO:
         crops = [self.global_transfo1(image), self.global_transfo2(image)]
         crops += [self.local_transfo(image) for _ in range(self.local_crops_number)]
         return crops
-
-
-def pil_loader(path):
-    """torchvision.datasets.folder.pil_loader, what ImageFolder reads with."""
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
-
-
-# --- replay of given parameters ------------------------------------------------------------------
-INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
-JITTER_OPS = {  # ColorJitter.forward: fn_idx 0..3 -> these functionals, in the drawn order
-    "brightness": F.adjust_brightness,
-    "contrast": F.adjust_contrast,
-    "saturation": F.adjust_saturation,
-    "hue": F.adjust_hue,
-}
-
-
-def replay_steps(img, params, size=None):
-    """The view of `params` (barlow's ViewParams JSON) step by step: yields (step name, PIL image)
-    after every operation that ran, the last one being the view."""
-    size = size or params["size"]
-    c = params["crop"]
-    interp = INTERPOLATION[params.get("interpolation") or "bicubic"]
-    # RandomResizedCrop.forward: F.resized_crop(img, i, j, h, w, self.size, self.interpolation)
-    img = F.resized_crop(img, c["y"], c["x"], c["h"], c["w"], [size, size], interpolation=interp)
-    yield "crop+resize", img
-    if params["flip"]:
-        img = F.hflip(img)
-        yield "flip", img
-    jitter = params.get("jitter")
-    if jitter is not None:
-        for name in jitter["order"]:
-            img = JITTER_OPS[name](img, jitter[name])
-            yield name, img
-    if params["grayscale"]:
-        img = F.rgb_to_grayscale(img, num_output_channels=3)
-        yield "grayscale", img
-    if params.get("blur_sigma") is not None:
-        img = img.filter(ImageFilter.GaussianBlur(radius=params["blur_sigma"]))
-        yield "blur", img
-    if params["solarize"]:
-        img = ImageOps.solarize(img)
-        yield "solarize", img
-
-
-def apply_view(img, params, size=None):
-    """One view from given parameters: the PIL image the official transform would produce (before
-    ToTensor) had it drawn these parameters."""
-    out = img
-    for _, out in replay_steps(img, params, size):
-        pass
-    return out
 
 
 def main():

@@ -17,7 +17,7 @@ start=$(date +%s)
 # (.pins-py), so changing them never reinstalls PyTorch.
 TORCH_VENV="${BARLOW_TORCH_VENV:-$HOME/.cache/barlow/torch-venv}"
 TORCH_PINS="torch==2.14.1 torchvision==0.29.2 numpy==2.4.6"
-PY_PINS="maturin==1.16.0 pytest==9.2.0 webdataset==1.0.2"
+PY_PINS="maturin==1.16.0 pytest==9.2.0 webdataset==1.0.2 opencv-python-headless==4.14.0.94"
 if [ "$(cat "$TORCH_VENV/.pins" 2>/dev/null)" != "$TORCH_PINS" ] || [ "$(cat "$TORCH_VENV/.pins-py" 2>/dev/null)" != "$PY_PINS" ]; then
   (
     set -e

@@ -1,4 +1,5 @@
-//! Untrusted image bytes -> RGB -> every view of a multi-crop recipe (DINO's, at small sizes),
+//! Untrusted image bytes -> RGB -> every view of a multi-crop recipe (DINO's, SwAV's or DINOv2's, so
+//! each library's blur runs; at small sizes),
 //! through the `views` crate's [`SampleMaker`] (the code a run uses). The target links `views` and `decode` only, not the loader
 //! (nor its profiling tool's plotting library).
 //!
@@ -34,10 +35,13 @@ fuzz_target!(|bytes: &[u8]| {
         let image = maker.image();
         assert!(image.width > 0 && image.height > 0);
         assert_eq!(image.pixels.len(), 3 * image.width * image.height);
-        // DINO's views, drawn as a run draws them (2 global, 2 local; every op possible); sides
-        // 8..=64 and 5..=37 so both up- and down-scaling are exercised.
+        // A multi-crop recipe's views (DINO's, SwAV's or DINOv2's: Pillow's, OpenCV's or
+        // torchvision's blur), drawn as a run draws them (2 global, 2 local; every op possible);
+        // sides 8..=64 and 5..=37 so both up- and down-scaling are exercised, and kernels wider
+        // than the view.
         let size = 8 + (bytes.len() % 57) as u32;
-        let recipe = views::recipe::builtin("dino")
+        let name = ["dino", "swav", "dinov2"][bytes.len() % 3];
+        let recipe = views::recipe::builtin(name)
             .and_then(|r| r.resized(Some(size), Some(size / 2 + 5), Some(2)))
             .expect("a valid recipe");
         let expanded = recipe.expanded();

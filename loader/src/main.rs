@@ -512,8 +512,9 @@ fn recipe_command(args: &RecipeCommandArgs) -> anyhow::Result<i32> {
                         _ => format!("views {first}-{}", first + n - 1),
                     };
                     println!(
-                        "  {which:<10} {size}x{size}, crop scale {:?}, {:?}, jitter p {}, grayscale p {}, blur p {}, solarize p {}",
-                        v.scale, v.interpolation, v.jitter_p, v.grayscale_p, v.blur_p, v.solarize_p
+                        "  {which:<10} {size}x{size}, crop scale {:?}, {:?}, jitter p {} (brightness {:?}, contrast {:?}, saturation {:?}, hue {:?}), grayscale p {}, blur p {} ({}, sigma {:?}), solarize p {}",
+                        v.scale, v.interpolation, v.jitter_p, v.brightness, v.contrast, v.saturation, v.hue,
+                        v.grayscale_p, v.blur_p, v.blur_filter.describe(), v.blur_sigma, v.solarize_p
                     );
                     first += n;
                 }

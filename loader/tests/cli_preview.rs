@@ -203,13 +203,13 @@ fn a_recipe_changes_the_filter_not_the_draws() {
     assert!(st.success());
     assert_eq!(read_png(&replay), moco_png);
     let bad = loader()
-        .args(["preview", "--recipe", "swav", "--out"])
+        .args(["preview", "--recipe", "simclr", "--out"])
         .arg(moco_out.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        !bad.status.success() && err.contains("barlow-twins, moco-v3, dino"),
+        !bad.status.success() && err.contains("barlow-twins, moco-v3, dino, swav, dinov2"),
         "{err}"
     );
 }

@@ -71,6 +71,28 @@ def test_crops_come_globals_first_normalised_in_every_dtype(loaders, dtype, tol)
     loader.close()
 
 
+def test_a_swav_ring_declares_and_gets_swavs_own_std(loaders):
+    """SwAV normalises with std (0.228, 0.224, 0.225): the header says so and RingLoader applies it."""
+    swav = ("--recipe", "swav", "--local-size", "16", "--local-crops", "2")
+    ring_raw, ring_t = loaders.ring(), loaders.ring()
+    loaders.start(ring_raw, *swav, steps=2, seed=3)
+    with barlow.Ring(ring_raw) as r:
+        i = r.info
+        assert i["recipe"] == "swav" and i["views"] == 4
+        assert np.allclose(i["std"], [0.228, 0.224, 0.225]) and np.allclose(i["mean"], MEAN.ravel())
+        raw = [[np.array(v) for v in b.views] for b in r]
+    loaders.start(ring_t, *swav, steps=2, seed=3)
+    with RingLoader(ring_t, device="cpu") as loader:
+        got = [crops for crops, _ in loader]
+    swav_std = np.array([0.228, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    assert len(got) == len(raw) == 2
+    for views, crops in zip(raw, got):
+        assert [tuple(c.shape) for c in crops] == [(8, 3, 32, 32)] * 2 + [(8, 3, 16, 16)] * 2
+        for u8, x in zip(views, crops):
+            expect = (u8 / 255.0 - MEAN) / swav_std
+            assert np.abs(x.numpy() - expect).max() <= 1e-5
+
+
 def test_pairs_are_refused_for_a_multi_crop_ring_and_crops_offered_for_a_two_view_one(loaders):
     dino, bt = loaders.ring(), loaders.ring()
     loaders.start(dino, *DINO, steps=2)

@@ -4,13 +4,14 @@
 //!
 //! Prints the best time per call over 15 rounds of REPS calls (default 200): crop + bicubic and
 //! bilinear resize of 150, 300 and 500 pixel wide crops of a 500x400 image to 224x224, Gaussian
-//! blur of a 224x224 view, hue on a 224x224 view without and with a pending brightness table, saturation
+//! blur of a 224x224 view (and each library's blur, Pillow's, OpenCV's and torchvision's, on 224 and
+//! 96 views), hue on a 224x224 view without and with a pending brightness table, saturation
 //! with a pending table (the colour ops' block loads: `lut` and `planar`) and a table alone. (These
 //! were `#[ignore]`d "tests" that asserted nothing; correctness is the unit tests' and goldens'.)
 
 use std::time::Instant;
 
-use views::blur::{gaussian_blur, BlurScratch};
+use views::blur::{gaussian_blur, BlurFilter, BlurScratch};
 use views::color::{blend_table, hue_lut, saturation_lut, IDENTITY};
 use views::resample::{Interpolation, Resampler};
 
@@ -65,33 +66,23 @@ fn main() {
         gaussian_blur(&mut view, side, side, 1.3, &mut scratch);
     });
     println!("blur 224x224 (sigma 1.3, copy included): {:.1} us", s * 1e6);
-
-    // torchvision's blur (DINOv2: k = 9), Pillow's beside it on the same views.
-    let mut tv_scratch = views::blur::torchvision::Scratch::default();
-    for tv_side in [224usize, 96] {
-        let tv_source: Vec<u8> = source[..3 * tv_side * tv_side].to_vec();
-        let mut tv_view = tv_source.clone();
-        for sigma in [1.0f64, 2.0] {
-            let tv = best(reps, || {
-                tv_view.copy_from_slice(&tv_source);
-                views::blur::torchvision::gaussian_blur(
-                    &mut tv_view,
-                    tv_side,
-                    tv_side,
-                    9,
-                    sigma,
-                    &mut tv_scratch,
-                );
-            });
-            let pil = best(reps, || {
-                tv_view.copy_from_slice(&tv_source);
-                gaussian_blur(&mut tv_view, tv_side, tv_side, sigma, &mut scratch);
-            });
-            println!(
-                "torchvision blur k=9 {tv_side}x{tv_side} (sigma {sigma}, copy included): {:.1} us (Pillow's: {:.1} us)",
-                tv * 1e6,
-                pil * 1e6
-            );
+    // The three libraries' blurs at SwAV's and DINOv2's kernel sizes, 224 and 96 views.
+    let mut blurs = views::blur::Blurs::default();
+    for (filter, name) in [
+        (BlurFilter::Pillow, "pillow"),
+        (BlurFilter::Opencv { kernel: 23 }, "opencv 23x23"),
+        (BlurFilter::Torchvision { kernel: 9 }, "torchvision 9x9"),
+    ] {
+        for n in [224usize, 96] {
+            let src = &source[..3 * n * n];
+            let mut px = src.to_vec();
+            for sigma in [1.0, 2.0] {
+                let s = best(reps, || {
+                    px.copy_from_slice(src);
+                    blurs.apply(filter, &mut px, n, n, sigma);
+                });
+                println!("blur {name} {n}x{n} sigma {sigma}: {:.1} us", s * 1e6);
+            }
         }
     }
 

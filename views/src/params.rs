@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::blur::BlurFilter;
 use crate::resample::Interpolation;
 
 /// A crop box in source-image pixels (torchvision's `i, j, h, w` as `y, x, h, w`).
@@ -69,6 +70,9 @@ pub struct ViewParams {
     pub jitter: Option<JitterParams>,
     pub grayscale: bool,
     pub blur_sigma: Option<f64>,
+    /// Which library's blur (from the [`ViewConfig`], not drawn); in JSON only when not Pillow's.
+    #[serde(default, skip_serializing_if = "BlurFilter::is_pillow")]
+    pub blur_filter: BlurFilter,
     pub solarize: bool,
 }
 
@@ -82,6 +86,7 @@ impl ViewParams {
             jitter: None,
             grayscale: false,
             blur_sigma: None,
+            blur_filter: BlurFilter::Pillow,
             solarize: false,
         }
     }
@@ -127,7 +132,7 @@ impl ViewParams {
                 return Err(format!("blur_sigma must be a number > 0, not {s}"));
             }
         }
-        Ok(())
+        self.blur_filter.validate()
     }
 }
 
@@ -153,6 +158,9 @@ pub struct ViewConfig {
     pub grayscale_p: f64,
     pub blur_p: f64,
     pub blur_sigma: [f64; 2],
+    /// Which library's Gaussian blur ([`BlurFilter`]); in JSON only when not Pillow's.
+    #[serde(skip_serializing_if = "BlurFilter::is_pillow")]
+    pub blur_filter: BlurFilter,
     pub solarize_p: f64,
 }
 
@@ -171,6 +179,7 @@ impl Default for ViewConfig {
             grayscale_p: 0.2,
             blur_p: 1.0,
             blur_sigma: [0.1, 2.0],
+            blur_filter: BlurFilter::Pillow,
             solarize_p: 0.0,
         }
     }
@@ -224,7 +233,7 @@ impl ViewConfig {
                 "scale, ratio and blur_sigma must be > 0 and hue within [-0.5, 0.5]".into(),
             );
         }
-        Ok(())
+        self.blur_filter.validate()
     }
 }
 
@@ -344,6 +353,7 @@ pub fn sample_view<R: Rng>(rng: &mut R, width: u32, height: u32, cfg: &ViewConfi
         jitter,
         grayscale,
         blur_sigma,
+        blur_filter: cfg.blur_filter,
         solarize,
     }
 }

@@ -22,12 +22,27 @@
 //!   p 0.1 and solarized with p 0.2; `local_crops_number` = 8 local 96 views at scale (0.05, 0.4),
 //!   blurred with p 0.5; every view bicubic, flipped with p 0.5, jittered (0.4, 0.4, 0.2, 0.1) with
 //!   p 0.8, grayscale 0.2; Pillow's GaussianBlur with radius in (0.1, 2).
+//! - `swav` (facebookresearch/swav `src/multicropdataset.py`, `MultiCropDataset`, with the crops
+//!   of the paper's ImageNet scripts, `scripts/swav_800ep_pretrain.sh`: `--nmb_crops 2 6
+//!   --size_crops 224 96 --min_scale_crops 0.14 0.05 --max_scale_crops 1. 0.14`): 2 global 224
+//!   views at scale (0.14, 1) and 6 local 96 views at (0.05, 0.14), torchvision's default bilinear
+//!   crop, flip 0.5, `get_color_distortion()`: jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale
+//!   0.2; `RandomGaussianBlur`: OpenCV's `cv2.GaussianBlur` with a 23x23 kernel, p 0.5, sigma in
+//!   (0.1, 2); no solarize; std (0.228, 0.224, 0.225).
+//! - `dinov2` (facebookresearch/dinov2 `dinov2/data/augmentations.py`, `DataAugmentationDINO`,
+//!   with `ssl_default_config.yaml`'s crops): 2 global 224 views at (0.32, 1) and 8 local 96 views
+//!   at (0.05, 0.32), bicubic, flip 0.5, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale 0.2;
+//!   torchvision's `GaussianBlur(kernel_size=9, sigma=(0.1, 2))`, and the second global view
+//!   solarized with p 0.2. The blur probabilities are the code's: its `GaussianBlur(p)` hands
+//!   `1 - p` to `RandomApply`, so `p=1.0` / `0.1` / `0.5` blur with 0.0 / 0.9 / 0.5 (dinov2 PR #411,
+//!   dinov3 issue #286: the released models were trained so).
 //!
 //! **Architecture invariant:** the bytes of view `i` of a sample depend on the sample's key and on
 //! spec entry of view `i` only: adding local views never changes the global ones.
 
 use serde_json::{Map, Value};
 
+use crate::blur::BlurFilter;
 use crate::imagenet;
 use crate::params::{AugmentConfig, ViewConfig};
 use crate::resample::Interpolation;
@@ -78,7 +93,7 @@ pub struct Builtin {
 pub const DEFAULT: &str = "barlow-twins";
 
 /// Every built-in recipe, the default first.
-pub const RECIPES: [Builtin; 3] = [
+pub const RECIPES: [Builtin; 5] = [
     Builtin {
         name: "barlow-twins",
         about: "Barlow Twins (facebookresearch/barlowtwins): two 224 views, bicubic crops",
@@ -94,6 +109,17 @@ pub const RECIPES: [Builtin; 3] = [
         about:
             "DINO (facebookresearch/dino): 2 global 224 views + 8 local 96 views (--local-crops)",
         make: dino,
+    },
+    Builtin {
+        name: "swav",
+        about: "SwAV (facebookresearch/swav): 2 global 224 + 6 local 96 views, OpenCV's blur",
+        make: swav,
+    },
+    Builtin {
+        name: "dinov2",
+        about:
+            "DINOv2 (facebookresearch/dinov2): 2 global 224 + 8 local 96 views, torchvision's blur",
+        make: dinov2,
     },
 ];
 
@@ -159,6 +185,77 @@ fn dino() -> Recipe {
                 size: 96,
                 count: 8,
                 config: local,
+            },
+        ],
+    )
+}
+
+fn swav() -> Recipe {
+    // One color_transform for every crop: get_color_distortion(s=1.0), then RandomGaussianBlur.
+    let global = ViewConfig {
+        scale: [0.14, 1.0],
+        interpolation: Interpolation::Bilinear,
+        brightness: [0.2, 1.8],
+        contrast: [0.2, 1.8],
+        saturation: [0.2, 1.8],
+        hue: [-0.2, 0.2],
+        blur_p: 0.5,
+        blur_filter: BlurFilter::Opencv { kernel: 23 },
+        ..ViewConfig::default()
+    };
+    Recipe {
+        name: "swav".into(),
+        views: vec![
+            ViewSpec {
+                size: 224,
+                count: 2,
+                config: global,
+            },
+            ViewSpec {
+                size: 96,
+                count: 6,
+                config: ViewConfig {
+                    scale: [0.05, 0.14],
+                    ..global
+                },
+            },
+        ],
+        mean: imagenet::MEAN,
+        std: SWAV_STD,
+    }
+}
+
+/// SwAV's normalisation std (`multicropdataset.py`): ImageNet's but 0.228 for red.
+pub const SWAV_STD: [f32; 3] = [0.228, 0.224, 0.225];
+
+fn dinov2() -> Recipe {
+    // GaussianBlur(p=1.0), GaussianBlur(p=0.1) and GaussianBlur(p=0.5) blur with 1 - p.
+    let blurred = |blur_p: f64, config: ViewConfig| ViewConfig {
+        blur_p,
+        blur_filter: BlurFilter::Torchvision { kernel: 9 },
+        ..config
+    };
+    let global = ViewConfig {
+        scale: [0.32, 1.0],
+        ..ViewConfig::default()
+    };
+    let solarized = ViewConfig {
+        solarize_p: 0.2,
+        ..global
+    };
+    let local = ViewConfig {
+        scale: [0.05, 0.32],
+        ..global
+    };
+    imagenet_recipe(
+        "dinov2",
+        vec![
+            one(224, blurred(0.0, global)),
+            one(224, blurred(0.9, solarized)),
+            ViewSpec {
+                size: 96,
+                count: 8,
+                config: blurred(0.5, local),
             },
         ],
     )
@@ -585,6 +682,82 @@ mod tests {
     }
 
     #[test]
+    fn swav_is_multi_crop_dataset_with_the_papers_imagenet_crops() {
+        let r = builtin("swav").unwrap();
+        assert_eq!(
+            r.groups(),
+            [
+                Group {
+                    views: 2,
+                    size: 224
+                },
+                Group { views: 6, size: 96 }
+            ]
+        );
+        assert_eq!((r.mean, r.std), (imagenet::MEAN, [0.228, 0.224, 0.225]));
+        for (i, (_, v)) in r.expanded().iter().enumerate() {
+            let scale = if i < 2 { [0.14, 1.0] } else { [0.05, 0.14] };
+            // get_color_distortion(s=1.0) is ColorJitter(0.8, 0.8, 0.8, 0.2) with p 0.8 and
+            // grayscale 0.2; RandomGaussianBlur is `rand() > 0.5`, sigma 0.1 + 1.9 rand().
+            assert_eq!(
+                *v,
+                ViewConfig {
+                    scale,
+                    ratio: [3.0 / 4.0, 4.0 / 3.0],
+                    interpolation: Interpolation::Bilinear,
+                    flip_p: 0.5,
+                    jitter_p: 0.8,
+                    brightness: [0.2, 1.8],
+                    contrast: [0.2, 1.8],
+                    saturation: [0.2, 1.8],
+                    hue: [-0.2, 0.2],
+                    grayscale_p: 0.2,
+                    blur_p: 0.5,
+                    blur_sigma: [0.1, 2.0],
+                    blur_filter: BlurFilter::Opencv { kernel: 23 },
+                    solarize_p: 0.0,
+                },
+                "view {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn dinov2_blurs_with_the_probabilities_its_code_gives() {
+        let r = builtin("dinov2").unwrap();
+        assert_eq!(
+            r.groups(),
+            [
+                Group {
+                    views: 2,
+                    size: 224
+                },
+                Group { views: 8, size: 96 }
+            ]
+        );
+        assert_eq!((r.mean, r.std), (imagenet::MEAN, imagenet::STD));
+        let bt = ViewConfig::default();
+        for (i, (_, v)) in r.expanded().iter().enumerate() {
+            let (scale, blur_p, solarize_p) = match i {
+                0 => ([0.32, 1.0], 0.0, 0.0),
+                1 => ([0.32, 1.0], 0.9, 0.2),
+                _ => ([0.05, 0.32], 0.5, 0.0),
+            };
+            assert_eq!(
+                *v,
+                ViewConfig {
+                    scale,
+                    blur_p,
+                    blur_filter: BlurFilter::Torchvision { kernel: 9 },
+                    solarize_p,
+                    ..bt
+                },
+                "view {i}"
+            );
+        }
+    }
+
+    #[test]
     fn recipes_round_trip_through_json_and_bad_ones_name_the_field() {
         for r in &RECIPES {
             let recipe = (r.make)();
@@ -601,6 +774,14 @@ mod tests {
         bad(
             r#"{"views": [{"size": 64, "blur_p": 2}]}"#,
             "views[0].blur_p",
+        );
+        bad(
+            r#"{"views": [{"size": 64, "blur_filter": {"library": "opencv", "kernel": 8}}]}"#,
+            "views[0].blur_filter",
+        );
+        bad(
+            r#"{"views": [{"size": 64, "blur_filter": {"library": "gimp"}}]}"#,
+            "gimp",
         );
         bad(r#"{"views": [{"size": 64, "scael": [0.1, 1]}]}"#, "scael");
         bad(
@@ -639,9 +820,9 @@ mod tests {
         assert!(err(r#"{"view_a": {"interpolation": "nearest"}}"#).contains("nearest"));
         assert!(err(r#"{"view_c": {}}"#).contains("view_c"));
         assert!(err("[1]").contains("JSON object"));
-        assert!(builtin("swav")
+        assert!(builtin("simclr")
             .unwrap_err()
-            .contains("barlow-twins, moco-v3, dino"));
+            .contains("barlow-twins, moco-v3, dino, swav, dinov2"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! mean, or a symmetric box blur with replicated edges), so the flip and solarize are done by the
 //! final HWC -> CHW write.
 
-use crate::blur::{gaussian_blur, BlurScratch};
+use crate::blur::Blurs;
 use crate::color;
 use crate::params::{JitterOp, ViewParams};
 use crate::resample::Resampler;
@@ -19,7 +19,7 @@ use decode::RgbImage;
 #[derive(Default)]
 pub struct ViewMaker {
     resampler: Resampler,
-    blur: BlurScratch,
+    blur: Blurs,
     hwc: Vec<u8>,
     /// Time spent per stage since the last [`ViewMaker::take_times`].
     times: StageTimes,
@@ -127,7 +127,7 @@ impl ViewMaker {
                 color::apply_lut(px, &pending);
                 pending = IDENTITY;
             }
-            gaussian_blur(px, s, s, sigma, &mut self.blur);
+            self.blur.apply(params.blur_filter, px, s, s, sigma);
         }
         self.times.blur_ns += lap.lap();
         if params.solarize {

@@ -47,6 +47,8 @@
 //! `-i` is `i`, index `n - 1 + i` is `n - 1 - i`, repeatedly; a 1-pixel side repeats its pixel),
 //! so every `width, height >= 1` works; where torch runs, this is torch's padding.
 
+use crate::blur::reflect_101 as reflect;
+
 /// Per-worker buffers for [`gaussian_blur`]: the kernel's taps (kept while `ksize` and `sigma`
 /// stay) and the working buffers.
 #[derive(Default)]
@@ -211,17 +213,6 @@ fn to_u8(x: f32) -> u8 {
         .to_bits()
         .wrapping_sub(MAGIC.to_bits());
     r.min(255) as u8
-}
-
-/// Index `i` (may lie outside `0..n`) reflected into `0..n` without repeating the edge, folded
-/// again where one reflection is not enough.
-fn reflect(i: isize, n: usize) -> usize {
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * (n as isize - 1);
-    let m = i.rem_euclid(period);
-    (if m >= n as isize { period - m } else { m }) as usize
 }
 
 /// Lanes of a strip-transposed line: lane `l` of element `t` is byte `l * m + t` of a padded

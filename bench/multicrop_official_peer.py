@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Peer: facebookresearch/dino's official input pipeline (main_dino.py), timed like the peers of
-../shared/peers/bench.py: torchvision ImageFolder (PIL `convert('RGB')`) with
-`DataAugmentationDINO` (reference/dino_official.py: 2 global 224x224 views + K local 96x96 views,
-random draws) in a torch DataLoader(batch_size=64, shuffle=True, num_workers=W, drop_last=True),
-as main_dino.py builds it (pin_memory off: no GPU here).
+"""Peer: a multi-crop method's official input pipeline, timed like the peers of
+../shared/peers/bench.py: torchvision ImageFolder (PIL `convert('RGB')`) with the method's transform
+(2 global 224x224 views + K local 96x96 views, random draws) in a torch DataLoader(batch_size=64,
+shuffle=True, num_workers=W, drop_last=True), as the official training scripts build it (pin_memory
+off: no GPU here). The transforms, written from the official repositories, are in reference/:
+  dino    facebookresearch/dino main_dino.py `DataAugmentationDINO` (dino_official.py), K = 8
+  swav    facebookresearch/swav `MultiCropDataset`'s transforms (swav_official.py; OpenCV's blur), K = 6
+  dinov2  facebookresearch/dinov2 `DataAugmentationDINO` (dinov2_official.py; torchvision's blur), K = 8
 
-    python bench/dino_official_peer.py ROOT -W 1 [--local-crops 8]
+    python bench/multicrop_official_peer.py ROOT -W 1 [--method dino] [--local-crops K]
 
 Needs torch + torchvision (the torch venv, ~/.cache/barlow/torch-venv). Prints one JSON line:
 images (samples of 2 + K views) per second and per CPU-second (main process + workers, from
@@ -13,12 +16,12 @@ images (samples of 2 + K views) per second and per CPU-second (main process + wo
 `pairs_per_cpu_s` repeat the image rates under the names bench.py reads (a "pair" here is one
 image's full set of views, as in `loader bench --json` for a multi-view recipe).
 
-    python bench/dino_official_peer.py --tag NAME -- CMD ...
+    python bench/multicrop_official_peer.py --tag NAME -- CMD ...
 
 runs CMD (e.g. `loader bench ... --json`) and reprints its last JSON line with "peer" set to NAME
 and "cmd" added, so that bench.py's results keep variants of one program apart.
 
-    python bench/dino_official_peer.py --table RESULTS.jsonl   # medians, ratio, local-crop costs
+    python bench/multicrop_official_peer.py --table METHOD RESULTS.jsonl   # medians, ratio, local-crop costs
 """
 import argparse
 import json
@@ -28,6 +31,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+LOCAL_CROPS = {"dino": 8, "swav": 6, "dinov2": 8}   # each official default (swav: the paper's scripts)
 
 
 def cpu_seconds(pids):
@@ -52,7 +56,7 @@ def tagged(tag, cmd):
     return 0
 
 
-def table(path):
+def table(method, path):
     """Medians per peer and worker count from a bench.py results file, the ratio barlow / official,
     and the cost of the local crops as a share of a Barlow Twins pair's CPU time."""
     import statistics
@@ -68,23 +72,26 @@ def table(path):
         print(f"| {w} | {peer} | {len(v)} | {med[(w, peer)]:.1f} | {min(c):.1f}-{max(c):.1f} "
               f"| {statistics.median(r['pairs_per_s'] for r in v):.1f} | {statistics.median(r['cpu_cores_busy'] for r in v):.2f} "
               f"| {statistics.median(r.get('others_busy_during', float('nan')) for r in v):.2f} |")
+    k = LOCAL_CROPS[method]
+    full, none = f"barlow-{method}", f"barlow-{method}-k0"
     for w in sorted({w for w, _ in rows}):
         m = lambda p: med.get((w, p), float("nan"))
-        print(f"\nW={w}: barlow dino / official DataAugmentationDINO, images per CPU-second: "
-              f"{m('barlow-dino'):.1f} / {m('dino-official-k8'):.1f} = {m('barlow-dino') / m('dino-official-k8'):.2f}x")
+        official = f"{method}-official-k{k}"
+        print(f"\nW={w}: barlow {method} / official {method} pipeline, images per CPU-second: "
+              f"{m(full):.1f} / {m(official):.1f} = {m(full) / m(official):.2f}x")
         bt = 1 / m("barlow-bt")
         print("CPU time per image in barlow, as a share of a Barlow Twins pair's (barlow-twins recipe, 2 x 224):")
-        for peer, what in (("barlow-dino-k0", "dino, 2 globals, no locals"), ("barlow-dino-k2", "dino, 2 globals + 2 locals"),
-                           ("barlow-dino", "dino, 2 globals + 8 locals")):
+        for peer, what in ((none, f"{method}, 2 globals, no locals"), (f"barlow-{method}-k2", f"{method}, 2 globals + 2 locals"),
+                           (full, f"{method}, 2 globals + {k} locals")):
             print(f"  {what}: {1 / m(peer) / bt:.2f}")
-        per_local = (1 / m("barlow-dino") - 1 / m("barlow-dino-k0")) / 8
-        print(f"  one 96x96 local view (k8 - k0, / 8): {per_local / bt:.3f} of a pair ({per_local * 1e3:.3f} ms of CPU)")
-        print(f"  the 8 locals' share of a dino image's time: {8 * per_local / (1 / m('barlow-dino')):.2f}")
+        per_local = (1 / m(full) - 1 / m(none)) / k
+        print(f"  one 96x96 local view (k{k} - k0, / {k}): {per_local / bt:.3f} of a pair ({per_local * 1e3:.3f} ms of CPU)")
+        print(f"  the {k} locals' share of a {method} image's time: {k * per_local / (1 / m(full)):.2f}")
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "--table":
-        return table(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--table":
+        return table(sys.argv[2], sys.argv[3])
     if "--tag" in sys.argv:
         k = sys.argv.index("--tag")
         sep = sys.argv.index("--")
@@ -93,18 +100,29 @@ def main():
     ap.add_argument("root")
     ap.add_argument("--workers", "-W", type=int, default=1)
     ap.add_argument("--batch", "-B", type=int, default=64, help="images per batch (batch_size_per_gpu)")
-    ap.add_argument("--local-crops", type=int, default=8, help="local_crops_number (8 in main_dino.py)")
+    ap.add_argument("--method", choices=sorted(LOCAL_CROPS), default="dino")
+    ap.add_argument("--local-crops", type=int, help="local crops per image (the method's default: "
+                    + ", ".join(f"{m} {k}" for m, k in LOCAL_CROPS.items()) + ")")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
     import torch
     from torchvision import datasets
     sys.path.insert(0, os.path.join(HERE, "..", "reference"))
-    from dino_official import DataAugmentationDINO, pil_loader
+    from replay import pil_loader
 
+    k = LOCAL_CROPS[a.method] if a.local_crops is None else a.local_crops
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)   # the main process only receives batches
-    transform = DataAugmentationDINO(local_crops_number=a.local_crops)
+    if a.method == "dino":
+        from dino_official import DataAugmentationDINO
+        transform = DataAugmentationDINO(local_crops_number=k)
+    elif a.method == "dinov2":
+        from dinov2_official import DataAugmentationDINO
+        transform = DataAugmentationDINO(local_crops_number=k)
+    else:
+        import swav_official
+        transform = swav_official.MultiCropTransform(nmb_crops=(2, k))
     dataset = datasets.ImageFolder(a.root, transform=transform, loader=pil_loader)
     loader = torch.utils.data.DataLoader(dataset, batch_size=a.batch, shuffle=True, num_workers=a.workers,
                                          pin_memory=False, drop_last=True)
@@ -126,8 +144,8 @@ def main():
         if got == len(loader):   # before the iterator ends and its workers exit
             t1, cpu = time.perf_counter(), cpu_seconds(pids) - c0
     rate, per_cpu = n_meas / (t1 - t0), n_meas / cpu
-    print(json.dumps({"peer": f"dino-official-k{a.local_crops}", "workers": a.workers, "batch": a.batch,
-                      "views": views, "local_crops": a.local_crops, "images_measured": n_meas,
+    print(json.dumps({"peer": f"{a.method}-official-k{k}", "workers": a.workers, "batch": a.batch,
+                      "views": views, "local_crops": k, "images_measured": n_meas,
                       "seconds": round(t1 - t0, 3), "images_per_s": round(rate, 1),
                       "images_per_cpu_s": round(per_cpu, 1), "pairs_per_s": round(rate, 1),
                       "pairs_per_cpu_s": round(per_cpu, 1), "cpu_cores_busy": round(cpu / (t1 - t0), 2),

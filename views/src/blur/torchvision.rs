@@ -20,6 +20,9 @@
 //!   then, a rounding boundary). With the same fused operations in the same order the float is
 //!   torch's to the bit. (On a CPU without FMA, oneDNN uses another order; not reproduced.)
 //! * Rounding: half to even, clamped to 0..=255.
+//! * Flips: the blur is symmetric, torch's float sums are not, so the blur of a mirrored image is
+//!   not the mirrored blur, to the bit. A view flipped after blurring, where the official code
+//!   flips first (DINOv2), must blur with [`gaussian_blur_of_mirror`].
 //!
 //! Bound: with torch's kernel the bytes are torch's exactly; with the 1-ulp weight differences
 //! above, a byte can differ by 1 where torch's float lies within ~1e-5 of a half. Measured
@@ -53,8 +56,8 @@ use crate::blur::reflect_101 as reflect;
 /// stay) and the working buffers.
 #[derive(Default)]
 pub struct Scratch {
-    /// `(ksize, sigma as f32 bits)` of `taps`.
-    taps_of: Option<(usize, u32)>,
+    /// `(ksize, sigma as f32 bits, mirrored)` of `taps`.
+    taps_of: Option<(usize, u32, bool)>,
     /// The taps of the 2-D kernel with a non-zero weight, in row-major order: `(row, element
     /// offset 3 * column, weight * SCALE)`.
     taps: Vec<(usize, usize, f32)>,
@@ -566,6 +569,35 @@ pub fn gaussian_blur(
     sigma: f64,
     scratch: &mut Scratch,
 ) {
+    blur(pixels, width, height, ksize, sigma, false, scratch);
+}
+
+/// [`gaussian_blur`] of the image mirrored left to right, mirrored back: for a view that is
+/// flipped after blurring when the official code flips before (DINOv2: `RandomHorizontalFlip`,
+/// then colour, then `GaussianBlur`). The blur is symmetric but torch's float sums are not: a
+/// flipped image meets each kernel row's taps in the other order, which rounds differently now and
+/// then. Here the taps of each kernel row run right to left, so that the result is the blur of the
+/// flipped image to the bit, without flipping anything.
+pub fn gaussian_blur_of_mirror(
+    pixels: &mut [u8],
+    width: usize,
+    height: usize,
+    ksize: usize,
+    sigma: f64,
+    scratch: &mut Scratch,
+) {
+    blur(pixels, width, height, ksize, sigma, true, scratch);
+}
+
+fn blur(
+    pixels: &mut [u8],
+    width: usize,
+    height: usize,
+    ksize: usize,
+    sigma: f64,
+    mirrored: bool,
+    scratch: &mut Scratch,
+) {
     assert!(
         ksize % 2 == 1,
         "torchvision's Gaussian blur takes an odd kernel size, not {ksize}"
@@ -575,19 +607,22 @@ pub fn gaussian_blur(
         return;
     }
     let sigma = sigma as f32;
-    if scratch.taps_of != Some((ksize, sigma.to_bits())) {
+    let key = (ksize, sigma.to_bits(), mirrored);
+    if scratch.taps_of != Some(key) {
         let k1 = kernel_1d(ksize, sigma);
         scratch.taps.clear();
         for (i, &a) in k1.iter().enumerate() {
             for (j, &b) in k1.iter().enumerate() {
                 // torch's 2-D kernel: the f32 outer product (`torch.mm` of the 1-D kernels).
                 let w = a * b;
+                // Tap j of the mirrored image's row reads column k - 1 - j of this one.
+                let column = if mirrored { ksize - 1 - j } else { j };
                 if w != 0.0 {
-                    scratch.taps.push((i, 3 * j, w * SCALE));
+                    scratch.taps.push((i, 3 * column, w * SCALE));
                 }
             }
         }
-        scratch.taps_of = Some((ksize, sigma.to_bits()));
+        scratch.taps_of = Some(key);
     }
     let g = Geometry::new(width, height, ksize);
     scratch.bufs.fit(g);
@@ -783,6 +818,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn mirror(px: &[u8], w: usize) -> Vec<u8> {
+        px.chunks_exact(3 * w)
+            .flat_map(|row| row.chunks_exact(3).rev().flatten().copied())
+            .collect()
+    }
+
+    /// The blur of the mirrored image, mirrored back, at every level; and against the plain blur,
+    /// which differs from it now and then (so the test would see a mirror that does nothing).
+    #[test]
+    fn blur_of_mirror_is_the_mirrored_blur() {
+        let mut differ = 0;
+        let mut scratch = Scratch::default();
+        for (n, (w, h)) in [
+            (224usize, 224usize),
+            (96, 96),
+            (33, 17),
+            (5, 5),
+            (3, 2),
+            (1, 7),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let src: Vec<u8> = (0..3 * w * h)
+                .map(|i| (((i + n) * 2_654_435_761usize) >> 13) as u8)
+                .collect();
+            for (k, sigma) in [(9usize, 1.0f64), (9, 1.7), (9, 0.35), (5, 0.8), (23, 1.9)] {
+                let mut want = mirror(&src, w);
+                gaussian_blur(&mut want, w, h, k, sigma, &mut scratch);
+                let want = mirror(&want, w);
+                let mut plain = src.clone();
+                gaussian_blur(&mut plain, w, h, k, sigma, &mut scratch);
+                differ += plain.iter().zip(&want).filter(|(a, b)| a != b).count();
+                for (name, level) in crate::simd::LEVELS {
+                    let got = crate::simd::at_level(level, || {
+                        let mut px = src.clone();
+                        gaussian_blur_of_mirror(&mut px, w, h, k, sigma, &mut scratch);
+                        px
+                    });
+                    match got {
+                        Some(px) => assert!(px == want, "{name}: {w}x{h} k {k} sigma {sigma}"),
+                        None => crate::simd::say_skipped(name),
+                    }
+                }
+            }
+        }
+        assert!(
+            differ > 0,
+            "the mirrored blur never differed from the plain one"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 own `cv2.GaussianBlur(img, (k, k), sigma)` (default border, BORDER_REFLECT_101), byte for byte,
 through `loader augment` (a view that only blurs: the full image as the crop, at its own size), at
 every SIMD level the CPU has. Sizes from 1 pixel (kernels far wider than the image) to 224, kernel
-sizes 23 (SwAV's) and others, sigmas over SwAV's range and its edges. Also the kernel itself:
-barlow's binary64 kernel (OpenCV's softfloat exp and sums) against `cv2.getGaussianKernel`."""
+sizes 23 (SwAV's) and others, sigmas over SwAV's range and its edges. (The binary64 kernel itself,
+OpenCV's softfloat exp and sums, is checked bit for bit against `cv2.getGaussianKernel` values by
+the Rust unit test `float_kernel_is_opencvs` in opencv.rs.)"""
 import json
 import os
 import subprocess

@@ -6,8 +6,10 @@
 # Environment (defaults: the full comparison):
 #   LEVELS="scalar avx2 avx512bw avx512vbmi"  also run `loader bench --dir` at each SIMD level
 #       (BARLOW_SIMD; peers `barlow@LEVEL`); levels this CPU lacks are skipped, and said so
+#       (on aarch64: LEVELS="scalar neon")
 #   WORKERS=1          worker counts (default 1,2)
-#   PEERS_ONLY=REGEX   which commands run (default: Pillow official, DALI full decode, the loader)
+#   PEERS_ONLY=REGEX   which commands run (default: Pillow official, DALI full decode, the loader;
+#       DALI is installed only when REGEX names it)
 #   GRAINS="0"         which corpora (default "0 14")
 #   RECIPE=dino|swav|dinov2  instead: the multi-crop comparison (default WORKERS=1): `loader bench
 #       --recipe R` against the method's official transform in a torch DataLoader
@@ -49,10 +51,15 @@ if [ -n "$multicrop" ]; then
   if [ ! -d /usr/share/backgrounds/mate ] || [ ! -d /usr/share/wallpapers ]; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends mate-backgrounds plasma-workspace-wallpapers
   fi
-elif [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import PIL, numpy, nvidia.dali" 2>/dev/null; then
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends mate-backgrounds plasma-workspace-wallpapers libturbojpeg0
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q pillow numpy simplejpeg "PyTurboJPEG<2" nvidia-dali-cuda120
+else
+  # DALI only where a DALI peer runs (an ARM host comparing against Pillow needs none).
+  dali=
+  case $only in *dali*) dali=nvidia-dali-cuda120 ;; esac
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import PIL, numpy${dali:+, nvidia.dali}" 2>/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends mate-backgrounds plasma-workspace-wallpapers libturbojpeg0
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q pillow numpy simplejpeg "PyTurboJPEG<2" $dali
+  fi
 fi
 for grain in $grains; do
   corpus=/tmp/corpus2k-grain$grain
@@ -105,6 +112,6 @@ for grain in $grains; do
     --workers "$workers" --only "$only" "${levels[@]}" \
     --extra "$loader bench --dir {root} --workers {w} --seconds 10 --json" \
     --extra "$loader bench --pack $corpus.pack --workers {w} --seconds 10 --json"
-  { echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-); SIMD: $(grep -m1 -ow 'avx512vbmi' /proc/cpuinfo || grep -m1 -ow 'avx512bw' /proc/cpuinfo || grep -m1 -ow avx2 /proc/cpuinfo)"; } > "$out/cpu-$stamp.txt"
+  { echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- || lscpu | grep -m1 'Model name' | cut -d: -f2-); SIMD: $(grep -m1 -ow 'avx512vbmi' /proc/cpuinfo || grep -m1 -ow 'avx512bw' /proc/cpuinfo || grep -m1 -ow avx2 /proc/cpuinfo || grep -m1 -ow asimd /proc/cpuinfo)"; } > "$out/cpu-$stamp.txt"
   "$venv/bin/python" bench/ratios.py "$results" | tee "$out/ratios-grain$grain-$stamp.md"
 done

@@ -51,7 +51,8 @@ enum Command {
     Augment(loader::preview::AugmentArgs),
     /// Measure the full pipeline (every augmentation on) into a drained ring: pairs/s, pairs per
     /// CPU-second, time per stage, peak RSS. The kernels run at the best SIMD level of the CPU;
-    /// BARLOW_SIMD=scalar|avx2|avx512bw|avx512vbmi caps it (the JSON's `simd` says which ran).
+    /// BARLOW_SIMD=scalar|avx2|avx512bw|avx512vbmi (aarch64: scalar|neon) caps it (the JSON's `simd`
+    /// says which ran).
     Bench(MeasureArgs),
     /// Profile a training run's input. With --shm NAME: the ring a loader and a trainer are using
     /// (read-only): the verdict over time, both sides' rates, the ring's occupancy, the trainer's

@@ -2,11 +2,12 @@
 //! library's view), refuses bad JSON and out-of-image boxes clearly; `loader preview` writes pairs,
 //! their parameters and a contact sheet, and its JSON feeds `augment`.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn loader() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_loader"))
+use std::path::Path;
+
+fn loader() -> std::process::Command {
+    common::command(env!("CARGO_BIN_EXE_loader"))
 }
 
 fn golden(name: &str) -> std::path::PathBuf {

@@ -49,11 +49,28 @@ fn producer_child() {
     assert!(producer.wait_drained(&stop, Duration::from_secs(600)));
 }
 
+/// This test binary as a command; through `BARLOW_TEST_RUNNER` (words split on whitespace, e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu`) where the binary is another architecture's, as
+/// `scripts/test-aarch64.sh` sets it: a binary run under qemu-user cannot start itself directly.
+fn self_command() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("BARLOW_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
 #[test]
 fn two_processes_never_see_a_torn_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stress.ring");
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = self_command()
         .args(["--exact", "producer_child", "--ignored", "--nocapture"])
         .env(ROLE, &path)
         .spawn()

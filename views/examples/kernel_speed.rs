@@ -1,5 +1,6 @@
 //! Speed of the hottest kernels, one thread, at the SIMD level the process picks at start-up
-//! (`BARLOW_SIMD=scalar`, `avx2`, `avx512bw` or `avx512vbmi` caps it, to see what each level buys):
+//! (`BARLOW_SIMD=scalar`, `avx2`, `avx512bw` or `avx512vbmi`, on aarch64 `scalar` or `neon`, caps
+//! it, to see what each level buys):
 //! `cargo run --release -p views --example kernel_speed [-- REPS]`.
 //!
 //! Prints the best time per call over 15 rounds of REPS calls (default 200): crop + bicubic and

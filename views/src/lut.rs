@@ -4,7 +4,9 @@
 //! With AVX-512 VBMI a table is four 64-byte registers and 64 bytes are looked up at once with two
 //! two-register byte permutations and a blend on the index's top bit. With AVX2 (also used on
 //! AVX-512 CPUs without VBMI) the table is sixteen 16-byte rows looked up 32 bytes at a time by
-//! in-lane byte shuffles (see [`nibble_rows`]); otherwise one load per byte.
+//! in-lane byte shuffles (see [`nibble_rows`]). With NEON (aarch64) the table is four 64-byte
+//! groups of registers and 16 bytes are looked up with one four-register `tbl` and three `tbx`
+//! (see [`apply_neon`]). Otherwise one load per byte.
 
 /// `dst[i] = lut[src[i]]` (`dst` and `src` the same length).
 pub fn apply(src: &[u8], dst: &mut [u8], lut: &[u8; 256]) {
@@ -76,6 +78,12 @@ impl Table {
         if crate::simd::level() >= crate::simd::AVX2 && len >= 32 {
             // SAFETY: the CPU supports AVX2 (`level` checked it), and `new` built the rows.
             unsafe { apply_avx2(src, dst, len, &self.rows) };
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if crate::simd::level() >= crate::simd::NEON && len >= 16 {
+            // SAFETY: `src` and `dst` are valid for `len` bytes (this function's contract).
+            unsafe { apply_neon(src, dst, len, &self.lut) };
             return;
         }
         for i in 0..len {
@@ -184,6 +192,50 @@ unsafe fn apply_avx2(
     }
 }
 
+/// `len` (>= 16) bytes from `src` through `lut` into `dst` (which may equal `src`), 16 at a time:
+/// `tbl` looks each byte up in entries 0-63 (zero past them), then `tbx` with the byte less 64,
+/// 128 and 192 in the next three groups (an index past 63, as the wrapped difference is for the
+/// other groups, leaves the byte as it is). A partial last vector: the last 16 source bytes,
+/// loaded before anything is written (so still the source's when `dst` is `src`), looked up and
+/// stored over the end (bytes already written get the same values again).
+///
+/// # Safety
+/// `src` and `dst` must be valid for `len` bytes; `len >= 16`.
+#[cfg(target_arch = "aarch64")]
+unsafe fn apply_neon(src: *const u8, dst: *mut u8, len: usize, lut: &[u8; 256]) {
+    use std::arch::aarch64::*;
+    debug_assert!(len >= 16);
+    let t = lut.as_ptr();
+    let groups = [
+        vld1q_u8_x4(t),
+        vld1q_u8_x4(t.add(64)),
+        vld1q_u8_x4(t.add(128)),
+        vld1q_u8_x4(t.add(192)),
+    ];
+    let look = |v: uint8x16_t| -> uint8x16_t {
+        let r = vqtbl4q_u8(groups[0], v);
+        let r = vqtbx4q_u8(r, groups[1], vsubq_u8(v, vdupq_n_u8(64)));
+        let r = vqtbx4q_u8(r, groups[2], vsubq_u8(v, vdupq_n_u8(128)));
+        vqtbx4q_u8(r, groups[3], vsubq_u8(v, vdupq_n_u8(192)))
+    };
+    // The last 16 source bytes, read before anything is written (`dst` may be `src`).
+    let last = vld1q_u8(src.add(len - 16));
+    let mut i = 0;
+    while i + 32 <= len {
+        let (a, b) = (vld1q_u8(src.add(i)), vld1q_u8(src.add(i + 16)));
+        vst1q_u8(dst.add(i), look(a));
+        vst1q_u8(dst.add(i + 16), look(b));
+        i += 32;
+    }
+    if i + 16 <= len {
+        vst1q_u8(dst.add(i), look(vld1q_u8(src.add(i))));
+        i += 16;
+    }
+    if i < len {
+        vst1q_u8(dst.add(len - 16), look(last));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,7 +248,9 @@ mod tests {
             for lut in [lut, scrambled] {
                 // Every byte value, and lengths around the vector widths.
                 let every: Vec<u8> = (0..=255).rev().collect();
-                for len in [0usize, 1, 31, 32, 33, 63, 64, 65, 200, 256, 672] {
+                for len in [
+                    0usize, 1, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 200, 256, 672,
+                ] {
                     let src: Vec<u8> = if len == 256 {
                         every.clone()
                     } else {

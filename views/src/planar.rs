@@ -3,7 +3,8 @@
 //! With AVX-512 VBMI a block (192 bytes, three registers) becomes three 64-byte planes with two
 //! byte permutations per plane; with AVX2 (also used on AVX-512 CPUs without VBMI) each plane is
 //! gathered from three 16-byte chunks per 16 pixels by in-lane byte shuffles, two groups of 16
-//! pixels per register; otherwise a plain loop over fixed-size arrays.
+//! pixels per register; with NEON (aarch64) one `ld3` per 16 pixels splits them; otherwise a plain
+//! loop over fixed-size arrays.
 
 /// Pixels per block.
 pub const BLOCK: usize = 64;
@@ -26,6 +27,11 @@ pub fn deinterleave(
     if crate::simd::level() >= crate::simd::AVX2 {
         // SAFETY: the CPU supports AVX2 (`level` checked it).
         unsafe { deinterleave_avx2(px, [r, g, b]) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        deinterleave_neon(px, [r, g, b]);
         return;
     }
     for i in 0..BLOCK {
@@ -116,6 +122,24 @@ unsafe fn deinterleave_avx2(px: &[u8; 3 * BLOCK], mut planes: [&mut [u8; BLOCK];
             let bytes = _mm256_or_si256(_mm256_or_si256(pick(0), pick(1)), pick(2));
             // SAFETY: 32 bytes at 32h lie inside the 64-byte plane.
             _mm256_storeu_si256(plane.as_mut_ptr().add(32 * h) as *mut _, bytes);
+        }
+    }
+}
+
+/// 16 pixels per `ld3` (which de-interleaves three channels as it loads), three 16-byte stores.
+#[cfg(target_arch = "aarch64")]
+#[inline]
+fn deinterleave_neon(px: &[u8; 3 * BLOCK], planes: [&mut [u8; BLOCK]; 3]) {
+    use std::arch::aarch64::*;
+    let [r, g, b] = planes;
+    for k in 0..BLOCK / 16 {
+        // SAFETY: NEON is part of the aarch64 target; 48 bytes at 48k lie inside the 192-byte
+        // block, 16 at 16k inside each 64-byte plane.
+        unsafe {
+            let v = vld3q_u8(px.as_ptr().add(48 * k));
+            vst1q_u8(r.as_mut_ptr().add(16 * k), v.0);
+            vst1q_u8(g.as_mut_ptr().add(16 * k), v.1);
+            vst1q_u8(b.as_mut_ptr().add(16 * k), v.2);
         }
     }
 }

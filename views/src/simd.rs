@@ -4,34 +4,58 @@
 //! written so that LLVM vectorises them. The default x86-64 target only promises SSE2, so
 //! [`multiversion!`] compiles each kernel three times (baseline, AVX2, AVX-512) and picks the best
 //! copy the CPU supports at run time. No fast-math: float kernels round exactly as written (Rust
-//! never contracts `a * b + c` into an FMA), so every copy gives the same bytes.
+//! never contracts `a * b + c` into an FMA), so every copy gives the same bytes. On aarch64 the
+//! baseline target already has NEON (Advanced SIMD is part of ARMv8-A), so there is one copy.
 //!
-//! The hottest kernels also have hand-written paths per level: AVX2 (AMD Rome/Milan, Intel
-//! Haswell and later), AVX-512 F/BW without VBMI (Skylake-SP, Cascade Lake) and AVX-512 VBMI (Ice
-//! Lake, Sapphire Rapids, Zen 4). One binary: the level is detected once at start-up.
+//! The hottest kernels also have hand-written paths per level: on x86-64 AVX2 (AMD Rome/Milan,
+//! Intel Haswell and later), AVX-512 F/BW without VBMI (Skylake-SP, Cascade Lake) and AVX-512 VBMI
+//! (Ice Lake, Sapphire Rapids, Zen 4); on aarch64 NEON (NVIDIA Grace, AWS Graviton, Ampere). One
+//! binary: the level is detected once at start-up.
 //!
-//! `BARLOW_SIMD=scalar|avx2|avx512bw|avx512vbmi` caps the level (to measure or test what each one
-//! buys; `avx512` is the old name of the top level); a level the CPU lacks falls to the best one
-//! below it.
+//! `BARLOW_SIMD=LEVEL` caps the level (to measure or test what each one buys): on x86-64
+//! `scalar|avx2|avx512bw|avx512vbmi` (`avx512` is the old name of the top level), on aarch64
+//! `scalar|neon`; a level the CPU lacks falls to the best one below it. `scalar` means "no
+//! hand-written path": the auto-vectorised kernels keep the baseline target's vectors (SSE2,
+//! NEON).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Baseline target (SSE2 on x86-64).
+/// Baseline target (SSE2 on x86-64, NEON on aarch64), no hand-written paths.
 pub const SCALAR: u8 = 1;
 /// AVX2 (and SSE4.1).
+#[cfg(target_arch = "x86_64")]
 pub const AVX2: u8 = 2;
 /// AVX-512 F/BW/VL/DQ, without VBMI.
+#[cfg(target_arch = "x86_64")]
 pub const AVX512BW: u8 = 3;
 /// AVX-512 F/BW/VL/DQ and VBMI (byte permutes across the register).
+#[cfg(target_arch = "x86_64")]
 pub const AVX512VBMI: u8 = 4;
+/// The hand-written NEON (Advanced SIMD) paths.
+#[cfg(target_arch = "aarch64")]
+pub const NEON: u8 = 2;
 
-/// Every level, lowest first, with the name `BARLOW_SIMD` takes and [`level_name`] gives.
+/// Every level of this architecture, lowest first, with the name `BARLOW_SIMD` takes and
+/// [`level_name`] gives. The tests compare every level in this list (see [`at_level`]), so on
+/// each architecture they cover its own paths.
+#[cfg(target_arch = "x86_64")]
 pub const LEVELS: [(&str, u8); 4] = [
     ("scalar", SCALAR),
     ("avx2", AVX2),
     ("avx512bw", AVX512BW),
     ("avx512vbmi", AVX512VBMI),
 ];
+/// Every level of this architecture, lowest first, with the name `BARLOW_SIMD` takes and
+/// [`level_name`] gives. The tests compare every level in this list (see [`at_level`]), so on
+/// each architecture they cover its own paths.
+#[cfg(target_arch = "aarch64")]
+pub const LEVELS: [(&str, u8); 2] = [("scalar", SCALAR), ("neon", NEON)];
+/// Every level of this architecture (only the portable code here).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub const LEVELS: [(&str, u8); 1] = [("scalar", SCALAR)];
+
+/// The highest level of this architecture.
+const TOP: u8 = LEVELS[LEVELS.len() - 1].1;
 
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 
@@ -85,7 +109,7 @@ pub fn level() -> u8 {
     }
 }
 
-/// The name of [`level`] (`scalar`, `avx2`, `avx512bw` or `avx512vbmi`).
+/// The name of [`level`] (`scalar`, `avx2`, `avx512bw` or `avx512vbmi`; `scalar` or `neon`).
 pub fn level_name() -> &'static str {
     name_of(level())
 }
@@ -115,7 +139,16 @@ pub fn cpu_level() -> u8 {
             SCALAR
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        // Advanced SIMD is mandatory in ARMv8-A; asked anyway, as the x86 features are.
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            NEON
+        } else {
+            SCALAR
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         SCALAR
     }
@@ -127,21 +160,30 @@ pub fn requested() -> Result<Option<u8>, String> {
     match std::env::var("BARLOW_SIMD") {
         Err(_) => Ok(None),
         Ok(v) if v.is_empty() => Ok(None),
+        #[cfg(target_arch = "x86_64")]
         Ok(v) if v == "avx512" => Ok(Some(AVX512VBMI)),
         Ok(v) => LEVELS
             .iter()
             .find(|&&(n, _)| n == v)
             .map(|&(_, l)| Some(l))
-            .ok_or_else(|| {
-                format!("BARLOW_SIMD={v} is not a level: use scalar, avx2, avx512bw or avx512vbmi")
-            }),
+            .ok_or_else(|| format!("BARLOW_SIMD={v} is not a level: use {}", accepted())),
+    }
+}
+
+/// The names `BARLOW_SIMD` accepts, as a sentence's list: `scalar, avx2, avx512bw or avx512vbmi`.
+fn accepted() -> String {
+    let names: Vec<&str> = LEVELS.iter().map(|&(n, _)| n).collect();
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
 fn detect() -> u8 {
     // An unknown value was reported by `requested` at start-up (the loader checks it); here it
     // means no cap.
-    let cap = requested().ok().flatten().unwrap_or(AVX512VBMI);
+    let cap = requested().ok().flatten().unwrap_or(TOP);
     cpu_level().min(cap)
 }
 

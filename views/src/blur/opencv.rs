@@ -28,7 +28,8 @@
 //! with its reflected borders, so it is a uniform loop over a contiguous line folding the
 //! symmetric taps (`k_d * (a + b)`, 16 bits), into a whole-image buffer; the column pass runs
 //! along the line index like [`super::pillow`]'s passes, in 32 bits, as 16-bit `madd`s at AVX2
-//! and AVX-512 (the row sums stored minus 2^15 so that they fit an i16).
+//! and AVX-512 (the row sums stored minus 2^15 so that they fit an i16), as widening
+//! multiply-accumulates with NEON.
 
 use super::reflect_101;
 
@@ -433,6 +434,14 @@ fn column_pass(
             return;
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = pairs; // the x86 `madd` paths' weights
+    #[cfg(target_arch = "aarch64")]
+    if line >= NEON_STEP && crate::simd::level() >= crate::simd::NEON {
+        // SAFETY: the CPU supports NEON (`level` checked it).
+        unsafe { column_neon(rows, line, k, above, below, out) };
+        return;
+    }
     column_lines(rows, line, k, above, below, out);
 }
 
@@ -488,10 +497,12 @@ fn column_lines(
 }
 
 /// Bytes per step of the multiply-add column passes (the AVX2 one does two registers of 16).
+#[cfg(target_arch = "x86_64")]
 const MADD_STEP: usize = 32;
 
 /// The sum the column pass rounds, from its multiply-adds: each tap gave `k * (H - 2^15)` and the
 /// weights sum to 256, so `S = madds + 2^23`; plus the rounding `2^15`.
+#[cfg(target_arch = "x86_64")]
 const MADD_ROUND: i32 = (1 << 23) + (1 << 15);
 
 /// [`column_lines`] as `madd`s: the biased 16-bit rows interleaved in pairs (the rows `d` above
@@ -604,6 +615,79 @@ unsafe fn column_madd_avx2(
             break;
         }
         e += MADD_STEP;
+    }
+}
+
+/// Bytes per step of the NEON column pass (two registers of eight 16-bit sums).
+#[cfg(target_arch = "aarch64")]
+const NEON_STEP: usize = 16;
+
+/// [`column_lines`] with NEON: the rows unbiased in 16-bit lanes, each tap two widening
+/// multiply-accumulates (`umlal`, `umlal2`) into 32-bit sums, rounded by a rounding narrowing
+/// shift (`rshrn`: `(S + 2^15) >> 16`) and narrowed to bytes. 16 bytes per step, the last step
+/// overlapping the one before.
+///
+/// # Safety
+/// The CPU must support NEON; `line >= NEON_STEP`.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn column_neon(
+    rows: &[u16],
+    line: usize,
+    k: &[u16],
+    above: &[usize],
+    below: &[usize],
+    out: &mut [u8],
+) {
+    use std::arch::aarch64::*;
+    let r = k.len() - 1;
+    assert!(line >= NEON_STEP && out.len() >= line && above.len() > r && below.len() > r);
+    assert!(above[..=r]
+        .iter()
+        .chain(&below[..=r])
+        .all(|&o| o + line <= rows.len()));
+    let p = rows.as_ptr();
+    let bias = vdupq_n_u16(BIAS);
+    // SAFETY (every load): `o + at + 16 <= o + line <= rows.len()` (asserted above).
+    let load = |o: usize, at: usize| -> [uint16x8_t; 2] {
+        let q = p.add(o + at);
+        [
+            veorq_u16(vld1q_u16(q), bias),
+            veorq_u16(vld1q_u16(q.add(8)), bias),
+        ]
+    };
+    let mut e = 0;
+    loop {
+        let at = e.min(line - NEON_STEP);
+        let c = load(above[0], at);
+        let mut acc = [
+            vmull_n_u16(vget_low_u16(c[0]), k[0]),
+            vmull_high_n_u16(c[0], k[0]),
+            vmull_n_u16(vget_low_u16(c[1]), k[0]),
+            vmull_high_n_u16(c[1], k[0]),
+        ];
+        for d in 1..=r {
+            let (a, b) = (load(above[d], at), load(below[d], at));
+            for i in 0..2 {
+                for v in [a[i], b[i]] {
+                    acc[2 * i] = vmlal_n_u16(acc[2 * i], vget_low_u16(v), k[d]);
+                    acc[2 * i + 1] = vmlal_high_n_u16(acc[2 * i + 1], v, k[d]);
+                }
+            }
+        }
+        let words = [0, 1].map(|i| {
+            vcombine_u16(
+                vrshrn_n_u32::<16>(acc[2 * i]),
+                vrshrn_n_u32::<16>(acc[2 * i + 1]),
+            )
+        });
+        let bytes = vcombine_u8(vqmovn_u16(words[0]), vqmovn_u16(words[1]));
+        // SAFETY: `at + 16 <= line <= out.len()`.
+        vst1q_u8(out.as_mut_ptr().add(at), bytes);
+        if at + NEON_STEP == line {
+            break;
+        }
+        e += NEON_STEP;
     }
 }
 

@@ -4,6 +4,9 @@
 //! Each pass is Pillow's `ImagingLineBoxBlur`: a box of radius `l` (integer part) with weight
 //! `ww / 2^24` per tap plus the two taps just outside weighted `fw / 2^24` (the fractional part),
 //! edges replicated, accumulated in u32 and rounded with `(bulk + 2^23) >> 24`.
+//!
+//! Hand-written paths: the transposes (AVX-512 VBMI gathers, AVX2 and NEON 8 x 8 blocks) and the
+//! box passes with 16-bit window sums (AVX2 `madd`s, NEON widening multiply-accumulates).
 
 /// Pillow's `_gaussian_blur_radius`: the extended-box radius for `sigma` and `passes`, computed
 /// with Pillow's mix of float and double.
@@ -110,11 +113,125 @@ fn box_pass(src: &[u8], dst: &mut [u8], nlines: usize, len: usize, w: BoxWeights
         unsafe { box_lines_avx2(src, dst, nlines, len, w, acc) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON && w.radius <= MADD_MAX_RADIUS {
+        box_lines_neon(src, dst, nlines, len, w, acc);
+        return;
+    }
     box_lines(src, dst, nlines, len, w, acc);
 }
 
-/// The largest radius whose window sums (`(2r + 1) * 255`) fit in 16 bits for [`box_lines_avx2`].
+/// The largest radius whose window sums (`(2r + 1) * 255`) fit in 16 bits for [`box_lines_avx2`]
+/// (signed) and [`box_lines_neon`].
 const MADD_MAX_RADIUS: usize = 63;
+
+/// [`box_lines`] with NEON (aarch64), 16 bytes of a line per step: the window sums in 16-bit
+/// lanes (kept in `acc`), updated by widening adds and subtractions of the entering and leaving
+/// bytes (`uaddw`, `usubw`); the weighting as widening multiply-accumulates (`umull`, `umlal`) of
+/// (window sum, sum of the two outer taps) by the 12-bit halves of (`ww`, `fw`), then
+/// `hi + (lo >> 12)` (`usra`) and a rounding narrowing shift by 12 (`rshrn`):
+/// `(hi * 2^12 + lo + 2^23) >> 24 = (hi + (lo >> 12) + 2^11) >> 12`, the scalar `u32` result
+/// (no sum here wraps). The rest of a line as [`box_lines`].
+#[cfg(target_arch = "aarch64")]
+fn box_lines_neon(
+    src: &[u8],
+    dst: &mut [u8],
+    nlines: usize,
+    len: usize,
+    w: BoxWeights,
+    acc: &mut [u32],
+) {
+    use std::arch::aarch64::*;
+    assert!(w.radius <= MADD_MAX_RADIUS && src.len() >= nlines * len && dst.len() >= nlines * len);
+    let r = w.radius as isize;
+    let last = nlines as isize - 1;
+    let line = |i: isize| -> &[u8] {
+        let i = i.clamp(0, last) as usize;
+        &src[i * len..(i + 1) * len]
+    };
+    let vec_len = len / 16 * 16;
+    // 16-bit window sums for the vector part (two per u32 of `acc`), u32 ones for the rest.
+    let (sums, tail) = acc[..len].split_at_mut(vec_len / 2);
+    let sums = sums.as_mut_ptr() as *mut u16;
+    let tail = &mut tail[..len - vec_len];
+    // SAFETY (every block below): NEON is part of the aarch64 target; the 16-byte loads and
+    // stores at x < vec_len lie inside each line (len bytes), `sums` holds vec_len u16.
+    for x in (0..vec_len).step_by(16) {
+        unsafe {
+            let (mut lo, mut hi) = (vdupq_n_u16(0), vdupq_n_u16(0));
+            for k in -r..=r {
+                let v = vld1q_u8(line(k).as_ptr().add(x));
+                lo = vaddw_u8(lo, vget_low_u8(v));
+                hi = vaddw_high_u8(hi, v);
+            }
+            vst1q_u16(sums.add(x), lo);
+            vst1q_u16(sums.add(x + 8), hi);
+        }
+    }
+    tail.fill(0);
+    for k in -r..=r {
+        for (a, &v) in tail.iter_mut().zip(&line(k)[vec_len..]) {
+            *a += v as u32;
+        }
+    }
+    let (ww_lo, ww_hi) = ((w.ww & 0xfff) as u16, (w.ww >> 12) as u16);
+    let (fw_lo, fw_hi) = ((w.fw & 0xfff) as u16, (w.fw >> 12) as u16);
+    // 8 window sums and outer-tap sums -> 8 results as 16-bit values.
+    let weigh8 = |a: uint16x8_t, outer: uint16x8_t| -> uint16x8_t {
+        unsafe {
+            let (a0, o0) = (vget_low_u16(a), vget_low_u16(outer));
+            let lo0 = vmlal_n_u16(vmull_n_u16(a0, ww_lo), o0, fw_lo);
+            let hi0 = vmlal_n_u16(vmull_n_u16(a0, ww_hi), o0, fw_hi);
+            let lo1 = vmlal_high_n_u16(vmull_high_n_u16(a, ww_lo), outer, fw_lo);
+            let hi1 = vmlal_high_n_u16(vmull_high_n_u16(a, ww_hi), outer, fw_hi);
+            let low = vrshrn_n_u32::<12>(vsraq_n_u32::<12>(hi0, lo0));
+            vrshrn_high_n_u32::<12>(low, vsraq_n_u32::<12>(hi1, lo1))
+        }
+    };
+    let (ww, fw) = (w.ww, w.fw);
+    for (y, out) in dst.chunks_exact_mut(len).take(nlines).enumerate() {
+        let y = y as isize;
+        let (before, after) = (line(y - r - 1), line(y + r + 1));
+        let add = line(y + r);
+        for x in (0..vec_len).step_by(16) {
+            unsafe {
+                let at = sums.add(x);
+                let (mut lo, mut hi) = (vld1q_u16(at), vld1q_u16(at.add(8)));
+                let b = vld1q_u8(before.as_ptr().add(x));
+                let c = vld1q_u8(after.as_ptr().add(x));
+                if y > 0 {
+                    let p = vld1q_u8(add.as_ptr().add(x));
+                    lo = vsubw_u8(vaddw_u8(lo, vget_low_u8(p)), vget_low_u8(b));
+                    hi = vsubw_high_u8(vaddw_high_u8(hi, p), b);
+                    vst1q_u16(at, lo);
+                    vst1q_u16(at.add(8), hi);
+                }
+                let low = weigh8(lo, vaddl_u8(vget_low_u8(b), vget_low_u8(c)));
+                let high = weigh8(hi, vaddl_high_u8(b, c));
+                vst1q_u8(
+                    out.as_mut_ptr().add(x),
+                    vmovn_high_u16(vmovn_u16(low), high),
+                );
+            }
+        }
+        if y > 0 {
+            for ((a, &p), &m) in tail.iter_mut().zip(&add[vec_len..]).zip(&before[vec_len..]) {
+                *a = a.wrapping_add(p as u32).wrapping_sub(m as u32);
+            }
+        }
+        for (((o, &a), &b), &c) in out[vec_len..]
+            .iter_mut()
+            .zip(tail.iter())
+            .zip(&before[vec_len..])
+            .zip(&after[vec_len..])
+        {
+            let bulk = a
+                .wrapping_mul(ww)
+                .wrapping_add((b as u32 + c as u32).wrapping_mul(fw));
+            *o = (bulk.wrapping_add(1 << 23) >> 24) as u8;
+        }
+    }
+}
 
 /// [`box_lines`] with the window sums in 16-bit lanes and the weighting as two `madd`s of the
 /// pairs (window sum, sum of the two outer taps) by the 12-bit halves of (`ww`, `fw`): every
@@ -244,7 +361,90 @@ fn transpose(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
         unsafe { transpose_rgb_avx2(src, width, height, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        transpose_rgb_neon(src, width, height, dst);
+        return;
+    }
     transpose_rgb(src, width, height, dst);
+}
+
+/// [`transpose_rgb`] in blocks of 8 x 8 pixels with NEON (aarch64): each source row's 8 pixels
+/// split into R, G and B by one `ld3`, each channel's 8 x 8 bytes transposed by three rounds of
+/// `trn1`/`trn2` (bytes, 16-bit pairs, 32-bit quads), and each column stored into its destination
+/// line by one `st3`, which interleaves the channels back. Rows and columns past the last multiple
+/// of 8 go through the scalar code.
+#[cfg(target_arch = "aarch64")]
+fn transpose_rgb_neon(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
+    use std::arch::aarch64::*;
+    let n = 3 * width * height;
+    assert!(src.len() >= n && dst.len() >= n);
+    /// The 8 x 8 transpose of `r` (row i, byte j -> row j, byte i).
+    #[inline(always)]
+    fn transpose8(r: [uint8x8_t; 8]) -> [uint8x8_t; 8] {
+        // SAFETY: NEON is part of the aarch64 target (register operations only).
+        unsafe {
+            let t01 = vtrn_u8(r[0], r[1]);
+            let t23 = vtrn_u8(r[2], r[3]);
+            let t45 = vtrn_u8(r[4], r[5]);
+            let t67 = vtrn_u8(r[6], r[7]);
+            let h = vreinterpret_u16_u8;
+            // Columns (0, 4) and (2, 6) of rows 0-3 and 4-7, then (1, 5) and (3, 7).
+            let u02 = vtrn_u16(h(t01.0), h(t23.0));
+            let u46 = vtrn_u16(h(t45.0), h(t67.0));
+            let u13 = vtrn_u16(h(t01.1), h(t23.1));
+            let u57 = vtrn_u16(h(t45.1), h(t67.1));
+            let q = vreinterpret_u32_u16;
+            let v04 = vtrn_u32(q(u02.0), q(u46.0));
+            let v15 = vtrn_u32(q(u13.0), q(u57.0));
+            let v26 = vtrn_u32(q(u02.1), q(u46.1));
+            let v37 = vtrn_u32(q(u13.1), q(u57.1));
+            let b = vreinterpret_u8_u32;
+            [
+                b(v04.0),
+                b(v15.0),
+                b(v26.0),
+                b(v37.0),
+                b(v04.1),
+                b(v15.1),
+                b(v26.1),
+                b(v37.1),
+            ]
+        }
+    }
+    let (full_h, full_w) = (height / 8 * 8, width / 8 * 8);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for y0 in (0..full_h).step_by(8) {
+        for x0 in (0..full_w).step_by(8) {
+            // SAFETY: each `ld3` reads 24 bytes of row y0 + i, pixels x0..x0 + 8, inside `src`;
+            // each `st3` writes 24 bytes of line x0 + c, pixels y0..y0 + 8, inside `dst`.
+            unsafe {
+                let rows: [uint8x8x3_t; 8] =
+                    std::array::from_fn(|i| vld3_u8(s.add(3 * ((y0 + i) * width + x0))));
+                let red = transpose8(std::array::from_fn(|i| rows[i].0));
+                let green = transpose8(std::array::from_fn(|i| rows[i].1));
+                let blue = transpose8(std::array::from_fn(|i| rows[i].2));
+                for c in 0..8 {
+                    let at = d.add(3 * ((x0 + c) * height + y0));
+                    vst3_u8(at, uint8x8x3_t(red[c], green[c], blue[c]));
+                }
+            }
+        }
+    }
+    let mut move_pixel = |x: usize, y: usize| {
+        let (s, d) = (3 * (y * width + x), 3 * (x * height + y));
+        dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+    };
+    for y in 0..full_h {
+        for x in full_w..width {
+            move_pixel(x, y);
+        }
+    }
+    for y in full_h..height {
+        for x in 0..width {
+            move_pixel(x, y);
+        }
+    }
 }
 
 /// [`transpose_rgb`] in blocks of 8 x 8 pixels: each source row's 8 pixels (24 bytes, a masked

@@ -21,9 +21,9 @@ pub fn hue_shift(hue_factor: f64) -> u8 {
 ///
 /// Computed in the exact integer form of `hsv_exact` and `rgb_exact` (private; their comments
 /// say why it is exact), which gives Pillow's bytes for every input, checked on all 2^24 inputs
-/// of each: with AVX-512 by intrinsics, 16 pixels at a time (after [`crate::lut::apply_in_place`]
-/// where `lut` is not the identity), otherwise by a branch-free loop over blocks of pixels that
-/// LLVM vectorises.
+/// of each: with AVX-512 or AVX2 by intrinsics, 16 or 8 pixels at a time, with NEON 16 at a time
+/// (after [`crate::lut::apply_in_place`] where `lut` is not the identity), otherwise by a
+/// branch-free loop over blocks of pixels that LLVM vectorises.
 pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
     let shift = hue_shift(hue_factor) as u32;
     #[cfg(target_arch = "x86_64")]
@@ -36,6 +36,11 @@ pub fn hue_lut(pixels: &mut [u8], hue_factor: f64, lut: &[u8; 256]) {
             // SAFETY: `level` only reports AVX2 where the CPU has it.
             unsafe { avx2::hue(pixels, shift) };
         }
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        neon::hue(whole_pixels_through(pixels, lut), shift);
         return;
     }
     hue_lut_vectorised(pixels, shift, lut);
@@ -66,6 +71,8 @@ crate::simd::multiversion! {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 /// `floor(num / den)` for `0 <= num < 2^24` and `1 <= den < 2^24` whose quotient is below 256 and
 /// is an integer or at least `2^-16` from the next one (true of every call here, where `den`
@@ -309,14 +316,18 @@ mod tests {
         assert_eq!(hue_shift(0.1), 25);
     }
 
-    /// The AVX2 kernel's cheaper forms of [`div255`] and of the division by 65025, on every
-    /// input they get.
-    #[cfg(target_arch = "x86_64")]
+    /// The AVX2 and NEON kernels' cheaper form of [`div255`], on every input they get.
     #[test]
-    fn avx2_division_shortcuts_are_exact() {
+    fn div255_shortcut_is_exact() {
         for x in 0..=65534u32 {
             assert_eq!((x + 1 + (x >> 8)) >> 8, div255(x), "div255({x})");
         }
+    }
+
+    /// The AVX2 kernel's division by 65025, on every input it gets.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_division_shortcut_is_exact() {
         for x in 0..1u32 << 24 {
             assert_eq!(
                 (x as f32 * avx2::RECIP_65025) as u32,
@@ -390,7 +401,7 @@ mod tests {
     }
 
     /// Every level; those the CPU lacks are skipped (and said so) by [`check_hue`].
-    const LEVELS: [(&str, u8); 4] = crate::simd::LEVELS;
+    const LEVELS: [(&str, u8); crate::simd::LEVELS.len()] = crate::simd::LEVELS;
 
     /// Checks [`hue_lut`] with `lut`, at every level the CPU has, against Pillow's scalar
     /// [`rgb_to_hsv`], shift, [`hsv_to_rgb`] on `pixels` for each of `shifts`.

@@ -11,8 +11,8 @@
 //! - [`grayscale`]: L replicated to three channels; [`solarize_lut`]: `ImageOps.solarize(128)`.
 //!
 //! Layout: this file holds the ops and their shared block loaders; `avx2.rs` the AVX2 kernels'
-//! eight-pixel framing and the AVX2 saturation kernel; the `hue` module holds hue's exact integer
-//! arithmetic and its AVX2 and AVX-512 kernels.
+//! eight-pixel framing and the AVX2 saturation kernel; `neon.rs` the NEON saturation kernel; the
+//! `hue` module holds hue's exact integer arithmetic and its AVX2, AVX-512 and NEON kernels.
 
 /// Pillow's `rgb2l`: `(19595 R + 38470 G + 7471 B + 0x8000) >> 16`.
 #[inline(always)]
@@ -180,7 +180,18 @@ pub fn contrast_mean_lut(pixels: &[u8], lut: &[u8; 256]) -> u8 {
     if n == 0 {
         return 0;
     }
-    (luma_sum(&pixels[..3 * n], lut) as f64 / n as f64 + 0.5) as u8
+    (luma_total(&pixels[..3 * n], lut) as f64 / n as f64 + 0.5) as u8
+}
+
+/// The sum of Pillow's L over `pixels` (whole pixels) with `lut` applied to every sample (without
+/// applying it): at the NEON level by `neon.rs`'s kernel, otherwise by the block loop
+/// [`luma_sum`], which LLVM vectorises.
+fn luma_total(pixels: &[u8], lut: &[u8; 256]) -> u64 {
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        return neon::luma_sum(pixels, (lut != &IDENTITY).then_some(lut));
+    }
+    luma_sum(pixels, lut)
 }
 
 /// `ImageEnhance.Contrast(img).enhance(factor)`: blend with the mean grey level.
@@ -192,7 +203,8 @@ pub fn contrast(pixels: &mut [u8], factor: f64) {
 }
 
 /// [`saturation`] of the image with `lut` applied to every sample first: at the AVX2 level by
-/// `avx2.rs`'s kernel (after the table, if any, is applied in place), otherwise by the block
+/// `avx2.rs`'s kernel, at the NEON level by `neon.rs`'s (after the table, if any, is applied in
+/// place), otherwise by the block
 /// loop below, which LLVM vectorises (its AVX-512 copy at the AVX-512 levels).
 pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
     #[cfg(target_arch = "x86_64")]
@@ -201,13 +213,18 @@ pub fn saturation_lut(pixels: &mut [u8], factor: f64, lut: &[u8; 256]) {
         unsafe { avx2::saturation(whole_pixels_through(pixels, lut), factor as f32) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        neon::saturation(whole_pixels_through(pixels, lut), factor as f32);
+        return;
+    }
     saturation_lut_vectorised(pixels, factor, lut)
 }
 
 /// The whole pixels of `pixels` with `lut` applied in place (skipped for the identity), for the
 /// intrinsic kernels that take their input already through the table; bytes past the last whole
 /// pixel stay as they are, as everywhere else.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn whole_pixels_through<'a>(pixels: &'a mut [u8], lut: &[u8; 256]) -> &'a mut [u8] {
     let whole = pixels.len() / 3 * 3;
     let pixels = &mut pixels[..whole];
@@ -267,6 +284,8 @@ fn f32_to_i32(x: f32) -> i32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod hue;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub use hue::{hue, hue_lut, hue_shift};
 
 crate::simd::multiversion! {
@@ -369,6 +388,37 @@ mod tests {
                     let mut work = pixels.to_vec();
                     match crate::simd::at_level(level, || saturation_lut(&mut work, factor, lut)) {
                         Some(()) => assert!(work == want, "{name}: factor {factor}, {len} bytes"),
+                        None => crate::simd::say_skipped(name),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sum of L that the contrast's mean divides ([`luma_total`]) at every level the CPU
+    /// has, against [`luma`] one pixel at a time, with and without a table, at lengths around
+    /// the vector widths.
+    #[test]
+    fn luma_sum_matches_the_formula_at_every_level() {
+        let pixels: Vec<u8> = (0..1u32 << 24)
+            .step_by(4099)
+            .flat_map(|x| [(x >> 16) as u8, (x >> 8) as u8, x as u8])
+            .collect();
+        let mut bright = [0u8; 256];
+        blend_table(0, 1.3, &mut bright);
+        let scrambled: [u8; 256] = std::array::from_fn(|i| (i * 167 + 89) as u8);
+        for n in (0..=70).chain([999, 1000, pixels.len() / 3]) {
+            let pixels = &pixels[..3 * n];
+            for lut in [&IDENTITY, &bright, &scrambled] {
+                let want: u64 = pixels
+                    .chunks_exact(3)
+                    .map(|p| {
+                        luma(lut[p[0] as usize], lut[p[1] as usize], lut[p[2] as usize]) as u64
+                    })
+                    .sum();
+                for (name, level) in crate::simd::LEVELS {
+                    match crate::simd::at_level(level, || luma_total(pixels, lut)) {
+                        Some(sum) => assert_eq!(sum, want, "{name}: {n} pixels"),
                         None => crate::simd::say_skipped(name),
                     }
                 }

@@ -12,11 +12,14 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use serde::{Deserialize, Serialize};
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Output pixels per group of the AVX-512 horizontal pass (3 channels each in 16 lanes).
+#[cfg(target_arch = "x86_64")]
 const GROUP: usize = 5;
 
 /// The filter of a resize, as Pillow (and torchvision's `InterpolationMode`) names it.
@@ -67,7 +70,9 @@ struct Taps {
     len: Vec<usize>,
     weights: Vec<i32>,
     scratch: Vec<f64>,
+    #[cfg(target_arch = "x86_64")]
     groups: Groups,
+    #[cfg(target_arch = "x86_64")]
     blocks: Blocks,
 }
 
@@ -78,6 +83,7 @@ struct Taps {
 /// 16 bits, so each is split as `w = hi * 2^15 + lo` (`lo` in `0..2^15`) and the two sums are
 /// combined at the end; the combination wraps where the scalar pass's i32 sum would not, but the
 /// true sum fits i32, so the wrapped result is the same.
+#[cfg(target_arch = "x86_64")]
 #[derive(Default)]
 struct Blocks {
     /// Output pixels per block.
@@ -97,6 +103,7 @@ struct Blocks {
 /// one 64-byte window at source pixel `base + k` and permutes pixel `start[j] - base` of it (that
 /// is, source pixel `start[j] + k`) into pixel `j`'s lanes; groups whose pixels are too far apart for one window are left to the
 /// per-pixel pass.
+#[cfg(target_arch = "x86_64")]
 #[derive(Default)]
 struct Groups {
     /// Per group: first source pixel, number of taps (0 = use the per-pixel pass), offset of its
@@ -167,6 +174,7 @@ impl Taps {
     }
 
     /// Fills [`Groups`] from the taps (for the horizontal pass).
+    #[cfg(target_arch = "x86_64")]
     fn compute_groups(&mut self) {
         let g = &mut self.groups;
         g.base.clear();
@@ -232,6 +240,7 @@ impl Taps {
     }
 
     /// Fills [`Blocks`] from the taps, `pixels` output pixels per block.
+    #[cfg(target_arch = "x86_64")]
     fn compute_blocks(&mut self, pixels: usize) {
         let p = &mut self.blocks;
         p.pixels = pixels;
@@ -406,6 +415,11 @@ fn horizontal(k: &Taps, input: &[u8], stride: usize, off: usize, rows: usize, ou
         unsafe { avx2::horizontal_avx2(k, input, stride, off, rows, out) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        neon::horizontal_neon(k, input, stride, off, rows, out);
+        return;
+    }
     horizontal_scalar(k, input, stride, off, rows, out);
 }
 
@@ -459,6 +473,11 @@ fn vertical(
     if crate::simd::level() == crate::simd::AVX2 {
         // SAFETY: the CPU supports AVX2 (`level` checked it).
         unsafe { avx2::vertical_avx2(k, input, stride, off, row_shift, width, out, acc) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if crate::simd::level() >= crate::simd::NEON {
+        neon::vertical_neon(k, input, stride, off, row_shift, width, out);
         return;
     }
     vertical_portable(k, input, stride, off, row_shift, width, out, acc);
@@ -545,6 +564,9 @@ mod tests {
             (650, 98),
             (30, 6),
             (300, 226),
+            (700, 180),
+            (700, 170),
+            (700, 150),
         ] {
             for interpolation in BOTH {
                 taps.compute(cw, out_w, interpolation);

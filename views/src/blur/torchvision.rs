@@ -41,8 +41,8 @@
 //! `l * m + t` ([`build_strips`]; a 16 x 16 register transpose at the AVX-512 level). A tap is
 //! then one aligned 16-lane load per element, and a block of 6 to 8 elements is accumulated in
 //! registers over all taps ([`conv_strips`]), then rounded and transposed back. Hardware FMA at
-//! the AVX2 and AVX-512 levels; the scalar level has no FMA instruction and emulates the fused
-//! operation exactly in f64 ([`fma_exact`]), so every level gives the same bytes. The weights are
+//! the AVX2 and AVX-512 levels and with NEON (`fmla`, fused too); the scalar level has no FMA
+//! instruction and emulates the fused operation exactly in f64 ([`fma_exact`]), so every level gives the same bytes. The weights are
 //! scaled by `2^64` to keep subnormals out ([`SCALE`]). The steady state allocates nothing.
 //!
 //! Sizes: torch refuses reflect padding as wide as the image (a side of `k / 2` pixels or less:
@@ -454,7 +454,7 @@ fn block_len<const N: usize>(m: usize, choices: [usize; N]) -> usize {
 }
 
 /// [`build_strips`] then [`conv_strips`], with hardware FMA at the AVX-512 and AVX2 levels (where
-/// the CPU has FMA, as every AVX2 CPU in practice does) and [`fma_exact`] otherwise.
+/// the CPU has FMA, as every AVX2 CPU in practice does) and NEON, and [`fma_exact`] otherwise.
 fn blur_strips(pixels: &mut [u8], g: Geometry, taps: &[(usize, usize, f32)], b: &mut Bufs) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -537,6 +537,38 @@ fn blur_strips(pixels: &mut [u8], g: Geometry, taps: &[(usize, usize, f32)], b: 
             // SAFETY: `level` only reports what the CPU supports.
             crate::simd::AVX2.. => return unsafe { avx2_no_fma(pixels, g, taps, b) },
             _ => {}
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::arch::aarch64::*;
+        /// Four 4-lane registers per element of lanes, `fmla` by the tap's weight (NEON's
+        /// multiply-add is fused, as x86's FMA: the same bytes).
+        #[target_feature(enable = "neon")]
+        unsafe fn neon(pixels: &mut [u8], g: Geometry, taps: &[(usize, usize, f32)], b: &mut Bufs) {
+            build_strips(pixels, g, b, transpose_portable);
+            let fma = |s: &Lanes, w: f32, a: [float32x4_t; 4]| {
+                let p = s.0.as_ptr();
+                // SAFETY: `Lanes` is 16 f32; each load reads 4 of them.
+                [0, 1, 2, 3].map(|i| unsafe { vfmaq_n_f32(a[i], vld1q_f32(p.add(4 * i)), w) })
+            };
+            let lanes = |a: [float32x4_t; 4]| {
+                let mut l = Lanes::default();
+                for (i, &v) in a.iter().enumerate() {
+                    // SAFETY: as above, 4 of the 16 f32.
+                    unsafe { vst1q_f32(l.0.as_mut_ptr().add(4 * i), v) };
+                }
+                l
+            };
+            let zero = [vdupq_n_f32(0.0); 4];
+            match block_len(g.m, [4, 3]) {
+                4 => conv_strips::<_, 4>(g, taps, pixels, b, zero, fma, lanes),
+                _ => conv_strips::<_, 3>(g, taps, pixels, b, zero, fma, lanes),
+            }
+        }
+        if crate::simd::level() >= crate::simd::NEON {
+            // SAFETY: `level` only reports what the CPU supports.
+            return unsafe { neon(pixels, g, taps, b) };
         }
     }
     portable(pixels, g, taps, b);

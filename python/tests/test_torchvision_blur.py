@@ -183,8 +183,6 @@ def test_images_smaller_than_the_padding_blur_without_error(tmp_path):
         assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), arr), f"{s}x{s} k {k}"
 
 
-@pytest.mark.xfail(strict=True, reason="barlow's view flips after the blur (views/src/view.rs write_chw) while DINOv2 "
-                   "flips before it; the view must blur with torchvision::gaussian_blur_of_mirror when it flips")
 def test_flipped_view_is_the_blur_of_the_flipped_image(tmp_path):
     """DINOv2 flips (RandomHorizontalFlip) before it blurs; torch's float sums are not mirror-symmetric,
     so a flipped view must be the blur of the flipped image, to the byte."""

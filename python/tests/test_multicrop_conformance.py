@@ -8,9 +8,11 @@ Pillow), `swav` (facebookresearch/swav `MultiCropDataset`: torchvision + OpenCV'
    decode of the same PNG file, must give the same bytes. Seeds are chosen so that every operation
    (flip, jitter, grayscale, blur, solarize where the recipe has it, the centre-crop fallback) runs
    at least once. The one exception: a view that DINOv2 blurs (torchvision's float32 convolution,
-   whose summation order is its own) may differ by at most TORCHVISION_BLUR_MAX, in at most
-   TORCHVISION_BLUR_FRACTION of its bytes (the bound views/src/blur/torchvision.rs states);
-   every other view of every recipe, SwAV's OpenCV-blurred ones included, is byte-exact.
+   reproduced operation for operation, but torch's kernel weights come from MKL's `exp`, not
+   correctly rounded) may differ by at most TORCHVISION_BLUR_MAX, in at most
+   TORCHVISION_BLUR_VIEW_FRACTION of a view's bytes and TORCHVISION_BLUR_FRACTION of all such
+   views' bytes together (the bound views/src/blur/torchvision.rs states); every other view of
+   every recipe, SwAV's OpenCV-blurred ones included, is byte-exact.
 2. Distribution: over many drawn views, the per-role probabilities of the official code (the
    reference's ROLES: blur and solarize per view a / b / local; every view: flip 0.5, jitter 0.8,
    grayscale 0.2) within 4 binomial sigmas, blur and solarize never where the code never does them,
@@ -46,7 +48,8 @@ TAGS = "abcdefghijklmnopqrstuvwxyz"
 METHODS = {"dino": dino_official, "swav": swav_official, "dinov2": dinov2_official}
 # torchvision's blur (DINOv2): most differing value and share of differing bytes per blurred view.
 TORCHVISION_BLUR_MAX = 1
-TORCHVISION_BLUR_FRACTION = 0.01
+TORCHVISION_BLUR_VIEW_FRACTION = 1e-4
+TORCHVISION_BLUR_FRACTION = 1e-5
 RATIO = (3 / 4, 4 / 3)
 PHOTOS = Path("/usr/share/backgrounds/mate/nature")
 
@@ -185,7 +188,7 @@ def replay_mismatch(src, src_img, p, png, tmp, diagnose, tolerated):
     d = np.abs(ref.astype(np.int16) - ours)
     if float_blurred(p) and d.max() <= TORCHVISION_BLUR_MAX:
         tolerated.append((int((d > 0).sum()), d.size))
-        if (d > 0).mean() <= TORCHVISION_BLUR_FRACTION:
+        if (d > 0).mean() <= TORCHVISION_BLUR_VIEW_FRACTION:
             return None
     return (f"{int((d.max(axis=2) > 0).sum())} of {d.shape[0] * d.shape[1]} pixels differ, max {int(d.max())}"
             + (f"; {first_differing_stage(src, p, tmp)}" if diagnose else ""))
@@ -240,6 +243,7 @@ def test_views_replay_byte_exact(method, images, tmp_path):
     if tolerated:
         differ, total = map(sum, zip(*tolerated))
         print(f"{method}: torchvision-blurred views: {differ} of {total} bytes differ by 1 ({differ / total:.2e})")
+        assert differ <= TORCHVISION_BLUR_FRACTION * total, f"{differ} of {total} torchvision-blurred bytes differ"
     print(f"{method}: checked {checked} views: {seen}")
 
 

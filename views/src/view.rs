@@ -5,8 +5,9 @@
 //! parameters say so; [`crate::resample`]), flip,
 //! colour jitter in the drawn order ([`crate::color`]), grayscale, Pillow's GaussianBlur
 //! ([`crate::blur`]), solarize. Every op but the flip is mirror-symmetric (per-pixel, a global
-//! mean, or a symmetric box blur with replicated edges), so the flip and solarize are done by the
-//! final HWC -> CHW write.
+//! mean, or a symmetric blur with integer sums), so the flip and solarize are done by the final
+//! HWC -> CHW write. The one exception, torchvision's float blur, blurs as if mirrored when the
+//! view is flipped ([`Blurs::apply`]'s `flipped`).
 
 use crate::blur::Blurs;
 use crate::color;
@@ -127,7 +128,8 @@ impl ViewMaker {
                 color::apply_lut(px, &pending);
                 pending = IDENTITY;
             }
-            self.blur.apply(params.blur_filter, px, s, s, sigma);
+            self.blur
+                .apply(params.blur_filter, px, s, s, sigma, params.flip);
         }
         self.times.blur_ns += lap.lap();
         if params.solarize {

@@ -135,7 +135,10 @@ pub struct Blurs {
 
 impl Blurs {
     /// Blurs the interleaved RGB image `pixels` of `width x height` in place with `filter` at
-    /// `sigma`.
+    /// `sigma`. `flipped`: the view will be mirrored after this, where the official code mirrors
+    /// before blurring; only torchvision's float blur is not mirror-symmetric to the bit (Pillow's
+    /// and OpenCV's sums are exact integers), so only it blurs differently
+    /// ([`torchvision::gaussian_blur_of_mirror`]).
     pub fn apply(
         &mut self,
         filter: BlurFilter,
@@ -143,6 +146,7 @@ impl Blurs {
         width: usize,
         height: usize,
         sigma: f64,
+        flipped: bool,
     ) {
         match filter {
             BlurFilter::Pillow => gaussian_blur(pixels, width, height, sigma, &mut self.pillow),
@@ -153,6 +157,14 @@ impl Blurs {
                 kernel as usize,
                 sigma,
                 &mut self.opencv,
+            ),
+            BlurFilter::Torchvision { kernel } if flipped => torchvision::gaussian_blur_of_mirror(
+                pixels,
+                width,
+                height,
+                kernel as usize,
+                sigma,
+                &mut self.torchvision,
             ),
             BlurFilter::Torchvision { kernel } => torchvision::gaussian_blur(
                 pixels,

@@ -18,7 +18,6 @@
 //!   a full decode (and in Pillow); every file that both decode gives the same bytes.
 //! - DCT scaling ([`crate::Scale`]) is libjpeg's `scale_num/scale_denom`; not Pillow's pixels.
 
-use std::cell::RefCell;
 use std::ffi::{c_int, CStr};
 
 use turbojpeg_sys as tj;
@@ -26,7 +25,7 @@ use turbojpeg_sys as tj;
 use crate::region::{decode_window, Rect};
 use crate::{check_pixels, eoi_after_last_scan, pillow, DecodeError, RgbImage, Scale};
 
-/// One TurboJPEG decompressor, destroyed with its thread.
+/// One TurboJPEG decompressor, destroyed when dropped.
 struct Handle(tj::tjhandle);
 
 impl Drop for Handle {
@@ -36,35 +35,23 @@ impl Drop for Handle {
     }
 }
 
-thread_local! {
-    static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's decompressor (made on first use, and again after a failure).
+/// Runs `f` with a decompressor made for this call. Not reused across images: libjpeg keeps an
+/// image's Huffman and quantisation tables in the decompressor for the next one (abbreviated
+/// datastreams), so a file that lacks them would decode with the previous file's tables, where
+/// Pillow (a decompressor per image) refuses it; and a failed call can leave it mid-stream (both
+/// found by the fuzz target). Making one costs a few microseconds.
 fn with_handle<R>(
     f: impl FnOnce(tj::tjhandle) -> Result<R, DecodeError>,
 ) -> Result<R, DecodeError> {
-    HANDLE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            // SAFETY: plain constructor; a null result is checked.
-            let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as c_int) };
-            if h.is_null() {
-                return Err(DecodeError::Corrupt(
-                    "cannot create a libjpeg-turbo decompressor".into(),
-                ));
-            }
-            *slot = Some(Handle(h));
-        }
-        let result = f(slot.as_ref().expect("made above").0);
-        if result.is_err() {
-            // A failed call can leave the decompressor mid-stream (tj3DecompressHeader does not
-            // abort it on an error), and the next image would start from that state: start the
-            // next one from a fresh decompressor instead (errors are rare; this costs one init).
-            *slot = None;
-        }
-        result
-    })
+    // SAFETY: plain constructor; a null result is checked.
+    let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as c_int) };
+    if h.is_null() {
+        return Err(DecodeError::Corrupt(
+            "cannot create a libjpeg-turbo decompressor".into(),
+        ));
+    }
+    let handle = Handle(h);
+    f(handle.0)
 }
 
 /// libjpeg-turbo's message for the last failure on `h`.

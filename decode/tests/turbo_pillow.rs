@@ -253,3 +253,25 @@ fn a_stream_without_a_frame_is_an_error() {
         .decode(&tables, DEFAULT_MAX_PIXELS, &mut img)
         .is_err());
 }
+
+/// Found by the fuzz target: a file without Huffman tables. libjpeg keeps a decompressor's tables
+/// for the next image, so with a reused decompressor it decoded with the previous file's; Pillow
+/// refuses it, and so must we, whatever was decoded before.
+#[test]
+fn tables_never_carry_over_from_the_previous_file() {
+    let bad = std::fs::read(golden("fuzz_no_tables.bin")).unwrap();
+    let good = std::fs::read(golden("rgb420.jpg")).unwrap();
+    let mut img = RgbImage::default();
+    let alone = Decoder::Turbo
+        .decode(&bad, DEFAULT_MAX_PIXELS, &mut img)
+        .unwrap_err();
+    Decoder::Turbo
+        .decode(&good, DEFAULT_MAX_PIXELS, &mut img)
+        .unwrap();
+    assert_eq!(
+        Decoder::Turbo
+            .decode(&bad, DEFAULT_MAX_PIXELS, &mut img)
+            .unwrap_err(),
+        alone
+    );
+}

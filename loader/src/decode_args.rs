@@ -6,7 +6,7 @@ use decode::Decoder;
 use views::sample::DecodeOptions;
 
 /// Which JPEG decoder, and whether to decode only what the views need.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct DecodeArgs {
     /// JPEG decoder: `turbo` (libjpeg-turbo, what Pillow uses: the official pipeline's pixels
     /// byte for byte) or `zune` (zune-jpeg, pure Rust; a few levels off Pillow's pixels).
@@ -21,16 +21,6 @@ pub struct DecodeArgs {
     /// The views are then no longer the official pipeline's bytes.
     #[arg(long)]
     pub dct_scale: bool,
-}
-
-impl Default for DecodeArgs {
-    fn default() -> DecodeArgs {
-        DecodeArgs {
-            decoder: Decoder::default(),
-            full_decode: false,
-            dct_scale: false,
-        }
-    }
 }
 
 fn parse_decoder(s: &str) -> Result<Decoder, String> {

@@ -12,6 +12,7 @@ pub(crate) fn expand_grey_in_place(buf: &mut [u8], pixels: usize) {
 }
 
 /// Pillow's `MULDIV255`: `a * b / 255`, rounded, in integers.
+#[cfg_attr(not(feature = "turbo"), allow(dead_code))]
 #[inline]
 fn muldiv255(a: u32, b: u32) -> u32 {
     let t = a * b + 128;
@@ -21,6 +22,7 @@ fn muldiv255(a: u32, b: u32) -> u32 {
 /// `pixels` CMYK quadruples as libjpeg writes them (Adobe-inverted: 0 is full ink) at the front of
 /// `buf` -> RGB triples, front to back (the output never overtakes the input): Pillow's unpack of
 /// `CMYK;I` (`v = 255 - raw`), then its `cmyk2rgb` (`nk = 255 - k; c' = nk - nk * c / 255`).
+#[cfg_attr(not(feature = "turbo"), allow(dead_code))] // zune-jpeg converts CMYK itself
 pub(crate) fn inverted_cmyk_to_rgb_in_place(buf: &mut [u8], pixels: usize) {
     for i in 0..pixels {
         let [c, m, y, k] = [buf[4 * i], buf[4 * i + 1], buf[4 * i + 2], buf[4 * i + 3]]

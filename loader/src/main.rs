@@ -355,7 +355,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     // A ring taken over from a dead loader may be behind or ahead of this command's start.
     let steps = rings.resume_step().unwrap_or(plan.steps.start)..plan.steps.end;
     eprintln!(
-        "loader: {} images in {} classes from {}; global steps {}..{} of batch {} ({} per epoch) into {} ring(s) ({} slots, {:.1} MiB each) with {} workers",
+        "loader: {} images in {} classes from {}; global steps {}..{} of batch {} ({} per epoch) into {} ring(s) ({} slots, {:.1} MiB each) with {} workers, JPEG decoder {}",
         source.len(),
         opened.classes,
         opened.description,
@@ -367,6 +367,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         args.slots,
         rings.file_bytes() as f64 / (1 << 20) as f64,
         pipeline.workers(),
+        args.input.decode.options().describe(),
     );
     for (path, shard) in paths.iter().zip(&shards) {
         eprintln!(

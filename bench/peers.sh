@@ -18,6 +18,11 @@
 #       plus `--local-crops 0` and `2` and the barlow-twins recipe, for the cost of the local
 #       crops; alternating, on the same corpora; results bench/results/R-grainN-STAMP.{jsonl,txt}.
 #       Needs no DALI venv. QUIET_MAX=S caps bench.py's wait for a quiet machine (default 20 s).
+#   DECODERS=1         instead: the decoders side by side (default WORKERS=1): `loader bench --dir`
+#       with `--decoder zune`, `--decoder turbo --full-decode` and `--decoder turbo` (region
+#       decode), against the official pipeline in Pillow (bt_pillow.py, in the torch venv of
+#       scripts/test.sh: Pillow + numpy), alternating, on the same corpora; results
+#       bench/results/decoders-grainN-STAMP.{jsonl,md}. Needs no DALI venv.
 #
 # Uses ../shared/peers (the official pipeline in Pillow, NVIDIA DALI on CPU, decode-only limits
 # and the ImageNet-like corpus generator). Installs what they need on first use (Debian wallpaper
@@ -40,11 +45,12 @@ recipe=${RECIPE:-barlow-twins}
 corpus_py=$venv/bin/python
 multicrop=
 case $recipe in dino|swav|dinov2) multicrop=$recipe ;; esac
-if [ -n "$multicrop" ]; then
+decoders=${DECODERS:-}
+if [ -n "$multicrop" ] || [ -n "$decoders" ]; then
   workers=${WORKERS:-1}
   torch_py=${BARLOW_TORCH_VENV:-$HOME/.cache/barlow/torch-venv}/bin/python
   if ! "$torch_py" -c "import torch, torchvision, PIL, numpy, cv2" 2>/dev/null; then
-    echo "peers.sh: RECIPE=$recipe needs torch, torchvision and opencv-python-headless in $torch_py (scripts/test.sh makes that venv)" >&2
+    echo "peers.sh: RECIPE=$recipe / DECODERS=1 needs torch, torchvision and opencv-python-headless in $torch_py (scripts/test.sh makes that venv)" >&2
     exit 1
   fi
   corpus_py=$torch_py   # Pillow + numpy at the versions of the corpus's manifest
@@ -68,6 +74,22 @@ done
 source scripts/setup.sh
 cargo build --release --locked -p loader -p datasets
 loader=$PWD/target/release/loader
+if [ -n "$decoders" ]; then
+  stamp=$(date +%Y%m%d-%H%M%S)
+  bench="$loader bench --dir {root} --workers {w} --seconds 10 --json"
+  for grain in $grains; do
+    corpus=/tmp/corpus2k-grain$grain
+    results=$out/decoders-grain$grain-$stamp.jsonl
+    "$torch_py" "$peers/bench.py" "$corpus" --rounds "$rounds" --out "$results" --workers "$workers" \
+      --only 'bt_pillow|loader' --quiet-max "${QUIET_MAX:-20}" \
+      --extra "$bench --decoder zune" \
+      --extra "$bench --decoder turbo --full-decode" \
+      --extra "$bench --decoder turbo" > /dev/null
+    { echo "# corpus $corpus; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores; load1 at the end $(cut -d' ' -f1 /proc/loadavg)"
+      "$torch_py" bench/ratios.py --decoders "$results"; } | tee "$out/decoders-grain$grain-$stamp.md"
+  done
+  exit 0
+fi
 if [ -n "$multicrop" ]; then
   stamp=$(date +%Y%m%d-%H%M%S)
   peer="$PWD/bench/multicrop_official_peer.py"

@@ -9,6 +9,41 @@ import statistics
 import sys
 from collections import defaultdict
 
+
+def decoders_table(path):
+    """`--decoders FILE`: the loader's decoders (the JSON's `decoder`: zune, turbo (full),
+    turbo (region)) against Pillow's official pipeline, per worker count: medians and ranges of
+    pairs per CPU-second and per second, the decode stage's share, and the ratios."""
+    runs = defaultdict(list)
+    for line in open(path):
+        r = json.loads(line)
+        w = r.get("workers", r.get("threads"))
+        key = r.get("decoder") if r["peer"].startswith("barlow") else ("pillow" if r["peer"].startswith("pillow") else None)
+        if key:
+            runs[(key, w)].append(r)
+    print("| workers | pipeline | pairs/CPU-s (median) | range | pairs/s (median) | decode ms/pair | runs (others busy during) | / Pillow per CPU-s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w in sorted({w for (_, w) in runs}):
+        pillow = [r["pairs_per_cpu_s"] for r in runs.get(("pillow", w), [])]
+        p = statistics.median(pillow) if pillow else float("nan")
+        for key in ["pillow", "zune", "turbo (full)", "turbo (region)"]:
+            rs = runs.get((key, w), [])
+            if not rs:
+                continue
+            v = [r["pairs_per_cpu_s"] for r in rs]
+            ps = [r.get("pairs_per_s", float("nan")) for r in rs]
+            dec = [s["ms_per_pair"] for r in rs for s in r.get("stages", []) if s.get("stage") == "decode"]
+            busy = ", ".join(f"{r.get('others_busy_during', float('nan')):.2f}" for r in rs)
+            m = statistics.median(v)
+            name = "Pillow official" if key == "pillow" else f"barlow, {key}"
+            print(f"| {w} | {name} | {m:.0f} | {min(v):.0f}-{max(v):.0f} | {statistics.median(ps):.0f} | "
+                  f"{statistics.median(dec) if dec else float('nan'):.2f} | {len(v)} ({busy}) | {m / p:.1f}x |")
+
+
+if len(sys.argv) > 2 and sys.argv[1] == "--decoders":
+    decoders_table(sys.argv[2])
+    sys.exit(0)
+
 rows = defaultdict(list)
 for line in open(sys.argv[1]):
     r = json.loads(line)

@@ -6,7 +6,10 @@
 #    `patch-crate` convention). The patch makes public what the trainer's custom ops need
 #    (a tensor's storage, tensors from buffers, removing a gradient, the CUDA device and cuBLAS
 #    handle). Until this folder exists every cargo command in the workspace fails with "failed
-#    to load source for dependency `dfdx`": run this script (every script here sources it).
+#    to load source for dependency `dfdx`": run this script (every script here sources it);
+# 3. cmake and nasm (Debian's packages), which the `decode` crate's libjpeg-turbo decoder needs to
+#    build libjpeg-turbo from source with its SIMD (without nasm the build fails rather than
+#    giving a slow libjpeg-turbo). Build with `--no-default-features` on `decode` to go without.
 # Sourced by the other scripts (it exports PATH); also runnable on its own. Idempotent and fast
 # once done; redone when the patch file changes.
 set -euo pipefail
@@ -19,6 +22,21 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+
+barlow_build_tools() {
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  case "$(uname -m)" in x86_64|i?86) command -v nasm >/dev/null 2>&1 || missing+=(nasm) ;; esac
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${missing[*]} (libjpeg-turbo's build) with apt-get" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null) \
+      || echo "setup: could not install ${missing[*]}: the decode crate's libjpeg-turbo backend will not build (install them, or build decode with --no-default-features)" >&2
+  else
+    echo "setup: ${missing[*]} missing and cannot be installed here (not root or no apt-get): install them for the decode crate's libjpeg-turbo backend" >&2
+  fi
+}
+barlow_build_tools
 
 barlow_patch_dfdx() {
   local root crate_sha patch dest stamp want crate

@@ -13,7 +13,9 @@
 #      a ring read by `trainer --dry-run --digest`, both aarch64 binaries under qemu, at each level
 #      and for each recipe of RECIPES (default: every built-in one), must give the batch digests
 #      of the same run of the x86_64 loader (built here, run natively); for barlow-twins also the
-#      committed x86_64 digests (left column of bench/results/digests-before-after-20261205.txt).
+#      committed x86_64 digests (left column of bench/results/digests-turbo-20261206.txt: the
+#      default libjpeg-turbo decoder, built for aarch64 with its NEON code), and with
+#      `--decoder zune` those of bench/results/digests-before-after-20261205.txt.
 # Every step runs even if an earlier one fails; the failures are listed at the end (exit 1).
 # Installs what it lacks: the Rust target (rustup) and, as root, Debian's cross compiler and
 # qemu-user (apt-get). About 9 minutes on 2 cores from a cold target folder (builds included:
@@ -64,11 +66,13 @@ done
 echo "aarch64 tests: $(( $(date +%s) - start ))s (builds included)"
 
 # 3. The digests of a short run, against x86_64's.
-# digests RUNNER LOADER LEVEL RECIPE: the per-batch digests (an aarch64 trainer reads the ring).
+# digests RUNNER LOADER LEVEL RECIPE [FLAGS...]: the per-batch digests (an aarch64 trainer reads
+# the ring).
 digests() {
   local runner=$1 loader=$2 level=$3 recipe=$4 ring=barlow-aarch64-digest-$$ pid got
+  shift 4
   BARLOW_SIMD=$level $runner "$loader" --steps 12 --batch-size 16 --seed 7 --image-size 64 \
-    --recipe "$recipe" --shm "$ring" >/dev/null 2>&1 &
+    --recipe "$recipe" --shm "$ring" "$@" >/dev/null 2>&1 &
   pid=$!
   got=$($BARLOW_TEST_RUNNER "$bin/trainer" --shm "$ring" --dry-run --digest 2>/dev/null) || true
   wait "$pid" || got="$got (the loader failed)"
@@ -90,7 +94,14 @@ if [ "${1:-}" != "--no-digest" ]; then
   step "x86_64 build of loader" cargo build --locked -p loader --bin loader
   bin=${CARGO_TARGET_DIR:-target}/$T/debug
   x86=${CARGO_TARGET_DIR:-target}/debug/loader
-  committed=$(grep '^step\|^total' bench/results/digests-before-after-20261205.txt | cut -f1)
+  committed=$(grep '^step\|^total' bench/results/digests-turbo-20261206.txt | cut -f1)
+  committed_zune=$(grep '^step\|^total' bench/results/digests-before-after-20261205.txt | cut -f1)
+  want=$(digests "" "$x86" "" barlow-twins --decoder zune)
+  check "x86_64 barlow-twins --decoder zune against the committed digests" "$committed_zune" "$want"
+  for level in $levels; do
+    check "aarch64 barlow-twins --decoder zune at $level against x86_64" "$want" \
+      "$(digests "$BARLOW_TEST_RUNNER" "$bin/loader" "$level" barlow-twins --decoder zune)"
+  done
   for recipe in ${RECIPES:-barlow-twins dino swav dinov2}; do
     want=$(digests "" "$x86" "" "$recipe")
     if [ "$recipe" = barlow-twins ]; then

@@ -806,7 +806,7 @@ mod tests {
     }
 
     fn decode(path: &Path) -> (usize, usize, Vec<u8>) {
-        let img = decode::decode_file(path, decode::DEFAULT_MAX_PIXELS)
+        let img = decode::decode_file(path, decode::DEFAULT_MAX_PIXELS, decode::Decoder::default())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         (img.width, img.height, img.pixels)
     }

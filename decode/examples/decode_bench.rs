@@ -1,12 +1,13 @@
-//! Decode speed of `decode::decode_rgb` over a folder of images, one thread:
-//! `cargo run --release -p decode --example decode_bench -- DIR [PASSES]`.
+//! Decode speed of a [`decode::Decoder`] over a folder of images, one thread:
+//! `cargo run --release -p decode --example decode_bench -- DIR [PASSES] [zune|turbo]`
+//! (default decoder: the crate's default).
 //! Reads every file into memory first, then decodes them all PASSES times into one reused buffer;
 //! prints images/s of wall time and of CPU time, megapixels/s, and a checksum of the pixels.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
+use decode::{Decoder, RgbImage, DEFAULT_MAX_PIXELS};
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -37,6 +38,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: decode_bench DIR [PASSES]"));
     let passes: usize = args.next().map_or(1, |s| s.parse().unwrap());
+    let decoder: Decoder = args
+        .next()
+        .map_or(Decoder::default(), |s| s.parse().unwrap());
     let mut paths = Vec::new();
     files(&dir, &mut paths);
     let data: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -44,7 +48,7 @@ fn main() {
     // Warm-up pass, also the checksum and the failure count.
     let (mut sum, mut failed, mut pixels) = (0u64, 0usize, 0u64);
     for bytes in &data {
-        match decode_rgb(bytes, DEFAULT_MAX_PIXELS, &mut img) {
+        match decoder.decode(bytes, DEFAULT_MAX_PIXELS, &mut img) {
             Ok(()) => {
                 pixels += (img.width * img.height) as u64;
                 sum = img
@@ -58,13 +62,13 @@ fn main() {
     let (wall0, cpu0) = (Instant::now(), cpu_seconds());
     for _ in 0..passes {
         for bytes in &data {
-            let _ = decode_rgb(bytes, DEFAULT_MAX_PIXELS, &mut img);
+            let _ = decoder.decode(bytes, DEFAULT_MAX_PIXELS, &mut img);
         }
     }
     let (wall, cpu) = (wall0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     let n = (data.len() * passes) as f64;
     println!(
-        "{}: {} files x {passes}, failed {failed}, {:.1} img/s wall, {:.1} img/CPU-s, {:.1} MP/CPU-s, checksum {sum:016x}",
+        "{} ({decoder}): {} files x {passes}, failed {failed}, {:.1} img/s wall, {:.1} img/CPU-s, {:.1} MP/CPU-s, checksum {sum:016x}",
         dir.display(),
         data.len(),
         n / wall,

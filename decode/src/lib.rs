@@ -1,27 +1,271 @@
 //! barlow's one image decoder: bytes -> interleaved RGB pixels, the way Pillow's
 //! `Image.open(f).convert('RGB')` would. The loader, the trainer's k-NN evaluation, `datasets pack`
-//! and the fuzz target all decode through [`decode_rgb`], so none of them can forget the two
-//! safeguards, which live inside it:
+//! and the fuzz target all decode through [`Decoder::decode`] (or [`decode_rgb`], the default
+//! decoder), so none of them can forget the two safeguards, which live inside it:
 //!
 //! - **the pixel cap**: the pixel count is checked from the header before anything is allocated
 //!   ([`DecodeError::TooLarge`]);
 //! - **the panic guard**: a panic inside a third-party decoder becomes
 //!   [`DecodeError::Crashed`] (and prints nothing; see [`guard`]).
 //!
-//! JPEG goes through zune-jpeg in strict mode (a truncated file is an error, as in Pillow, not a
-//! grey-filled image); a PNG (ImageNet holds one PNG named `.JPEG`) goes through the `png` crate.
-//! EXIF orientation is ignored, as PIL and torchvision ignore it.
+//! JPEG goes through one of two backends, picked by [`Decoder`] (`--decoder` on the commands):
+//!
+//! - [`Decoder::Turbo`] (`turbo.rs`, the `turbo` cargo feature, on by default): libjpeg-turbo,
+//!   the library Pillow uses, with Pillow's settings, so the pixels are Pillow's **byte for
+//!   byte**; it can also decode just a region ([`Decoder::decode_region`], see [`region`]);
+//! - [`Decoder::Zune`] (`zune.rs`): zune-jpeg, pure Rust and fuzzed, a few levels off Pillow's
+//!   pixels (its IDCT, upsampling and colour conversion differ).
+//!
+//! Both end with Pillow's own conversions to RGB (`pillow.rs`). A truncated file is an error in
+//! both, as in Pillow, not a grey-filled image. A PNG (ImageNet holds one PNG named `.JPEG`) goes
+//! through the `png` crate whatever the decoder. EXIF orientation is ignored, as PIL and
+//! torchvision ignore it.
 //!
 //! **Architecture invariant:** this crate knows nothing of datasets, rings or augmentation; it
 //! depends only on the decoders, so any crate can use it.
 
 pub mod guard;
+mod pillow;
+pub mod region;
+#[cfg(feature = "turbo")]
+mod turbo;
+mod zune;
 
 use std::fmt;
+use std::str::FromStr;
 
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_jpeg::JpegDecoder;
+pub use region::Rect;
+
+/// Which JPEG decoder to use (`--decoder zune|turbo` on every command that decodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decoder {
+    /// zune-jpeg: pure Rust, fuzzed; within a few levels of Pillow's pixels, not equal.
+    Zune,
+    /// libjpeg-turbo (what Pillow uses): Pillow's pixels byte for byte, and region decode.
+    Turbo,
+}
+
+impl Decoder {
+    /// Every decoder this build has, in `--help` order.
+    pub fn available() -> Vec<Decoder> {
+        [Decoder::Zune, Decoder::Turbo]
+            .into_iter()
+            .filter(|d| d.is_available())
+            .collect()
+    }
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Decoder::Zune => "zune",
+            Decoder::Turbo => "turbo",
+        }
+    }
+
+    /// False for [`Decoder::Turbo`] in a build without the `turbo` feature.
+    pub fn is_available(self) -> bool {
+        match self {
+            Decoder::Zune => true,
+            Decoder::Turbo => cfg!(feature = "turbo"),
+        }
+    }
+
+    /// Decodes `bytes` into `out`, reusing its pixel buffer. Images declaring more than
+    /// `max_pixels` pixels are refused before any allocation; a panic inside the decoder is an
+    /// error, not a crash. On error `out` holds no valid image.
+    pub fn decode(
+        self,
+        bytes: &[u8],
+        max_pixels: u64,
+        out: &mut RgbImage,
+    ) -> Result<(), DecodeError> {
+        self.decode_with(bytes, max_pixels, None, Scale::Full, out)
+            .map(|_| ())
+    }
+
+    /// Decodes at least the rectangle `want` of the image (full-size coordinates) into `out`, and
+    /// returns which rectangle of the image `out` holds: `out`'s pixel `(x, y)` is the image's
+    /// `(x + r.x, y + r.y)`, byte for byte what [`Decoder::decode`] gives there. Only
+    /// [`Decoder::Turbo`] on a JPEG decodes less than the whole image; otherwise the rectangle is
+    /// the whole image. Errors as [`Decoder::decode`]'s.
+    pub fn decode_region(
+        self,
+        bytes: &[u8],
+        max_pixels: u64,
+        want: Rect,
+        out: &mut RgbImage,
+    ) -> Result<Rect, DecodeError> {
+        self.decode_with(bytes, max_pixels, Some(want), Scale::Full, out)
+    }
+
+    /// **Not exact** (opt-in only): decodes a [`Decoder::Turbo`] JPEG at `scale` with libjpeg's
+    /// DCT scaling, much faster for images far larger than their crops, but whose pixels are not
+    /// a resize of Pillow's. `want` (optional) is in the *scaled* image's coordinates, and so is
+    /// the returned rectangle. Other decoders and formats ignore the scale (the result is then at
+    /// full size: check `out`'s size).
+    pub fn decode_scaled(
+        self,
+        bytes: &[u8],
+        max_pixels: u64,
+        want: Option<Rect>,
+        scale: Scale,
+        out: &mut RgbImage,
+    ) -> Result<Rect, DecodeError> {
+        self.decode_with(bytes, max_pixels, want, scale, out)
+    }
+
+    /// The image's `(width, height)` from its header, with the pixel cap applied (so that a
+    /// region decode can draw its crops first).
+    pub fn dimensions(self, bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), DecodeError> {
+        let dims = guard::catch_decoder_panic(|| {
+            if is_jpeg(bytes) {
+                match self {
+                    #[cfg(feature = "turbo")]
+                    Decoder::Turbo => turbo::dimensions(bytes),
+                    _ => zune::dimensions(bytes),
+                }
+            } else if is_png(bytes) {
+                png_dimensions(bytes)
+            } else {
+                Err(unknown(bytes))
+            }
+        })
+        .unwrap_or_else(|why| Err(DecodeError::Crashed(why)))?;
+        check_pixels(dims.0 as u64, dims.1 as u64, max_pixels)?;
+        Ok(dims)
+    }
+
+    fn decode_with(
+        self,
+        bytes: &[u8],
+        max_pixels: u64,
+        want: Option<Rect>,
+        scale: Scale,
+        out: &mut RgbImage,
+    ) -> Result<Rect, DecodeError> {
+        guard::catch_decoder_panic(|| self.decode_unguarded(bytes, max_pixels, want, scale, out))
+            .unwrap_or_else(|why| Err(DecodeError::Crashed(why)))
+    }
+
+    fn decode_unguarded(
+        self,
+        bytes: &[u8],
+        max_pixels: u64,
+        want: Option<Rect>,
+        scale: Scale,
+        out: &mut RgbImage,
+    ) -> Result<Rect, DecodeError> {
+        if is_jpeg(bytes) {
+            match self {
+                #[cfg(feature = "turbo")]
+                Decoder::Turbo => return turbo::decode(bytes, max_pixels, want, scale, out),
+                #[cfg(not(feature = "turbo"))]
+                Decoder::Turbo => {
+                    let _ = (want, scale);
+                    return Err(DecodeError::Corrupt(
+                        "this build has no libjpeg-turbo decoder (the decode crate's `turbo` feature is off): use --decoder zune".into(),
+                    ));
+                }
+                Decoder::Zune => zune::decode(bytes, max_pixels, out)?,
+            }
+        } else if is_png(bytes) {
+            decode_png(bytes, max_pixels, out)?;
+        } else {
+            return Err(unknown(bytes));
+        }
+        Ok(Rect::full(out.width as u32, out.height as u32))
+    }
+}
+
+impl Default for Decoder {
+    /// The decoder of a run that names none: libjpeg-turbo (Pillow's pixels byte for byte, and
+    /// faster than zune-jpeg on the benchmark corpora, see BENCHMARKS.md), or zune-jpeg in a
+    /// build without the `turbo` feature.
+    fn default() -> Decoder {
+        if cfg!(feature = "turbo") {
+            Decoder::Turbo
+        } else {
+            Decoder::Zune
+        }
+    }
+}
+
+impl fmt::Display for Decoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Decoder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Decoder, String> {
+        let d = match s {
+            "zune" | "zune-jpeg" => Decoder::Zune,
+            "turbo" | "libjpeg-turbo" => Decoder::Turbo,
+            _ => return Err(format!("unknown decoder {s:?}: expected zune or turbo")),
+        };
+        if !d.is_available() {
+            return Err(format!(
+                "decoder {s:?} is not in this build (built without the decode crate's `turbo` feature)"
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// libjpeg's DCT scaling, for [`Decoder::decode_scaled`] (opt-in, not exact).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Scale {
+    /// Full size (exact).
+    #[default]
+    Full,
+    /// 1/2.
+    Half,
+    /// 1/4.
+    Quarter,
+    /// 1/8.
+    Eighth,
+}
+
+impl Scale {
+    /// The `d` of the `1/d` scale.
+    pub fn denominator(self) -> u32 {
+        match self {
+            Scale::Full => 1,
+            Scale::Half => 2,
+            Scale::Quarter => 4,
+            Scale::Eighth => 8,
+        }
+    }
+
+    /// The smallest scale, down to 1/`max_denominator`, at which a crop whose shorter side is
+    /// `crop_side` pixels still has at least `view_side` pixels: how far a view's source can
+    /// shrink before the resize would upsample.
+    pub fn for_crop(crop_side: u32, view_side: u32, max_denominator: u32) -> Scale {
+        let mut best = Scale::Full;
+        for s in [Scale::Half, Scale::Quarter, Scale::Eighth] {
+            if s.denominator() <= max_denominator && crop_side / s.denominator() >= view_side {
+                best = s;
+            }
+        }
+        best
+    }
+}
+
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8])
+}
+
+fn is_png(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+fn unknown(bytes: &[u8]) -> DecodeError {
+    DecodeError::UnknownFormat {
+        first_bytes: bytes.iter().take(8).copied().collect(),
+    }
+}
 
 /// Pillow refuses images above twice its `MAX_IMAGE_PIXELS` (89,478,485); so do we, by default.
 pub const DEFAULT_MAX_PIXELS: u64 = 2 * 89_478_485;
@@ -70,35 +314,26 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes `bytes` into `out`, reusing its pixel buffer. Images declaring more than `max_pixels`
-/// pixels are refused before any allocation; a panic inside the decoder is an error, not a crash.
-/// On error `out` holds no valid image.
+/// Decodes `bytes` into `out` with the default [`Decoder`] (see [`Decoder::decode`]).
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), DecodeError> {
-    guard::catch_decoder_panic(|| decode_unguarded(bytes, max_pixels, out))
-        .unwrap_or_else(|why| Err(DecodeError::Crashed(why)))
+    Decoder::default().decode(bytes, max_pixels, out)
 }
 
-/// Reads a whole file and decodes it (for one-off tools: `loader augment`, tests).
-pub fn decode_file(path: &std::path::Path, max_pixels: u64) -> Result<RgbImage, String> {
+/// Reads a whole file and decodes it with `decoder` (for one-off tools: `loader augment`, tests).
+pub fn decode_file(
+    path: &std::path::Path,
+    max_pixels: u64,
+    decoder: Decoder,
+) -> Result<RgbImage, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut image = RgbImage::default();
-    decode_rgb(&bytes, max_pixels, &mut image).map_err(|e| format!("{}: {e}", path.display()))?;
+    decoder
+        .decode(&bytes, max_pixels, &mut image)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(image)
 }
 
-fn decode_unguarded(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), DecodeError> {
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(bytes, max_pixels, out)
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        decode_png(bytes, max_pixels, out)
-    } else {
-        Err(DecodeError::UnknownFormat {
-            first_bytes: bytes.iter().take(8).copied().collect(),
-        })
-    }
-}
-
-fn check_pixels(width: u64, height: u64, max_pixels: u64) -> Result<(), DecodeError> {
+pub(crate) fn check_pixels(width: u64, height: u64, max_pixels: u64) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
         return Err(DecodeError::Corrupt(format!(
             "image has no pixels ({width}x{height})"
@@ -114,54 +349,9 @@ fn check_pixels(width: u64, height: u64, max_pixels: u64) -> Result<(), DecodeEr
     Ok(())
 }
 
-fn decode_jpeg(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), DecodeError> {
-    let options = DecoderOptions::default()
-        .set_strict_mode(true)
-        .set_max_width(u16::MAX as usize)
-        .set_max_height(u16::MAX as usize)
-        .jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = JpegDecoder::new_with_options(bytes, options);
-    decoder
-        .decode_headers()
-        .map_err(|e| DecodeError::Corrupt(format!("{e:?}")))?;
-    let (width, height) = decoder
-        .dimensions()
-        .ok_or_else(|| DecodeError::Corrupt("no frame header".into()))?;
-    check_pixels(width as u64, height as u64, max_pixels)?;
-    if !eoi_after_last_scan(bytes) {
-        // zune-jpeg's strict mode only notices a missing tail when it over-reads by a margin.
-        return Err(DecodeError::Corrupt(
-            "truncated: no end-of-image marker after the last scan".into(),
-        ));
-    }
-    let size = decoder
-        .output_buffer_size()
-        .ok_or_else(|| DecodeError::Corrupt("image size overflows".into()))?;
-    let pixels = width * height;
-    let grey = match decoder.get_output_colorspace() {
-        Some(ColorSpace::RGB) if size == 3 * pixels => false,
-        Some(ColorSpace::Luma) if size == pixels => true,
-        other => {
-            return Err(DecodeError::Corrupt(format!(
-                "unexpected decoder output {other:?}"
-            )))
-        }
-    };
-    out.pixels.resize(3 * pixels, 0);
-    decoder
-        .decode_into(&mut out.pixels[..size])
-        .map_err(|e| DecodeError::Corrupt(format!("{e:?}")))?;
-    if grey {
-        expand_grey_in_place(&mut out.pixels, pixels);
-    }
-    out.width = width;
-    out.height = height;
-    Ok(())
-}
-
 /// True when the last marker among SOS (`FF DA`) and EOI (`FF D9`) is an EOI, i.e. the final scan
 /// is complete. Scans from the end, so a complete file is checked in a few bytes.
-fn eoi_after_last_scan(bytes: &[u8]) -> bool {
+pub(crate) fn eoi_after_last_scan(bytes: &[u8]) -> bool {
     for i in (0..bytes.len().saturating_sub(1)).rev() {
         if bytes[i] == 0xFF {
             match bytes[i + 1] {
@@ -174,12 +364,12 @@ fn eoi_after_last_scan(bytes: &[u8]) -> bool {
     false
 }
 
-/// `pixels` grey bytes at the front of `buf` -> `pixels` RGB triples filling it (back to front).
-fn expand_grey_in_place(buf: &mut [u8], pixels: usize) {
-    for i in (0..pixels).rev() {
-        let g = buf[i];
-        buf[3 * i..3 * i + 3].fill(g);
-    }
+fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+    let reader = png::Decoder::new(bytes)
+        .read_info()
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let info = reader.info();
+    Ok((info.width, info.height))
 }
 
 fn decode_png(bytes: &[u8], max_pixels: u64, out: &mut RgbImage) -> Result<(), DecodeError> {

@@ -10,6 +10,7 @@
 //! [`summary`] prints the end of a run. [`profile`] is the profiling tool: `loader bench`,
 //! `loader profile` (alone or on a ring in use, with an HTML report) and `loader stat`.
 
+pub mod decode_args;
 pub mod handoff;
 pub mod pipeline;
 pub mod preview;

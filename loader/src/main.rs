@@ -120,6 +120,8 @@ struct InputArgs {
     seed: u64,
     #[command(flatten)]
     recipe: loader::recipe_args::RecipeArgs,
+    #[command(flatten)]
+    decode: loader::decode_args::DecodeArgs,
 }
 
 impl InputArgs {
@@ -136,6 +138,7 @@ impl InputArgs {
             recipe: self.recipe.load()?,
             max_pixels,
             throttle,
+            decode: self.decode.options(),
         })
     }
 
@@ -352,7 +355,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     // A ring taken over from a dead loader may be behind or ahead of this command's start.
     let steps = rings.resume_step().unwrap_or(plan.steps.start)..plan.steps.end;
     eprintln!(
-        "loader: {} images in {} classes from {}; global steps {}..{} of batch {} ({} per epoch) into {} ring(s) ({} slots, {:.1} MiB each) with {} workers",
+        "loader: {} images in {} classes from {}; global steps {}..{} of batch {} ({} per epoch) into {} ring(s) ({} slots, {:.1} MiB each) with {} workers, JPEG decoder {}",
         source.len(),
         opened.classes,
         opened.description,
@@ -364,6 +367,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         args.slots,
         rings.file_bytes() as f64 / (1 << 20) as f64,
         pipeline.workers(),
+        args.input.decode.options().describe(),
     );
     for (path, shard) in paths.iter().zip(&shards) {
         eprintln!(
@@ -399,13 +403,14 @@ fn measure_command(
     let pipeline = Pipeline::new(&*opened.source, cfg)?;
     let dir = &opened.description;
     eprintln!(
-        "loader: measuring {} images from {} with {} workers for {}s after {} warm-up batches (SIMD level {})",
+        "loader: measuring {} images from {} with {} workers for {}s after {} warm-up batches (SIMD level {}, decoder {})",
         opened.source.len(),
         dir,
         pipeline.workers(),
         args.seconds,
         args.warmup,
-        views::simd::level_name()
+        views::simd::level_name(),
+        args.input.decode.options().describe()
     );
     let mcfg = MeasureConfig {
         seconds: args.seconds,
@@ -427,11 +432,19 @@ fn measure_command(
             "barlow"
         };
         let simd = views::simd::level_name();
+        // A decoder other than the default (or a full decode where the default decodes regions)
+        // is its own peer too (`barlow-zune`, `barlow-turbo-full`).
+        let decode = args.input.decode.options();
+        let peer = match args.input.decode.peer_suffix() {
+            Some(suffix) => format!("{peer}-{suffix}"),
+            None => peer.to_string(),
+        };
         v["peer"] = match views::simd::requested() {
             Ok(Some(_)) => format!("{peer}@{simd}"),
-            _ => peer.to_string(),
+            _ => peer,
         }
         .into();
+        v["decoder"] = decode.describe().into();
         v["simd"] = simd.into();
         v["cpu_cores_busy"] = m.busy_cores.into();
         if let Some(t) = target {

@@ -17,7 +17,7 @@ use datasets::source::SampleSource;
 use shared::{stat, Stats};
 use views::params::{ViewConfig, ViewParams};
 use views::recipe::Recipe;
-use views::sample::{SampleKey, SampleMaker};
+use views::sample::{DecodeOptions, SampleKey, SampleMaker};
 
 use crate::handoff::{BatchPlan, Handoff, PanicGuard};
 use crate::sampler::Shard;
@@ -36,6 +36,8 @@ pub struct PipelineConfig {
     pub max_pixels: u64,
     /// Sleep this long before publishing each batch (to play a slow loader in tests/profiling).
     pub throttle: Duration,
+    /// Which JPEG decoder, and whether to decode only the views' region (same bytes).
+    pub decode: DecodeOptions,
 }
 
 /// The global steps of a run ([`Pipeline::plan`]).
@@ -176,6 +178,8 @@ impl<'s> Pipeline<'s> {
         let recipe = self.cfg.recipe.to_json().to_string();
         let mut h = shared::fnv1a64(recipe.as_bytes());
         h = shared::fnv1a64_update(h, &self.cfg.max_pixels.to_le_bytes());
+        // The decoder decides the pixels (region decode does not: same bytes).
+        h = shared::fnv1a64_update(h, self.cfg.decode.decoder.name().as_bytes());
         h = shared::fnv1a64_update(h, &(self.source.len() as u64).to_le_bytes());
         for i in 0..self.source.len() {
             h = shared::fnv1a64_update(h, &self.source.label(i).to_le_bytes());
@@ -327,22 +331,20 @@ impl<'s> Pipeline<'s> {
     /// views), makes each with its [`SampleMaker`], and hands it over (see [`crate::handoff`]).
     fn work(&self, handoff: &Handoff) {
         let _guard = PanicGuard(handoff);
-        let mut maker = SampleMaker::default();
+        let mut maker = SampleMaker::new(self.cfg.decode);
         let mut staged: Vec<Vec<u8>> = (self.views.iter())
             .map(|(size, _)| vec![0u8; 3 * (*size as usize).pow(2)])
             .collect();
         let mut params = vec![ViewParams::default(); self.views.len()];
         let mut group_ns = [0u64; shared::MAX_GROUPS];
         while let Some(task) = handoff.claim() {
-            let Some(idx) = self.load_sample(&task.plan, task.k, &mut maker) else {
+            let Some(idx) = self.load_sample(&task.plan, task.k, &mut maker, &mut params) else {
                 handoff.fail(format!(
                     "none of the {} images could be decoded (see the bad-file list)",
                     self.source.len()
                 ));
                 return;
             };
-            let key = SampleKey::new(self.cfg.seed, task.plan.meta.epoch, idx as u64);
-            maker.draw(key, &self.views, &mut params);
             let dest = match task.dest {
                 Some(dest) => {
                     // SAFETY: the batch is open and sample k was claimed by this worker alone.
@@ -385,10 +387,17 @@ impl<'s> Pipeline<'s> {
         }
     }
 
-    /// Loads position `k` of a batch into `maker`: the sample at `order[first + k]`, or, if that
-    /// file is bad, the first good one among `order[p + B], order[p + 2B], ...` (wrapping).
-    /// Returns the dataset index loaded; `None` only if no file decodes.
-    fn load_sample(&self, plan: &BatchPlan, k: usize, maker: &mut SampleMaker) -> Option<usize> {
+    /// Loads position `k` of a batch into `maker` and draws its views' parameters into `params`:
+    /// the sample at `order[first + k]`, or, if that file is bad, the first good one among
+    /// `order[p + B], order[p + 2B], ...` (wrapping). Returns the dataset index loaded; `None`
+    /// only if no file decodes.
+    fn load_sample(
+        &self,
+        plan: &BatchPlan,
+        k: usize,
+        maker: &mut SampleMaker,
+        params: &mut [ViewParams],
+    ) -> Option<usize> {
         let (b, order) = (self.cfg.batch_size, &plan.order);
         let n = order.len();
         for attempt in 0..n.div_ceil(b).max(1) * b {
@@ -396,7 +405,14 @@ impl<'s> Pipeline<'s> {
             if self.status[idx].load(Ordering::Relaxed) == BAD {
                 continue;
             }
-            if let Err(why) = maker.load(|buf| self.source.read(idx, buf), self.cfg.max_pixels) {
+            let key = SampleKey::new(self.cfg.seed, plan.meta.epoch, idx as u64);
+            if let Err(why) = maker.load_and_draw(
+                |buf| self.source.read(idx, buf),
+                self.cfg.max_pixels,
+                key,
+                &self.views,
+                params,
+            ) {
                 self.record_bad(idx, why);
                 continue;
             }

@@ -49,6 +49,8 @@ pub struct PreviewArgs {
     pub epoch: u64,
     #[command(flatten)]
     pub recipe: crate::recipe_args::RecipeArgs,
+    #[command(flatten)]
+    pub decode: crate::decode_args::DecodeArgs,
 }
 
 /// Options of `loader augment`.
@@ -66,6 +68,9 @@ pub struct AugmentArgs {
     /// Side of the square view, in pixels [default: the JSON's "size", else 224].
     #[arg(long)]
     pub image_size: Option<u32>,
+    /// JPEG decoder (as given to the run whose view this replays).
+    #[arg(long, default_value_t = decode::Decoder::default(), value_parser = |s: &str| s.parse::<decode::Decoder>())]
+    pub decoder: decode::Decoder,
 }
 
 /// Writes interleaved RGB u8 as a PNG.
@@ -107,7 +112,11 @@ pub fn augment(args: &AugmentArgs) -> anyhow::Result<i32> {
     }
     let bytes =
         fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
-    let mut maker = SampleMaker::default();
+    let mut maker = SampleMaker::new(views::sample::DecodeOptions {
+        decoder: args.decoder,
+        region: false,
+        dct_scale: false,
+    });
     maker
         .decode(&bytes, DEFAULT_MAX_PIXELS)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.image.display()))?;
@@ -143,6 +152,7 @@ pub fn preview(args: &PreviewArgs) -> anyhow::Result<i32> {
         recipe,
         max_pixels: DEFAULT_MAX_PIXELS,
         throttle: std::time::Duration::ZERO,
+        decode: args.decode.options(),
     };
     let pipeline = Pipeline::new(source, cfg)?;
     let step = args.epoch * pipeline.steps_per_epoch(Shard::default());

@@ -64,6 +64,7 @@ fn config(batch_size: usize, recipe: Recipe, seed: u64, workers: usize) -> Pipel
         workers,
         max_pixels: 1 << 30,
         throttle: Duration::ZERO,
+        decode: Default::default(),
     }
 }
 

@@ -196,8 +196,9 @@ pub struct BadCorpus {
     pub bad: Vec<String>,
 }
 
-/// The corpus of awkward inputs, in an ImageNet-style folder under `dir`.
-pub fn bad_corpus(dir: &Path) -> BadCorpus {
+/// The corpus of awkward inputs, in an ImageNet-style folder under `dir`, and which of
+/// them `decoder` (`turbo` or `zune`, the loader's `--decoder`) must use or skip.
+pub fn bad_corpus(dir: &Path, decoder: &str) -> BadCorpus {
     use jpeg_encoder::ColorType;
     use std::os::unix::ffi::OsStrExt;
     let root = dir.join("bad-corpus");
@@ -234,11 +235,12 @@ pub fn bad_corpus(dir: &Path) -> BadCorpus {
         true,
     );
     // A CMYK file from the jpeg-encoder crate trips an internal assertion of zune-jpeg 0.4: the
-    // panic must be caught and the file reported, never crash the loader.
+    // panic must be caught and the file reported, never crash the loader. libjpeg-turbo (so
+    // Pillow) decodes it.
     put(
         "cmyk_zune_crash.JPEG",
         &jpeg(40, 40, ColorType::Cmyk, false),
-        false,
+        decoder == "turbo",
     );
     let mut png_bytes = Vec::new();
     {

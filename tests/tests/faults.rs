@@ -13,12 +13,23 @@ const LIMIT: Duration = Duration::from_secs(300);
 
 #[test]
 fn bad_inputs_are_skipped_counted_and_named_never_a_panic() {
+    bad_inputs_with("turbo");
+}
+
+/// zune-jpeg panics on one of the files: the guard turns it into a skipped file.
+#[test]
+fn bad_inputs_with_zune_are_skipped_too_and_its_panic_is_caught() {
+    bad_inputs_with("zune");
+}
+
+fn bad_inputs_with(decoder: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let corpus = bad_corpus(tmp.path());
+    let corpus = bad_corpus(tmp.path(), decoder);
     let ring = ring_in(tmp.path(), "bad");
     let report = tmp.path().join("bad-files.tsv");
     let loader = loader_feeding(&corpus.root, &ring)
         .args(["--batch-size", "4", "--image-size", "16", "--epochs", "3"])
+        .args(["--decoder", decoder])
         .arg("--bad-files")
         .arg(&report)
         .stderr(Stdio::piped())

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use datasets::opened::OpenedSource;
 use datasets::source::SampleSource;
-use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
+use decode::{Decoder, RgbImage, DEFAULT_MAX_PIXELS};
 use fast_image_resize as fir;
 use serde::Serialize;
 
@@ -78,8 +78,13 @@ pub fn centre_crop_resize(img: &RgbImage, size: usize, resizer: &mut fir::Resize
     }
 }
 
-/// Reads, decodes and centre-crops every sample of `source` (`classes` classes).
-pub fn load_source(source: &dyn SampleSource, classes: usize, size: usize) -> Result<EvalSet> {
+/// Reads, decodes (with `decoder`) and centre-crops every sample of `source` (`classes` classes).
+pub fn load_source(
+    source: &dyn SampleSource,
+    classes: usize,
+    size: usize,
+    decoder: Decoder,
+) -> Result<EvalSet> {
     let n = source.len();
     let sample = 3 * size * size;
     let mut set = EvalSet {
@@ -97,7 +102,9 @@ pub fn load_source(source: &dyn SampleSource, classes: usize, size: usize) -> Re
             .read(index, &mut bytes)
             .map_err(|e| e.to_string())
             .and_then(|()| {
-                decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut img).map_err(|e| e.to_string())
+                decoder
+                    .decode(&bytes, DEFAULT_MAX_PIXELS, &mut img)
+                    .map_err(|e| e.to_string())
             });
         if let Err(why) = decoded {
             set.skipped.push((source.name(index), why));
@@ -238,6 +245,8 @@ pub struct EvalOpts {
     pub image_size: Option<usize>,
     pub k: usize,
     pub batch_size: usize,
+    /// The JPEG decoder (`--decoder`).
+    pub decoder: Decoder,
 }
 
 /// `trainer eval` on `dev`: prints the report as JSON on stdout and a sentence on stderr.
@@ -269,7 +278,7 @@ pub fn eval_on<D: NnDevice>(dev: &D, o: &EvalOpts) -> anyhow::Result<i32> {
     };
     let opened = OpenedSource::open("trainer", o.dir.as_deref(), None, None)?;
     let t = std::time::Instant::now();
-    let set = load_source(&*opened.source, opened.classes, size)?;
+    let set = load_source(&*opened.source, opened.classes, size, o.decoder)?;
     for (name, why) in set.skipped.iter().take(5) {
         eprintln!("trainer: skipped {name}: {why}");
     }

@@ -4,14 +4,15 @@
 //! Bit-exact: brightness, contrast, saturation, hue, grayscale, solarize, blur (on photo crops and
 //! exhaustively, as checksums, over all 2^24 colours / noise images), crop + bicubic and bilinear
 //! resize (photo crops, and noise images as checksums), and the whole chain on Pillow's decoded
-//! pixels (through the shipped final write). Whole chain from a JPEG file (zune-jpeg vs libjpeg-turbo):
+//! pixels (through the shipped final write). Whole chain from a JPEG file: with the libjpeg-turbo
+//! decoder (`Decoder::Turbo`, Pillow's own library and settings) bit-exact, with zune-jpeg
 //! mean |diff| <= 0.5, >= 99% within 2. Each test prints the measured differences. The bit-exact
 //! checks run at every SIMD level the CPU has (`views::simd::at_level`; the levels it lacks are
 //! skipped and printed), since each level runs different hand-written kernels.
 
 use std::path::{Path, PathBuf};
 
-use decode::{decode_rgb, RgbImage, DEFAULT_MAX_PIXELS};
+use decode::{Decoder, RgbImage, DEFAULT_MAX_PIXELS};
 use serde_json::Value;
 use views::blur::{gaussian_blur, BlurScratch};
 use views::color;
@@ -30,9 +31,15 @@ fn cases() -> Value {
 }
 
 fn load(name: &str) -> RgbImage {
+    load_with(Decoder::Zune, name)
+}
+
+fn load_with(decoder: Decoder, name: &str) -> RgbImage {
     let bytes = std::fs::read(golden_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut img = RgbImage::default();
-    decode_rgb(&bytes, DEFAULT_MAX_PIXELS, &mut img).unwrap_or_else(|e| panic!("{name}: {e}"));
+    decoder
+        .decode(&bytes, DEFAULT_MAX_PIXELS, &mut img)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     img
 }
 
@@ -308,6 +315,61 @@ fn whole_chain_on_pillow_decoded_pixels_is_bit_exact() {
     });
 }
 
+/// The whole chain from the JPEG file with libjpeg-turbo: zero differing bytes, at every SIMD
+/// level (the views' kernels; libjpeg-turbo's own levels are covered by the decode crate's
+/// `turbo_pillow` test).
+#[test]
+fn whole_chain_from_the_jpeg_file_with_turbo_is_bit_exact() {
+    if !Decoder::Turbo.is_available() {
+        println!("skipped: this build has no libjpeg-turbo decoder");
+        return;
+    }
+    let cases = cases();
+    let mut maker = ViewMaker::default();
+    let mut out = Vec::new();
+    at_every_level(|level| {
+        for case in cases["chain"].as_array().unwrap() {
+            let src = load_with(Decoder::Turbo, case["input"].as_str().unwrap());
+            let want = load(case["output"].as_str().unwrap());
+            let params: ViewParams = serde_json::from_value(case["params"].clone()).unwrap();
+            view_hwc(
+                &mut maker,
+                &src,
+                &params,
+                case["size"].as_u64().unwrap() as u32,
+                &mut out,
+            );
+            let (mean, max, _, differ) = compare(&out, &want.pixels);
+            println!(
+                "{level:<10} {:<22} from the JPEG file (turbo): differing {differ}, mean {mean:.4}, max {max}",
+                case["output"].as_str().unwrap()
+            );
+            assert_eq!(differ, 0, "{level}: {}: not bit-exact", case["output"]);
+        }
+    });
+}
+
+/// Every decoding quirk (grey, progressive, CMYK, 4:4:4, PNG named .JPEG) with libjpeg-turbo:
+/// Pillow's `convert('RGB')` exactly.
+#[test]
+fn decoding_with_turbo_is_pillows_convert_rgb_exactly() {
+    if !Decoder::Turbo.is_available() {
+        return;
+    }
+    for case in cases()["decode"].as_array().unwrap() {
+        let ours = load_with(Decoder::Turbo, case["input"].as_str().unwrap());
+        let want = load(case["output"].as_str().unwrap());
+        assert_eq!((ours.width, ours.height), (want.width, want.height));
+        let (_, max, _, differ) = compare(&ours.pixels, &want.pixels);
+        println!(
+            "{:<16} ({}) turbo: differing {differ}, max {max}",
+            case["input"].as_str().unwrap(),
+            case["mode"]
+        );
+        assert_eq!(differ, 0, "{}", case["input"]);
+    }
+}
+
 /// The whole chain from the JPEG file: zune-jpeg's IDCT/upsampling differ from libjpeg-turbo's by
 /// +-1 here and there, and the ops pass that on. The bound (mean <= 0.5, >= 99% within 2)
 /// holds except where an unblurred view gets a hue shift: Pillow's u8 HSV makes the hue of
@@ -318,7 +380,7 @@ fn whole_chain_from_the_jpeg_file_is_within_tolerance() {
     let mut maker = ViewMaker::default();
     let mut out = Vec::new();
     for case in cases["chain"].as_array().unwrap() {
-        let src = load(case["input"].as_str().unwrap());
+        let src = load_with(Decoder::Zune, case["input"].as_str().unwrap());
         let want = load(case["output"].as_str().unwrap());
         let params: ViewParams = serde_json::from_value(case["params"].clone()).unwrap();
         params

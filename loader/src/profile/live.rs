@@ -170,6 +170,9 @@ pub struct RunGeometry {
     pub workers: Option<u64>,
     /// The dataset as the loader's command line names it (`--dir`/`--pack`, else the demo data).
     pub dataset: Option<String>,
+    /// The JPEG decoder, from the loader's command line (`turbo (region)`, `turbo (full)`,
+    /// `zune`), or None when it cannot be known from here.
+    pub decoder: Option<String>,
     pub loader_command: Option<String>,
     pub trainer_command: Option<String>,
     /// The recipe in effect (the loader's recipe options read now, as `loader recipe --print`
@@ -568,6 +571,19 @@ impl ProcessInfo {
     }
 }
 
+/// How the loader with this command line decodes (`turbo (region)`, `turbo (full)`, `zune`, ...).
+fn decoder_of(l: &ProcessInfo) -> String {
+    let args = crate::decode_args::DecodeArgs {
+        decoder: l
+            .flag("--decoder")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default(),
+        full_decode: l.args.iter().any(|a| a == "--full-decode"),
+        dct_scale: l.args.iter().any(|a| a == "--dct-scale"),
+    };
+    args.options().describe()
+}
+
 /// Process CPU time (user + system) of `pid`, from `/proc/<pid>/stat`.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -594,6 +610,7 @@ fn geometry(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "the built-in demo dataset".to_string())
     });
+    let decoder = loader.map(decoder_of);
     let (augment, augment_from) = match loader {
         None => (
             None,
@@ -647,6 +664,7 @@ fn geometry(
         stream_key: format!("{:016x}", info.stream_key),
         workers,
         dataset,
+        decoder,
         loader_command: loader.map(ProcessInfo::command),
         trainer_command: processes.trainer.as_ref().map(ProcessInfo::command),
         augment,
@@ -660,6 +678,9 @@ pub fn text(p: &LiveProfile) -> String {
     let mut s = String::new();
     for f in &p.findings {
         let _ = writeln!(s, "{f}");
+    }
+    if let Some(d) = &p.geometry.decoder {
+        let _ = writeln!(s, "JPEG decoder: {d}");
     }
     let _ = writeln!(s, "{:<16} {:>12}", "loader stage", "ms per pair");
     for st in &p.loader.stages {
@@ -782,6 +803,22 @@ mod tests {
             Some(PathBuf::from("/work/a.json"))
         );
         assert_eq!(p.flag("--pack"), None);
+    }
+
+    #[test]
+    fn the_decoder_is_read_from_the_loaders_command_line() {
+        let of = |args: &[&str]| {
+            decoder_of(&ProcessInfo {
+                args: args.iter().map(|a| a.to_string()).collect(),
+                cwd: None,
+            })
+        };
+        assert_eq!(of(&["loader", "--shm", "r"]), "turbo (region)");
+        assert_eq!(of(&["loader", "--decoder=zune"]), "zune");
+        assert_eq!(
+            of(&["loader", "--decoder", "turbo", "--full-decode"]),
+            "turbo (full)"
+        );
     }
 
     #[test]

@@ -279,6 +279,10 @@ pub fn live_html_report(p: &LiveProfile) -> anyhow::Result<String> {
         ),
     );
     row(
+        "JPEG decoder",
+        g.decoder.clone().unwrap_or("unknown".into()),
+    );
+    row(
         "loader workers",
         g.workers.map_or("unknown".into(), |w| w.to_string()),
     );

@@ -34,6 +34,9 @@ pub struct EvalArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// JPEG decoder: turbo (libjpeg-turbo, Pillow's pixels byte for byte) or zune (zune-jpeg).
+    #[arg(long, default_value_t = decode::Decoder::default(), value_parser = |s: &str| s.parse::<decode::Decoder>())]
+    decoder: decode::Decoder,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -52,6 +55,7 @@ impl EvalArgs {
             image_size: self.image_size,
             k: self.k,
             batch_size: self.batch_size,
+            decoder: self.decoder,
         };
         let setup = DeviceSetup {
             seed: 0,

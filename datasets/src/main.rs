@@ -73,6 +73,10 @@ enum Command {
         /// JPEG quality of re-encoded images (1-100).
         #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
         quality: u8,
+        /// JPEG decoder for the images --max-side re-encodes: `turbo` (libjpeg-turbo, Pillow's
+        /// pixels) or `zune` (zune-jpeg, pure Rust).
+        #[arg(long, default_value_t = decode::Decoder::default(), value_parser = parse_decoder)]
+        decoder: decode::Decoder,
     },
     /// Scan an ImageNet-style folder (or WebDataset shards) and report classes, image counts and
     /// skipped entries.
@@ -84,6 +88,10 @@ enum Command {
         #[arg(long, requires = "wds")]
         json: bool,
     },
+}
+
+fn parse_decoder(s: &str) -> Result<decode::Decoder, String> {
+    s.parse()
 }
 
 fn main() -> ExitCode {
@@ -139,9 +147,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             max_side,
             quality,
+            decoder,
         } => {
             let start = Instant::now();
-            let opts = datasets::pack::PackOptions { max_side, quality };
+            let opts = datasets::pack::PackOptions {
+                max_side,
+                quality,
+                decoder,
+            };
             let s = match (&wds.wds, dir) {
                 (Some(spec), _) => {
                     let source = open_shards(spec, &wds)?;

@@ -47,6 +47,8 @@ pub struct PackOptions {
     pub max_side: Option<u32>,
     /// JPEG quality of re-encoded images.
     pub quality: u8,
+    /// The decoder that reads the JPEGs `max_side` shrinks.
+    pub decoder: decode::Decoder,
 }
 
 /// What [`write_pack`] wrote.
@@ -129,7 +131,7 @@ pub fn write_source_pack(
                 let n = bytes.len() as u64;
                 match opts
                     .max_side
-                    .and_then(|m| shrink_jpeg(&bytes, m, opts.quality))
+                    .and_then(|m| shrink_jpeg(&bytes, m, opts.quality, opts.decoder))
                 {
                     Some(small) => Ok((small, n, true)),
                     None => Ok((bytes, n, false)),
@@ -315,16 +317,23 @@ impl<'a> PackView<'a> {
     }
 }
 
-/// Decodes a JPEG whose long side exceeds `max_side` (with the one decoder, [`decode::decode_rgb`]:
+/// Decodes a JPEG whose long side exceeds `max_side` (with `decoder`, through the `decode` crate:
 /// Pillow's pixel cap and the panic guard included), shrinks it by area averaging so that the long
 /// side is `max_side`, and re-encodes it (as greyscale when every pixel is grey, as a greyscale
 /// JPEG decodes); `None` when it is small enough or not a decodable JPEG.
-fn shrink_jpeg(bytes: &[u8], max_side: u32, quality: u8) -> Option<Vec<u8>> {
+fn shrink_jpeg(
+    bytes: &[u8],
+    max_side: u32,
+    quality: u8,
+    decoder: decode::Decoder,
+) -> Option<Vec<u8>> {
     if !bytes.starts_with(&[0xFF, 0xD8]) || max_side == 0 {
         return None;
     }
     let mut image = decode::RgbImage::default();
-    decode::decode_rgb(bytes, decode::DEFAULT_MAX_PIXELS, &mut image).ok()?;
+    decoder
+        .decode(bytes, decode::DEFAULT_MAX_PIXELS, &mut image)
+        .ok()?;
     let (w, h) = (image.width, image.height);
     if w.max(h) as u32 <= max_side {
         return None;
@@ -493,6 +502,7 @@ mod tests {
             &PackOptions {
                 max_side: None,
                 quality: 90,
+                ..PackOptions::default()
             },
         )
         .unwrap();
@@ -531,6 +541,7 @@ mod tests {
             &PackOptions {
                 max_side: Some(100),
                 quality: 85,
+                ..PackOptions::default()
             },
         )
         .unwrap();
@@ -552,6 +563,20 @@ mod tests {
                 .unwrap()
                 .as_slice()
         );
+    }
+
+    /// `--decoder` reaches the decode of the images `--max-side` shrinks: zune-jpeg's and
+    /// libjpeg-turbo's pixels differ on this 4:2:0 file, so the re-encoded bytes do too.
+    #[test]
+    fn max_side_decodes_with_the_chosen_decoder() {
+        let big = jpeg(300, 120);
+        let shrunk: Vec<Vec<u8>> = decode::Decoder::available()
+            .into_iter()
+            .map(|d| shrink_jpeg(&big, 100, 85, d).expect("shrinks"))
+            .collect();
+        if shrunk.len() == 2 {
+            assert_ne!(shrunk[0], shrunk[1]);
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ fn bench(dir: &Path, simd: &str) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn bench_reports_the_simd_level_and_refuses_unknown_ones() {
+/// A one-class folder holding two copies of a golden JPEG.
+fn two_image_folder() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let class = dir.path().join("n0");
     std::fs::create_dir(&class).unwrap();
@@ -26,6 +26,12 @@ fn bench_reports_the_simd_level_and_refuses_unknown_ones() {
     for i in 0..2 {
         std::fs::copy(&jpeg, class.join(format!("{i}.JPEG"))).unwrap();
     }
+    dir
+}
+
+#[test]
+fn bench_reports_the_simd_level_and_refuses_unknown_ones() {
+    let dir = two_image_folder();
 
     let o = bench(dir.path(), "avx3");
     assert_eq!(o.status.code(), Some(2));
@@ -54,14 +60,7 @@ fn bench_reports_the_simd_level_and_refuses_unknown_ones() {
 /// `loader bench --json` names the decoder (`decoder`), and a non-default one is its own peer.
 #[test]
 fn bench_names_the_decoder() {
-    let dir = tempfile::tempdir().unwrap();
-    let class = dir.path().join("n0");
-    std::fs::create_dir(&class).unwrap();
-    let jpeg =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../views/tests/golden/src_ladybird_q90.jpg");
-    for i in 0..2 {
-        std::fs::copy(&jpeg, class.join(format!("{i}.JPEG"))).unwrap();
-    }
+    let dir = two_image_folder();
     let run = |flags: &[&str]| {
         let o = common::command(env!("CARGO_BIN_EXE_loader"))
             .env_remove("BARLOW_SIMD") // a capped level would name the peer `...@LEVEL`

@@ -288,30 +288,8 @@ fn crop_resize_matches_pillow_on_noise_by_checksum() {
 /// The whole chain on Pillow's own decoded pixels of the JPEG: every op after decoding is exact.
 #[test]
 fn whole_chain_on_pillow_decoded_pixels_is_bit_exact() {
-    let cases = cases();
-    let mut maker = ViewMaker::default();
-    let mut out = Vec::new();
-    at_every_level(|level| {
-        for case in cases["chain"].as_array().unwrap() {
-            let jpg = case["input"].as_str().unwrap();
-            let pillow_png = jpg.replace(".jpg", "_pillow.png");
-            let src = load(&pillow_png);
-            let want = load(case["output"].as_str().unwrap());
-            let params: ViewParams = serde_json::from_value(case["params"].clone()).unwrap();
-            view_hwc(
-                &mut maker,
-                &src,
-                &params,
-                case["size"].as_u64().unwrap() as u32,
-                &mut out,
-            );
-            let (mean, max, _, differ) = compare(&out, &want.pixels);
-            println!(
-                "{level:<10} {:<22} from Pillow's pixels: differing {differ}, mean {mean:.4}, max {max}",
-                case["output"].as_str().unwrap()
-            );
-            assert_eq!(differ, 0, "{level}: {}: not bit-exact", case["output"]);
-        }
+    assert_chain_bit_exact("from Pillow's pixels", |jpg| {
+        load(&jpg.replace(".jpg", "_pillow.png"))
     });
 }
 
@@ -324,12 +302,20 @@ fn whole_chain_from_the_jpeg_file_with_turbo_is_bit_exact() {
         println!("skipped: this build has no libjpeg-turbo decoder");
         return;
     }
+    assert_chain_bit_exact("from the JPEG file (turbo)", |jpg| {
+        load_with(Decoder::Turbo, jpg)
+    });
+}
+
+/// Every "chain" case at every SIMD level: the view of `source(case input)` must be the
+/// official output with zero differing bytes (`how` names the source in the printed lines).
+fn assert_chain_bit_exact(how: &str, source: impl Fn(&str) -> RgbImage) {
     let cases = cases();
     let mut maker = ViewMaker::default();
     let mut out = Vec::new();
     at_every_level(|level| {
         for case in cases["chain"].as_array().unwrap() {
-            let src = load_with(Decoder::Turbo, case["input"].as_str().unwrap());
+            let src = source(case["input"].as_str().unwrap());
             let want = load(case["output"].as_str().unwrap());
             let params: ViewParams = serde_json::from_value(case["params"].clone()).unwrap();
             view_hwc(
@@ -341,7 +327,7 @@ fn whole_chain_from_the_jpeg_file_with_turbo_is_bit_exact() {
             );
             let (mean, max, _, differ) = compare(&out, &want.pixels);
             println!(
-                "{level:<10} {:<22} from the JPEG file (turbo): differing {differ}, mean {mean:.4}, max {max}",
+                "{level:<10} {:<22} {how}: differing {differ}, mean {mean:.4}, max {max}",
                 case["output"].as_str().unwrap()
             );
             assert_eq!(differ, 0, "{level}: {}: not bit-exact", case["output"]);
